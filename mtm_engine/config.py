@@ -1,0 +1,274 @@
+"""Experiment spec: load TOML, apply `--set` overrides, validate, serialise.
+
+The spec is plain data (dataclasses of str/int/float/bool/tuple) so that a run can be re-created
+from what the store holds. This module imports no torch: the TUI's compose form validates with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from mtm_engine.errors import ConfigError
+
+# The names of every registry, kept here so that validation needs no torch. A test checks that
+# they equal the keys of the real registries in data.py, models.py, losses.py and classifiers.py.
+DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
+FOLDER_PREFIX = "folder:"
+BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+MTM_LOSSES = ("euclidean", "cosine", "proximity", "push_pull", "comparison")
+PURE_LOSSES = ("cross_entropy",)
+LOSSES = MTM_LOSSES + PURE_LOSSES
+# Paper Table 6 columns; which head each classifier needs.
+CLASSIFIERS_FOR_HEAD = {
+    "mtm": ("cos", "cos_ce", "euc", "euc_ce"),
+    "pure": ("cos", "euc", "pure"),
+}
+CLASSIFIERS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
+
+
+@dataclass
+class DataSpec:
+    dataset: str = "digits"
+    root: str = "./data"
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    download: bool = True
+
+
+@dataclass
+class ModelSpec:
+    backbone: str = "convnet"
+    pretrained: bool = False
+    stem: str = "imagenet"
+    head: str = "mtm"
+    dim: int = 512
+    width: int = 16
+
+
+@dataclass
+class LossSpec:
+    name: str = "push_pull"
+    r: float = 0.95
+    eps: float = 1e-8
+    reduction: str = "sum"
+
+
+@dataclass
+class TrainSpec:
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+
+
+@dataclass
+class EvalSpec:
+    classifiers: tuple[str, ...] = ()
+    batch_size: int = 1000
+
+
+@dataclass
+class Spec:
+    name: str = "experiment"
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    loss: LossSpec = field(default_factory=LossSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @property
+    def classifiers(self) -> tuple[str, ...]:
+        """The classifiers to evaluate: the configured ones, or every one that fits the head."""
+        return self.eval.classifiers or CLASSIFIERS_FOR_HEAD[self.model.head]
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataSpec,
+    "model": ModelSpec,
+    "loss": LossSpec,
+    "train": TrainSpec,
+    "eval": EvalSpec,
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.backbone": BACKBONES,
+    "model.stem": ("imagenet", "cifar"),
+    "model.head": ("mtm", "pure"),
+    "loss.name": LOSSES,
+    "loss.reduction": ("sum", "mean"),
+    "train.optimizer": ("adam", "sgd"),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def quickstart_path() -> Path:
+    """The embedded default experiment, shipped inside the package."""
+    return Path(str(resources.files("mtm_engine").joinpath("quickstart.toml")))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`section.key=value` -> ("section.key", value); the value is read as TOML, else as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or "." not in key and key != "name":
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=0.001")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def load_spec(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a TOML experiment (the quick start if `path` is None), apply overrides, validate."""
+    path = Path(path) if path is not None else quickstart_path()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; give the path of a TOML experiment file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file's syntax") from None
+    raw.setdefault("name", path.stem)
+    return spec_from_dict(raw, overrides)
+
+
+def spec_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides:
+        key, value = parse_override(text)
+        if key == "name":
+            raw["name"] = value
+            continue
+        section, _, name = key.partition(".")
+        if section not in SECTIONS:
+            raise ConfigError(f"--set {key}: unknown section {section!r}; choose one of {', '.join(SECTIONS)}")
+        raw.setdefault(section, {})[name] = value
+    return validate(_build(raw))
+
+
+def _build(raw: dict[str, Any]) -> Spec:
+    unknown = set(raw) - set(SECTIONS) - {"name"}
+    if unknown:
+        raise ConfigError(
+            f"unknown section {sorted(unknown)[0]!r}; the sections are name, {', '.join(SECTIONS)}"
+        )
+    name = raw.get("name", "experiment")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name = {name!r}: must be a non-empty string")
+    sections = {}
+    for section, cls in SECTIONS.items():
+        values = raw.get(section, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section} = {values!r}: must be a table, e.g. [{section}]")
+        sections[section] = _build_section(section, cls, values)
+    return Spec(name=name, **sections)
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"{section}.{key}: unknown key; the keys of [{section}] are {', '.join(hints)}")
+        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} = {value!r}: must be true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} = {value!r}: must be a whole number")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise ConfigError(f"{key} = {value!r}: must be a finite number")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} = {value!r}: must be a string (in quotes)")
+    # tuple[str, ...]: a TOML list of strings, or one comma-separated string from --set.
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{key} = {value!r}: must be a list of names, e.g. [\"cos\", \"euc\"]")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(spec: Spec) -> Spec:
+    """Check every value and the rules between keys; raise ConfigError naming the key."""
+    for dotted, allowed in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(spec, section), key)
+        _check(value in allowed, f"{dotted} = {value!r}: unknown; choose one of {', '.join(allowed)}")
+
+    d, m, lo, t, ev = spec.data, spec.model, spec.loss, spec.train, spec.eval
+    _check(
+        d.dataset in DATASETS or d.dataset.startswith(FOLDER_PREFIX) and len(d.dataset) > len(FOLDER_PREFIX),
+        f"data.dataset = {d.dataset!r}: unknown; choose one of {', '.join(DATASETS)}, or folder:<path>",
+    )
+    _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction = {d.val_fraction}: must be between 0 and 1, e.g. 0.2")
+    _check(m.dim >= 1, f"model.dim = {m.dim}: must be at least 1 (the paper searches 200..2000)")
+    _check(m.width >= 1, f"model.width = {m.width}: must be at least 1")
+    _check(
+        not m.pretrained or m.backbone.startswith("resnet"),
+        f"model.pretrained = true: only the resnet backbones have pretrained weights, not {m.backbone!r}",
+    )
+    losses_for_head = MTM_LOSSES if m.head == "mtm" else PURE_LOSSES
+    _check(
+        lo.name in losses_for_head,
+        f"loss.name = {lo.name!r}: does not train a {m.head!r} head; choose one of {', '.join(losses_for_head)}",
+    )
+    if lo.name == "push_pull":
+        _check(
+            lo.r < 1.0,
+            f"loss.r = {lo.r}: push_pull needs r < 1 (at r >= 1 the loss is unbounded below); try 0.95",
+        )
+    _check(lo.r >= 0.0, f"loss.r = {lo.r}: must be at least 0")
+    _check(lo.eps >= 0.0, f"loss.eps = {lo.eps}: must be at least 0, e.g. 1e-8")
+    _check(t.epochs >= 1, f"train.epochs = {t.epochs}: must be at least 1")
+    _check(t.batch_size >= 1, f"train.batch_size = {t.batch_size}: must be at least 1, e.g. 100")
+    _check(t.lr > 0.0, f"train.lr = {t.lr}: must be above 0, e.g. 0.001")
+    _check(0.0 <= t.momentum < 1.0, f"train.momentum = {t.momentum}: must be in [0, 1)")
+    _check(
+        t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:"),
+        f"train.device = {t.device!r}: choose auto, cpu, cuda, cuda:N or mps",
+    )
+    allowed = CLASSIFIERS_FOR_HEAD[m.head]
+    for name in ev.classifiers:
+        _check(
+            name in allowed,
+            f"eval.classifiers: {name!r} does not apply to a {m.head!r} head; choose from {', '.join(allowed)}",
+        )
+    _check(ev.batch_size >= 1, f"eval.batch_size = {ev.batch_size}: must be at least 1")
+    return spec

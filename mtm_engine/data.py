@@ -1,0 +1,252 @@
+"""Datasets: registry, the paper's transforms applied once per split, seeded batch iteration.
+
+The paper's transforms (Section IV-B, Table 2) are deterministic: resize to 44, centre-crop to
+36, normalise. So each split is transformed ONCE into a float tensor [N, C, 36, 36] that stays
+on the training device, and an epoch is a seeded permutation of it, not a per-sample pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from mtm_engine.config import FOLDER_PREFIX, DataSpec
+from mtm_engine.errors import DataError
+
+RESIZE, CROP = 44, 36          # Table 2
+HELD_OUT_FRACTION = 0.2        # digits and flat image folders have no test split: a fixed 20% is held out
+_HELD_OUT_SEED = 20260101      # fixed, independent of every run's seeds, so the test set never moves
+_TRANSFORM_CHUNK = 4096        # images transformed at a time, to bound the peak memory
+
+
+@dataclass
+class Split:
+    x: Tensor   # [N, C, 36, 36] float32, normalised
+    y: Tensor   # [N] long
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.train.x.shape[1]
+
+    def to(self, device: torch.device) -> "Dataset":
+        return Dataset(self.name, self.train.to(device), self.val.to(device), self.test.to(device), self.classes)
+
+
+@dataclass
+class RawData:
+    """Images as float in [0, 1], [N, C, H, W], before the paper's transforms."""
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    classes: list[str]
+    # Normalisation on the [0, 1] pixel scale; None: measured on the training images.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+# Table 2 gives the MNIST-family values on the 0-255 scale (33.3149, 78.5639): divided by 255
+# here, because our pixels are in [0, 1]. (The original code mixed the two scales for CIFAR.)
+_MNIST_MEAN, _MNIST_STD = (33.3149 / 255,), (78.5639 / 255,)
+_TORCHVISION = {
+    # name: (torchvision class name, mean, std)
+    "mnist": ("MNIST", _MNIST_MEAN, _MNIST_STD),
+    "fashion-mnist": ("FashionMNIST", _MNIST_MEAN, _MNIST_STD),
+    "kmnist": ("KMNIST", _MNIST_MEAN, _MNIST_STD),
+    "cifar10": ("CIFAR10", (0.491, 0.482, 0.447), (0.202, 0.200, 0.201)),
+    "cifar100": ("CIFAR100", (0.507, 0.487, 0.441), (0.201, 0.198, 0.202)),
+}
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mtm" / "datasets"
+
+
+def _writable(folder: Path) -> bool:
+    """By the folder's write bits, not os.access: root may write anywhere, but a folder shipped
+    without write bits (a shared, read-only data set) must not gain extracted files."""
+    return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
+
+
+def _expected_files(cls: type) -> tuple[Path, list[str]]:
+    """(sub-folder of root, archive names) that torchvision reads for `cls`."""
+    if hasattr(cls, "resources"):   # MNIST family: ROOT/<ClassName>/raw/*.gz
+        return Path(cls.__name__) / "raw", [Path(url).name for url, _ in cls.resources]
+    return Path("."), [cls.filename]   # CIFAR: ROOT/cifar-10-python.tar.gz
+
+
+def _torchvision_split(name: str, spec: DataSpec, train: bool):
+    import torchvision.datasets
+
+    cls_name = _TORCHVISION[name][0]
+    cls = getattr(torchvision.datasets, cls_name)
+    root = Path(spec.root).expanduser()
+    sub, archives = _expected_files(cls)
+    with contextlib.suppress(RuntimeError):
+        return cls(str(root), train=train, download=False)
+    # Not extracted yet. If the archives are here but the folder is read-only (e.g. a shared
+    # data folder), extract through links in a writable mirror; torchvision then checks the md5
+    # and extracts without touching the network.
+    base = root
+    present = [a for a in archives if (root / sub / a).is_file()]
+    if present and not _writable(root / sub):
+        base = _cache_dir() / cls_name.lower() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+        (base / sub).mkdir(parents=True, exist_ok=True)
+        for a in present:
+            link = base / sub / a
+            if not link.exists():
+                link.symlink_to((root / sub / a).resolve())
+    if not present and not spec.download:
+        raise DataError(_missing(name, root / sub, archives, "data.download is false"))
+    chatter = io.StringIO()  # torchvision prints its download attempts; keep stdout clean
+    try:
+        with contextlib.redirect_stdout(chatter):
+            return cls(str(base), train=train, download=True)
+    except (RuntimeError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(_missing(name, root / sub, archives, reason)) from None
+
+
+def _missing(name: str, folder: Path, archives: list[str], reason: str) -> str:
+    return (
+        f"dataset {name!r} is not in {folder} and could not be downloaded ({reason}); "
+        f"put {', '.join(archives)} there, or set data.root to the folder that holds them"
+    )
+
+
+def _load_torchvision(name: str, spec: DataSpec) -> RawData:
+    train, test = _torchvision_split(name, spec, True), _torchvision_split(name, spec, False)
+
+    def images(ds) -> Tensor:
+        x = torch.as_tensor(ds.data)
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)   # -> [N, C, H, W]
+        return x.float().div_(255.0)
+
+    _, mean, std = _TORCHVISION[name]
+    return RawData(images(train), torch.as_tensor(train.targets, dtype=torch.long),
+                   images(test), torch.as_tensor(test.targets, dtype=torch.long),
+                   list(train.classes), mean, std)
+
+
+def _load_digits(spec: DataSpec) -> RawData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0   # [1797, 1, 8, 8]
+    y = torch.as_tensor(digits.target, dtype=torch.long)
+    return _hold_out_test(x, y, [str(i) for i in range(10)])
+
+
+def _hold_out_test(x: Tensor, y: Tensor, classes: list[str]) -> RawData:
+    """Split a set with no test split of its own: a fixed, seed-independent 20% becomes the test set."""
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(_HELD_OUT_SEED))
+    n_test = round(len(y) * HELD_OUT_FRACTION)
+    test, train = perm[:n_test], perm[n_test:]
+    return RawData(x[train], y[train], x[test], y[test], classes)
+
+
+def _load_folder(spec: DataSpec) -> RawData:
+    """torchvision ImageFolder layout: PATH/<class>/<image>, or PATH/train/<class>/... and
+    PATH/test/<class>/... Images are resized and cropped one at a time (they may differ in size)."""
+    from torchvision.datasets import ImageFolder
+
+    path = Path(spec.dataset[len(FOLDER_PREFIX):]).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data.dataset = {spec.dataset!r}: folder {path} does not exist")
+
+    def read(folder: Path) -> tuple[Tensor, Tensor, list[str]]:
+        try:
+            ds = ImageFolder(str(folder))
+        except (FileNotFoundError, OSError) as exc:
+            raise DataError(f"{folder}: not an image folder ({exc}); lay it out as <class>/<image>") from None
+        images = [TF.center_crop(TF.resize(TF.pil_to_tensor(img), [RESIZE], antialias=True), [CROP])
+                  for img, _ in ds]
+        return torch.stack(images).float().div_(255.0), torch.as_tensor(ds.targets), ds.classes
+
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        train_x, train_y, classes = read(path / "train")
+        test_x, test_y, test_classes = read(path / "test")
+        if test_classes != classes:
+            raise DataError(f"{path}: train/ and test/ hold different classes; give them the same sub-folders")
+        return RawData(train_x, train_y, test_x, test_y, classes)
+    return _hold_out_test(*read(path))
+
+
+LOADERS: dict[str, Callable[[DataSpec], RawData]] = {
+    "digits": _load_digits,
+    **{name: (lambda spec, name=name: _load_torchvision(name, spec)) for name in _TORCHVISION},
+}
+
+
+def paper_transform(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """Table 2: resize to 44x44, centre-crop 36x36, normalise. x: [N, C, H, W] in [0, 1]."""
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    out = []
+    for chunk in x.split(_TRANSFORM_CHUNK):
+        if chunk.shape[-2:] != (CROP, CROP):
+            chunk = TF.center_crop(TF.resize(chunk, [RESIZE, RESIZE], antialias=True), [CROP, CROP])
+        out.append((chunk - mean_t) / std_t)
+    return torch.cat(out)
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
+    """Load, transform once, and split the training set into train/validation (seeded)."""
+    name = spec.dataset
+    loader = _load_folder if name.startswith(FOLDER_PREFIX) else LOADERS.get(name)
+    if loader is None:
+        raise DataError(f"data.dataset = {name!r}: unknown; choose one of {', '.join(LOADERS)}, or folder:<path>")
+    raw = loader(spec)
+    mean, std = raw.mean, raw.std
+    if mean is None or std is None:   # measured on the training images only
+        mean = tuple(raw.train_x.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(raw.train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
+    train_x = paper_transform(raw.train_x, mean, std)
+    test_x = paper_transform(raw.test_x, mean, std)
+    perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(spec.split_seed))
+    n_val = max(1, round(len(perm) * spec.val_fraction))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    return Dataset(
+        name,
+        Split(train_x[train_idx], raw.train_y[train_idx]),
+        Split(train_x[val_idx], raw.train_y[val_idx]),
+        Split(test_x, raw.test_y),
+        raw.classes,
+    )
+
+
+def batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch: (x [B, C, 36, 36], y [B]) in the order of a seeded permutation."""
+    perm = torch.randperm(len(split), generator=generator).to(split.y.device)
+    for start in range(0, len(perm), batch_size):
+        idx = perm[start:start + batch_size]
+        yield split.x[idx], split.y[idx]

@@ -1,0 +1,74 @@
+"""Embedding-space measures (paper Section III-B and IV-F), pure functions of tensors.
+
+e: [N, d] embeddings, y: [N] class labels (long). Classes absent from y have no centre and are
+left out of the class-wise means.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def class_centres(e: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """G [K, d]: g_k is the mean of the embeddings of class k (NaN rows for absent classes)."""
+    sums = torch.zeros(num_classes, e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, y, e)
+    counts = torch.bincount(y, minlength=num_classes).to(e.dtype)          # [K]
+    return sums / counts.unsqueeze(1)
+
+
+def _present_centres(e: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(G [K, d], present [K] bool), with K = max label + 1."""
+    G = class_centres(e, y, int(y.max()) + 1)
+    return G, torch.bincount(y, minlength=len(G)) > 0
+
+
+def mean_pairwise_distance(points: Tensor) -> float:
+    """Mean of |p_k - p_l| over ordered pairs k != l. points: [K, d], K >= 2."""
+    K = len(points)
+    if K < 2:
+        return float("nan")
+    return (torch.cdist(points, points).sum() / (K * (K - 1))).item()
+
+
+def geometry(e: Tensor, y: Tensor) -> dict[str, float]:
+    """Every per-split measure at once (the centres are computed once), by the record's names:
+
+    cluster_size      sigma: median over all points of |e_i - g_{y_i}| (aggregated over classes, III-B)
+    centre_distance   rho: mean over classes of |g_k - avg(G)|, avg(G) the global centre
+    centre_separation mean over pairs k != l of |g_k - g_l| (Figs. 18-19)
+    median_cosine     median over points of cos(e_i, g_{y_i})
+    """
+    G, present = _present_centres(e, y)
+    own = G[y]                                             # [N, d]
+    Gp = G[present]
+    return {
+        "cluster_size": (e - own).norm(dim=1).median().item(),
+        "centre_distance": (Gp - Gp.mean(dim=0)).norm(dim=1).mean().item(),
+        "centre_separation": mean_pairwise_distance(Gp),
+        "median_cosine": F.cosine_similarity(e, own, dim=1).median().item(),
+    }
+
+
+def cluster_size(e: Tensor, y: Tensor) -> float:
+    return geometry(e, y)["cluster_size"]
+
+
+def centre_distance(e: Tensor, y: Tensor) -> float:
+    return geometry(e, y)["centre_distance"]
+
+
+def centre_separation(e: Tensor, y: Tensor) -> float:
+    return geometry(e, y)["centre_separation"]
+
+
+def median_cosine(e: Tensor, y: Tensor) -> float:
+    return geometry(e, y)["median_cosine"]
+
+
+def class_embedding_gap(C: Tensor, G: Tensor) -> float:
+    """How closely the class embeddings track the centres: mean over classes of |c_k - g_k|.
+    C, G: [K, d]; classes whose centre is NaN (absent) are left out."""
+    present = ~G.isnan().any(dim=1)
+    return (C[present] - G[present]).norm(dim=1).mean().item()

@@ -1,0 +1,110 @@
+"""Loss registry: the paper's geometric losses (Eq. 1-8) and cross-entropy for pure heads.
+
+Every MTM loss is called as `fn(e, y, C, *, r, eps, reduction)` with
+  e: [B, d] output embeddings, y: [B] class indices (long), C: [K, d] class embeddings,
+and returns the batch loss: the SUM over the batch of the per-instance loss (the paper's
+convention, Section III-C), or the mean with reduction="mean".
+Cross-entropy takes logits [B, K] in place of e and ignores C, r and eps.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mtm_engine.errors import ConfigError
+
+LossFn = Callable[..., Tensor]
+
+
+def _reduce(per_instance: Tensor, reduction: str) -> Tensor:
+    """per_instance: [B] -> scalar."""
+    return per_instance.mean() if reduction == "mean" else per_instance.sum()
+
+
+def _squared_distance_to_own(e: Tensor, y: Tensor, C: Tensor) -> Tensor:
+    """|e - c_e|^2 per instance: [B]."""
+    return (e - C[y]).pow(2).sum(dim=1)
+
+
+def euclidean(e: Tensor, y: Tensor, C: Tensor, *, r: float = 0.0, eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+    """Euclidean distance loss, Eq. 1: |e - c_e|^2."""
+    return _reduce(_squared_distance_to_own(e, y, C), reduction)
+
+
+def cosine(e: Tensor, y: Tensor, C: Tensor, *, r: float = 0.0, eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+    """Cosine distance loss, Eq. 2-3: 1 - cos(e, c_e)."""
+    cos = F.cosine_similarity(e, C[y], dim=1, eps=max(eps, 1e-12))  # [B]
+    return _reduce(1.0 - cos, reduction)
+
+
+def class_proximity(C: Tensor, eps: float) -> Tensor:
+    """prox(c) for every class, Eq. 4: sum over k != c of 1 / (|c - k|^2 + eps). C: [K, d] -> [K].
+
+    Computed once per class (O(K^2 d)) so the per-instance loss only gathers it.
+    """
+    sq = (C.unsqueeze(1) - C.unsqueeze(0)).pow(2).sum(dim=2)   # [K, K]; direct, exact at k == c
+    inverse = 1.0 / (sq + eps)
+    inverse = inverse.masked_fill(torch.eye(len(C), dtype=torch.bool, device=C.device), 0.0)
+    return inverse.sum(dim=1)
+
+
+def proximity(e: Tensor, y: Tensor, C: Tensor, *, r: float = 1e4, eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+    """Class proximity loss, Eq. 5: |e - c_e|^2 + r * prox(c_e)."""
+    per_instance = _squared_distance_to_own(e, y, C) + r * class_proximity(C, eps)[y]
+    return _reduce(per_instance, reduction)
+
+
+def push_pull(e: Tensor, y: Tensor, C: Tensor, *, r: float = 0.95, eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+    """Push-and-pull loss, Eq. 6-7: |e - c_e|^2 - r |e - avg(C)|^2.
+
+    r < 1 keeps it bounded below (validated in config, not here).
+    """
+    pull = _squared_distance_to_own(e, y, C)             # [B]
+    push = (e - C.mean(dim=0)).pow(2).sum(dim=1)         # [B]
+    return _reduce(pull - r * push, reduction)
+
+
+def comparison(e: Tensor, y: Tensor, C: Tensor, *, r: float = 0.0, eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+    """Comparison loss, Eq. 8: sum over k != c_e of |e - c_e|^2 / (|e - c_e|^2 + |e - k|^2 + eps).
+
+    One [B, K] squared-distance matrix, no loop over classes.
+    """
+    sq = (e.unsqueeze(1) - C.unsqueeze(0)).pow(2).sum(dim=2)   # [B, K]
+    own = sq.gather(1, y.unsqueeze(1))                         # [B, 1]
+    ratio = own / (own + sq + eps)                              # [B, K]
+    ratio = ratio.masked_fill(F.one_hot(y, len(C)).bool(), 0.0)
+    return _reduce(ratio.sum(dim=1), reduction)
+
+
+def cross_entropy(
+    logits: Tensor, y: Tensor, C: Tensor | None = None, *, r: float = 0.0, eps: float = 1e-8,
+    reduction: str = "sum",
+) -> Tensor:
+    """Cross-entropy of a pure head's logits [B, K]; summed over the batch like the MTM losses."""
+    return F.cross_entropy(logits, y, reduction=reduction)
+
+
+LOSSES: dict[str, LossFn] = {
+    "euclidean": euclidean,
+    "cosine": cosine,
+    "proximity": proximity,
+    "push_pull": push_pull,
+    "comparison": comparison,
+    "cross_entropy": cross_entropy,
+}
+
+# The paper's short codes, used in row names like RN18-PP (Table 3). CM is ours: the paper
+# defines comparison loss but does not run it.
+LOSS_CODES = {"euclidean": "E", "cosine": "C", "proximity": "CP", "push_pull": "PP", "comparison": "CM",
+              "cross_entropy": "P"}
+
+
+def get_loss(name: str) -> LossFn:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ConfigError(f"loss.name: unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None

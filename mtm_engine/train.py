@@ -1,0 +1,273 @@
+"""The training loop (paper Algorithm 1). It prints nothing and writes no database: it reports
+through an injected sink, and writes only its checkpoint."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from mtm_engine.classifiers import predict
+from mtm_engine.config import Spec
+from mtm_engine.data import Dataset, Split, batches, load_dataset
+from mtm_engine.errors import ConfigError
+from mtm_engine.geometry import class_centres, class_embedding_gap, geometry, mean_pairwise_distance
+from mtm_engine.losses import get_loss
+from mtm_engine.models import MovingTargetsNet, build_model
+from mtm_engine.results import summarise
+
+CHECKPOINT = "checkpoint.pt"
+PROGRESS_STEPS = 50   # BatchProgress events per epoch, at most
+
+
+# --- events -------------------------------------------------------------------------------------
+
+@dataclass
+class RunStarted:
+    device: str
+    parameters: int
+    sizes: dict[str, int]   # images per split
+    start_epoch: int        # 1 unless resumed
+
+
+@dataclass
+class BatchProgress:
+    epoch: int
+    batch: int
+    batches: int
+    loss: float             # mean per-instance loss of the latest batch
+
+
+@dataclass
+class EpochEnded:
+    epoch: int
+    record: dict[str, Any]  # every metric of the epoch, flat: see `evaluate`
+
+
+@dataclass
+class RunDiverged:
+    epoch: int
+    message: str
+
+
+Event = RunStarted | BatchProgress | EpochEnded | RunDiverged
+
+
+class Sink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class NullSink:
+    def emit(self, event: Event) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    status: str                      # finished | diverged | interrupted
+    records: list[dict[str, Any]]    # every epoch's record, earlier runs of a resumed run included
+    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+# --- devices and checkpoints --------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    """`auto`: cuda, then mps, then cpu. A named device that is absent is a user error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {name!r}: no CUDA device is visible here; use auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device = 'mps': no Apple GPU is available here; use auto or cpu")
+    return torch.device(name)
+
+
+def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer, epoch: int) -> None:
+    """Atomically (temp file, fsync, rename): a kill during the write leaves the last good one."""
+    state = {
+        "epoch": epoch,   # the last completed epoch (1-based)
+        "model": model.state_dict(),          # includes the class embeddings C
+        "optimizer": optimiser.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer) -> int:
+    """Restore model, optimiser and RNG states; return the last completed epoch."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["epoch"])
+
+
+# --- one epoch ----------------------------------------------------------------------------------
+
+def _autocast(device: torch.device, spec: Spec):
+    """bf16 autocast on CUDA (train.amp); full precision elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.amp and device.type == "cuda")
+
+
+def make_optimiser(spec: Spec, model: MovingTargetsNet) -> torch.optim.Optimizer:
+    t = spec.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum)
+    return torch.optim.Adam(model.parameters(), lr=t.lr)
+
+
+def epoch_generator(spec: Spec, epoch: int) -> torch.Generator:
+    """The batch order of an epoch depends only on (seed, epoch), so a resumed run sees the same."""
+    return torch.Generator().manual_seed(spec.train.seed * 100_003 + epoch)
+
+
+def train_one_epoch(
+    model: MovingTargetsNet, split: Split, spec: Spec, optimiser: torch.optim.Optimizer, epoch: int,
+    on_progress: Callable[[int, int, Tensor], None] = lambda batch, batches, loss: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> float | None:
+    """Algorithm 1's inner loop. Returns the mean per-instance training loss, or None if stopped."""
+    model.train()   # every epoch: the original code left BatchNorm frozen after the first evaluation
+    loss_fn = get_loss(spec.loss.name)
+    lo = spec.loss
+    device = split.y.device
+    total = torch.zeros((), device=device)   # summed on the device: no sync per batch
+    n_batches = math.ceil(len(split) / spec.train.batch_size)
+    every = max(1, n_batches // PROGRESS_STEPS)
+    for i, (x, y) in enumerate(batches(split, spec.train.batch_size, epoch_generator(spec, epoch))):
+        with _autocast(device, spec):
+            e, logits = model(x)
+        C = model.class_embeddings
+        # Losses in float32: the bf16 embeddings are upcast, the geometry is sensitive to rounding.
+        out = (logits if logits is not None else e).float()
+        loss = loss_fn(out, y, C.float() if C is not None else None, r=lo.r, eps=lo.eps, reduction=lo.reduction)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        batch_sum = loss.detach() * (len(y) if lo.reduction == "mean" else 1)
+        total += batch_sum
+        if (i + 1) % every == 0 or i + 1 == n_batches:
+            on_progress(i + 1, n_batches, batch_sum / len(y))
+            if should_stop():
+                return None
+    return total.item() / len(split)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+@torch.no_grad()
+def embed(model: MovingTargetsNet, x: Tensor, spec: Spec) -> tuple[Tensor, Tensor | None]:
+    """Embeddings [N, d] (and logits [N, K] for pure heads) in eval mode, as float32."""
+    model.eval()
+    es, ls = [], []
+    for chunk in x.split(spec.eval.batch_size):
+        with _autocast(x.device, spec):
+            e, logits = model(chunk)
+        es.append(e.float())
+        if logits is not None:
+            ls.append(logits.float())
+    return torch.cat(es), (torch.cat(ls) if ls else None)
+
+
+def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> dict[str, float]:
+    """Classifier accuracies and geometry on the validation and test splits.
+
+    Keys: {val,test}_acc_<classifier>, {val,test}_<geometry measure>, and for MTM heads
+    {val,test}_ce_gap (mean |c_k - g_k|) and ce_separation (mean pairwise |c_k - c_l|).
+    The centres G that the classifiers use come from the TRAINING split only.
+    """
+    e_train, _ = embed(model, data.train.x, spec)
+    # A class absent from the training split has no centre; put it at the origin rather than NaN,
+    # which argmax/argmin would otherwise pick.
+    G = class_centres(e_train, data.train.y, data.num_classes).nan_to_num(0.0)   # [K, d]
+    C = model.class_embeddings.detach().float() if model.class_embeddings is not None else None
+    record: dict[str, float] = {}
+    for name, split in (("val", data.val), ("test", data.test)):
+        e, logits = embed(model, split.x, spec)
+        for classifier in spec.classifiers:
+            pred = predict(classifier, e, centres=G, class_embeddings=C, logits=logits)
+            record[f"{name}_acc_{classifier}"] = (pred == split.y).float().mean().item()
+        record.update({f"{name}_{k}": v for k, v in geometry(e, split.y).items()})
+        if C is not None:
+            record[f"{name}_ce_gap"] = class_embedding_gap(C, class_centres(e, split.y, data.num_classes))
+    if C is not None:
+        record["ce_separation"] = mean_pairwise_distance(C)
+    return record
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def fit(
+    spec: Spec, run_dir: Path, sink: Sink = NullSink(), *, resume: bool = False,
+    history: list[dict[str, Any]] | None = None, should_stop: Callable[[], bool] = lambda: False,
+    data: Dataset | None = None,
+) -> RunResult:
+    """Train `spec` for its epochs, checkpointing each one into `run_dir`.
+
+    resume: continue from run_dir's checkpoint, if there is one; `history` holds the records of
+    the epochs already done (from the store). `data` may pass an already loaded dataset.
+    """
+    device = resolve_device(spec.train.device)
+    torch.manual_seed(spec.train.seed)
+    data = (data or load_dataset(spec.data)).to(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(spec.model, data.channels, data.num_classes).to(device)
+    if device.type == "cuda":   # the GPU path: NHWC convolutions are faster under bf16
+        model = model.to(memory_format=torch.channels_last)
+        data = Dataset(data.name, *(Split(s.x.contiguous(memory_format=torch.channels_last), s.y)
+                                    for s in (data.train, data.val, data.test)), data.classes)
+    optimiser = make_optimiser(spec, model)
+    checkpoint = run_dir / CHECKPOINT
+    done = load_checkpoint(checkpoint, model, optimiser) if resume and checkpoint.exists() else 0
+    records = [r for r in (history or []) if r["epoch"] <= done]
+    sink.emit(RunStarted(str(device), sum(p.numel() for p in model.parameters()),
+                         {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, done + 1))
+
+    for epoch in range(done + 1, spec.train.epochs + 1):
+        start = time.perf_counter()
+        train_loss = train_one_epoch(
+            model, data.train, spec, optimiser, epoch,
+            on_progress=lambda b, n, loss, epoch=epoch: sink.emit(BatchProgress(epoch, b, n, loss.item())),
+            should_stop=should_stop,
+        )
+        if train_loss is None:
+            return RunResult("interrupted", records, summarise(records, spec.classifiers),
+                             f"stopped during epoch {epoch}; resume continues from epoch {epoch}")
+        trained = time.perf_counter()
+        if not math.isfinite(train_loss):
+            message = (f"training loss became {train_loss} in epoch {epoch}; lower train.lr "
+                       f"(now {spec.train.lr:g}) or loss.r (now {spec.loss.r:g})")
+            sink.emit(RunDiverged(epoch, message))
+            return RunResult("diverged", records, summarise(records, spec.classifiers), message)
+        record = {"epoch": epoch, "train_loss": train_loss, **evaluate(model, data, spec)}
+        end = time.perf_counter()
+        record.update(train_time_s=trained - start, eval_time_s=end - trained, epoch_time_s=end - start,
+                      images_per_s=len(data.train) / (trained - start))
+        # Record first, then checkpoint: a kill between the two re-runs this epoch on resume, and
+        # the store replaces its record (same seed, same numbers) rather than losing it.
+        records.append(record)
+        sink.emit(EpochEnded(epoch, record))
+        save_checkpoint(checkpoint, model, optimiser, epoch)
+        if should_stop() and epoch < spec.train.epochs:
+            return RunResult("interrupted", records, summarise(records, spec.classifiers),
+                             f"stopped after epoch {epoch}; resume continues from epoch {epoch + 1}")
+    return RunResult("finished", records, summarise(records, spec.classifiers))
