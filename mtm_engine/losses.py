@@ -97,12 +97,6 @@ LOSSES: dict[str, LossFn] = {
     "cross_entropy": cross_entropy,
 }
 
-# The paper's short codes, used in row names like RN18-PP (Table 3). CM is ours: the paper
-# defines comparison loss but does not run it.
-LOSS_CODES = {"euclidean": "E", "cosine": "C", "proximity": "CP", "push_pull": "PP", "comparison": "CM",
-              "cross_entropy": "P"}
-
-
 def get_loss(name: str) -> LossFn:
     try:
         return LOSSES[name]

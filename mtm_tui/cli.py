@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +27,10 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-HOME_HELP = "Folder for runs, checkpoints and logs (default ./mtm-home, or $MTM_HOME)."
+HOME = typer.Option(None, "--home", envvar="MTM_HOME", show_envvar=True,
+                    help="Folder of the store, checkpoints and logs [default: ./mtm-home].")
+STATUS_COLOURS = {"queued": "cyan", "running": "yellow", "finished": "green", "failed": "red",
+                  "diverged": "magenta", "interrupted": "bright_black"}
 
 
 @app.callback()
@@ -35,16 +38,48 @@ def _commands() -> None:
     """Train and study the Moving Targets Model. Add --debug to any command for tracebacks."""
 
 
-def resolve_home(home: Optional[Path]) -> Path:
-    return Path(home or os.environ.get("MTM_HOME") or "mtm-home").expanduser()
+def open_store(home: Optional[Path]):
+    from mtm_engine.store import Store
+
+    return Store(home or Path("mtm-home"))
 
 
-class ProgressSink:
-    """Shows a training run on the terminal: a bar per epoch and one line per finished epoch."""
+# --- showing a run as it trains -----------------------------------------------------------------
+
+def epoch_line(record: dict[str, Any], epochs: int, classifiers: tuple[str, ...]) -> str:
+    accs = " ".join(f"{c} {record[f'val_acc_{c}']:.4f}" for c in classifiers)
+    return (f"epoch {record['epoch']}/{epochs} loss {record['train_loss']:.5g} val {accs} "
+            f"{record['images_per_s']:,.0f} img/s {record['epoch_time_s']:.1f}s")
+
+
+def started_line(event: Any) -> str:
+    sizes = ", ".join(f"{k} {v}" for k, v in event.sizes.items())
+    resumed = f"; resuming at epoch {event.start_epoch}" if event.start_epoch > 1 else ""
+    return f"device {event.device}, {event.parameters:,} parameters, images: {sizes}{resumed}"
+
+
+class TextSink:
+    """Plain lines, for a detached run's log file."""
 
     def __init__(self, epochs: int, classifiers: tuple[str, ...]):
-        self.epochs = epochs
-        self.classifiers = classifiers
+        self.epochs, self.classifiers = epochs, classifiers
+
+    def emit(self, event: Any) -> None:
+        from mtm_engine.train import EpochEnded, RunDiverged, RunStarted
+
+        if isinstance(event, RunStarted):
+            print(started_line(event), flush=True)
+        elif isinstance(event, EpochEnded):
+            print(epoch_line(event.record, self.epochs, self.classifiers), flush=True)
+        elif isinstance(event, RunDiverged):
+            print(f"diverged in epoch {event.epoch}: {event.message}", flush=True)
+
+
+class ProgressSink(TextSink):
+    """A rich progress bar per epoch, and one line per finished epoch."""
+
+    def __init__(self, epochs: int, classifiers: tuple[str, ...]):
+        super().__init__(epochs, classifiers)
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
             MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(),
@@ -62,67 +97,47 @@ class ProgressSink:
     def emit(self, event: Any) -> None:
         from mtm_engine.train import BatchProgress, EpochEnded, RunDiverged, RunStarted
 
+        say = self.progress.console.print
         if isinstance(event, RunStarted):
-            sizes = ", ".join(f"{k} {v}" for k, v in event.sizes.items())
-            self.progress.console.print(
-                f"device {event.device}, {event.parameters:,} parameters, images: {sizes}"
-                + (f"; resuming at epoch {event.start_epoch}" if event.start_epoch > 1 else "")
-            )
+            say(started_line(event), markup=False)
         elif isinstance(event, BatchProgress):
             if self.task is None:
-                self.task = self.progress.add_task("", total=event.batches, epoch=event.epoch,
-                                                   epochs=self.epochs, loss=event.loss)
-            self.progress.update(self.task, completed=event.batch, total=event.batches,
-                                 epoch=event.epoch, loss=event.loss)
+                self.task = self.progress.add_task("", total=event.batches, epoch=event.epoch, epochs=self.epochs,
+                                                   loss=event.loss)
+            self.progress.update(self.task, completed=event.batch, epoch=event.epoch, loss=event.loss)
         elif isinstance(event, EpochEnded):
-            r = event.record
-            accs = "  ".join(f"{c} {r[f'val_acc_{c}']:.4f}" for c in self.classifiers)
-            self.progress.console.print(
-                f"epoch {event.epoch:>3}/{self.epochs}  loss {r['train_loss']:<11.5g} val: {accs}  "
-                f"{r['images_per_s']:,.0f} img/s  {r['epoch_time_s']:.1f} s"
-            )
+            say(epoch_line(event.record, self.epochs, self.classifiers), markup=False, highlight=False)
             if self.task is not None:
                 self.progress.remove_task(self.task)
                 self.task = None
         elif isinstance(event, RunDiverged):
-            self.progress.console.print(f"[red]diverged[/] in epoch {event.epoch}: {event.message}")
+            say(f"[red]diverged[/] in epoch {event.epoch}: {event.message}")
 
 
 def result_table(summary: dict[str, Any], classifiers: tuple[str, ...]) -> Table:
     table = Table(title="test accuracy per classifier")
-    for column in ("classifier", "selected epoch", "val acc", "test acc (val-selected)", "test acc (final)"):
+    for column in ("classifier", "selected epoch", "val acc", "test (val-selected)", "test (final)"):
         table.add_column(column, justify="left" if column == "classifier" else "right")
     for c in classifiers:
         sel, fin = summary["val"].get(c), summary["final"].get(c)
-        if sel is None:
-            continue
-        table.add_row(c, str(sel["epoch"]), f"{sel['val_acc']:.4f}", f"{sel['test_acc']:.4f}", f"{fin['test_acc']:.4f}")
+        if sel is not None:
+            table.add_row(c, str(sel["epoch"]), f"{sel['val_acc']:.4f}", f"{sel['test_acc']:.4f}", f"{fin['test_acc']:.4f}")
     return table
 
 
-@app.command()
-def run(
-    config: Optional[Path] = typer.Argument(None, help="Experiment TOML file; the embedded quick start if omitted."),
-    set_: list[str] = typer.Option([], "--set", help="Override a key: --set section.key=value (repeatable)."),
-    json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result, nothing else."),
-    home: Optional[Path] = typer.Option(None, "--home", help=HOME_HELP),
-) -> None:
-    """Train one experiment in the foreground."""
-    from mtm_engine.config import load_spec
-    from mtm_engine.train import NullSink, fit
+def _foreground(store, run_id: str, spec, *, resume: bool, as_json: bool):
+    from mtm_engine.runner import execute
+    from mtm_engine.train import NullSink
 
-    spec = load_spec(config, overrides=set_)
-    run_id = secrets.token_hex(4)
-    run_dir = resolve_home(home) / "runs" / run_id
-    if json_:
-        result = fit(spec, run_dir, NullSink())
-    else:
-        console.print(f"run [bold]{run_id}[/] ({spec.name}): {spec.data.dataset}, {spec.model.backbone}, "
-                      f"{spec.loss.name}, {spec.train.epochs} epochs -> {run_dir}")
-        with ProgressSink(spec.train.epochs, spec.classifiers) as sink:
-            result = fit(spec, run_dir, sink)
+    if as_json:
+        return execute(store, run_id, NullSink(), resume=resume)
+    with ProgressSink(spec.train.epochs, spec.classifiers) as sink:
+        return execute(store, run_id, sink, resume=resume)
+
+
+def _report(run_id: str, spec, result, as_json: bool) -> None:
     selected = result.summary.get("val", {})
-    if json_:
+    if as_json:
         print(json.dumps({
             "run_id": run_id, "name": spec.name, "status": result.status, "message": result.message,
             "epochs": len(result.records),
@@ -133,9 +148,266 @@ def run(
     elif result.records:
         console.print(result_table(result.summary, spec.classifiers))
     if result.status != "finished":
-        if not json_:
+        if not as_json:
             err_console.print(f"run {run_id} {result.status}: {result.message}", markup=False)
         raise typer.Exit(1)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="Experiment TOML file; the embedded quick start if omitted."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set section.key=value (repeatable)."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result, nothing else."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; survives logout."),
+    home: Optional[Path] = HOME,
+) -> None:
+    """Train one experiment (in the foreground, or in the background with --detach)."""
+    from mtm_engine.config import load_spec
+    from mtm_engine.runner import create_run
+
+    spec = load_spec(config, overrides=set_)
+    store = open_store(home)
+    if detach:
+        from mtm_tui.jobs import launch
+
+        run_id = create_run(store, spec, status="queued")
+        log = launch(store, run_id)
+        if json_:
+            print(json.dumps({"run_id": run_id, "status": "queued", "log": str(log)}))
+        else:
+            console.print(f"run [bold]{run_id}[/] started in the background; log: {log}\n"
+                          f"watch it with `mtm show {run_id}`, stop it with `mtm stop {run_id}`")
+        return
+    run_id = create_run(store, spec, status="running")
+    if not json_:
+        console.print(f"run [bold]{run_id}[/] ({spec.name}): {spec.data.dataset}, {spec.model.backbone}, "
+                      f"{spec.loss.name}, {spec.train.epochs} epochs; store {store.home}")
+    _report(run_id, spec, _foreground(store, run_id, spec, resume=False, as_json=json_), json_)
+
+
+@app.command(hidden=True)
+def worker(run_id: str, resume: bool = typer.Option(False, "--resume"), home: Optional[Path] = HOME) -> None:
+    """Execute a stored run in this process (what --detach starts)."""
+    from mtm_engine.config import spec_from_dict
+    from mtm_engine.runner import execute
+
+    store = open_store(home)
+    spec = spec_from_dict(store.meta(run_id)["spec"])
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} run {run_id} ({spec.name}) pid {os.getpid()}"
+          f"{' resuming' if resume else ''}", flush=True)
+    result = execute(store, run_id, TextSink(spec.train.epochs, spec.classifiers), resume=resume)
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {result.status} {result.message}".rstrip(), flush=True)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _filtered(store, status, dataset, loss, where, sweep) -> list[dict[str, Any]]:
+    from mtm_engine.store import parse_where
+
+    predicates = [parse_where(w) for w in where]
+    rows = store.rows()
+    return [r for r in rows
+            if (not status or r["status"] in status) and (not dataset or r["dataset"] == dataset)
+            and (not loss or r["loss"] == loss) and (not sweep or r.get("sweep") == sweep)
+            and all(p(r) for p in predicates)]
+
+
+FILTERS = {
+    "status": typer.Option([], "--status", help="Only runs with this status (repeatable)."),
+    "dataset": typer.Option(None, "--dataset", help="Only runs on this dataset."),
+    "loss": typer.Option(None, "--loss", help="Only runs with this loss."),
+    "where": typer.Option([], "--where", help="A condition on a field, e.g. 'best_val>0.9' (repeatable)."),
+    "sweep": typer.Option(None, "--sweep", help="Only the trials of this sweep."),
+}
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+@app.command("list")
+def list_(
+    status: list[str] = FILTERS["status"], dataset: Optional[str] = FILTERS["dataset"],
+    loss: Optional[str] = FILTERS["loss"], where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
+    json_: bool = typer.Option(False, "--json", help="A JSON list of runs, for scripts."),
+    home: Optional[Path] = HOME,
+) -> None:
+    """List the runs in the store."""
+    rows = _filtered(open_store(home), status, dataset, loss, where, sweep)
+    if json_:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        console.print("no runs; start one with `mtm run`")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("id", "name", "status", "dataset", "backbone", "loss", "d", "epoch", "val%", "test%", "age"):
+        numeric = column in ("d", "epoch", "val%", "test%", "age")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis",
+                         min_width={"id": 8, "status": 8, "name": 6, "epoch": 5, "age": 3}.get(column))
+    now = time.time()
+    for r in rows:
+        colour = STATUS_COLOURS.get(r["status"], "white")
+        table.add_row(r["id"], r["name"], f"[{colour}]{r['status']}[/]", r["dataset"], r["backbone"], r["loss"],
+                      str(r["dim"] or "-"), f"{r['epoch']}/{r['epochs']}", _pct(r["best_val"]), _pct(r["test_acc"]),
+                      _age(now - r["created"]))
+    console.print(table)
+
+
+@app.command()
+def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
+         json_: bool = typer.Option(False, "--json", help="The run as one JSON object."),
+         home: Optional[Path] = HOME) -> None:
+    """Show a run: its spec, per-epoch figures, best vs last, and its log tail."""
+    from mtm_engine.results import summarise
+    from mtm_engine.store import LOG
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    meta, row, records = store.run(run_id)
+    if json_:
+        print(json.dumps({**meta, **row, "records": records}))
+        return
+    colour = STATUS_COLOURS.get(row["status"], "white")
+    console.print(f"[bold]{run_id}[/] {meta['name']}  [{colour}]{row['status']}[/]  epoch {row['epoch']}/{row['epochs']}"
+                  f"  device {row.get('device') or '-'}  seed {meta['seed']}" + (f"\n{row['message']}" if row["message"] else ""))
+    for section, values in meta["spec"].items():
+        if isinstance(values, dict):
+            console.print(f"[bold]{section}[/] " + "  ".join(f"{k}={v!r}" for k, v in values.items()),
+                          highlight=False)
+    if records:
+        classifiers = tuple(k[len("test_acc_"):] for k in records[0] if k.startswith("test_acc_"))
+        table = Table(title="per epoch: val/test accuracy %, test cluster size σ and centre distance ρ",
+                      box=None, header_style="bold")
+        for column in ("epoch", "loss", *classifiers, "σ", "ρ", "s"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for r in records:
+            table.add_row(str(r["epoch"]), f"{r['train_loss']:.4g}",
+                          *(f"{100 * r[f'val_acc_{c}']:.1f}/{100 * r[f'test_acc_{c}']:.1f}" for c in classifiers),
+                          f"{r['test_cluster_size']:.3g}", f"{r['test_centre_distance']:.3g}", f"{r['epoch_time_s']:.1f}")
+        console.print(table)
+        console.print(result_table(summarise(records, classifiers), classifiers))
+    log = store.run_dir(run_id) / LOG
+    if log.exists():
+        tail = log.read_text(errors="replace").splitlines()[-8:]
+        console.print("[bold]log[/] " + str(log))
+        console.print("\n".join(tail), markup=False, highlight=False)
+
+
+@app.command()
+def stop(run: str = typer.Argument(..., help="Run id or unique prefix."),
+         wait: float = typer.Option(0.0, "--wait", help="Wait up to this many seconds for the run to stop."),
+         home: Optional[Path] = HOME) -> None:
+    """Stop a run gracefully: its last whole epoch stays checkpointed; it becomes `interrupted`."""
+    from mtm_engine.store import LIVE
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    row = store.row(run_id)
+    if row["status"] not in LIVE:
+        raise MtmError(f"run {run_id} is not running (status {row['status']}); nothing to stop")
+    store.request_stop(run_id)
+    deadline = time.time() + wait
+    while wait and time.time() < deadline and store.row(run_id)["status"] in LIVE:
+        time.sleep(0.5)
+    status = store.row(run_id)["status"]
+    console.print(f"run {run_id}: " + (f"stopped ({status}); `mtm resume {run_id}` continues it" if status not in LIVE
+                                       else "stop requested; it stops after the current batch"))
+
+
+@app.command()
+def resume(run: str = typer.Argument(..., help="Run id or unique prefix."),
+           detach: bool = typer.Option(False, "--detach", "-d", help="Continue in the background."),
+           json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result."),
+           home: Optional[Path] = HOME) -> None:
+    """Continue an interrupted (or failed) run from its last checkpoint."""
+    from mtm_engine.config import spec_from_dict
+    from mtm_engine.store import LIVE
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    row = store.row(run_id)
+    if row["status"] in LIVE:
+        raise MtmError(f"run {run_id} is still {row['status']}; stop it first with `mtm stop {run_id}`")
+    if row["status"] == "finished":
+        raise MtmError(f"run {run_id} has finished all its epochs; nothing to resume")
+    spec = spec_from_dict(store.meta(run_id)["spec"])
+    if detach:
+        from mtm_tui.jobs import launch
+
+        store.update(run_id, status="queued", message="")
+        log = launch(store, run_id, resume=True)
+        console.print(f"run [bold]{run_id}[/] resumes in the background; log: {log}")
+        return
+    _report(run_id, spec, _foreground(store, run_id, spec, resume=True, as_json=json_), json_)
+
+
+@app.command()
+def rm(run: str = typer.Argument(..., help="Run id or unique prefix."),
+       yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+       home: Optional[Path] = HOME) -> None:
+    """Delete a run: its records, checkpoint and log."""
+    from mtm_engine.store import LIVE
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    row = store.row(run_id)
+    if row["status"] in LIVE:
+        raise MtmError(f"run {run_id} is {row['status']}; stop it first with `mtm stop {run_id}`")
+    if not yes and not typer.confirm(f"delete run {run_id} ({row['name']}, {row['status']})?"):
+        raise typer.Exit(1)
+    store.delete(run_id)
+    console.print(f"deleted run {run_id}")
+
+
+@app.command()
+def export(
+    run: Optional[str] = typer.Argument(None, help="One run's report instead of the result tables."),
+    format_: str = typer.Option("markdown", "--format", help="markdown, csv or json."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of the terminal."),
+    select: str = typer.Option("val", "--select", help="val (validation-selected epoch), final, or max-test "
+                                                       "(the paper's protocol, optimistic)."),
+    compare_paper: bool = typer.Option(False, "--compare-paper", help="Put the paper's figures beside ours."),
+    status: list[str] = typer.Option(["finished"], "--status", help="Runs with this status (repeatable)."),
+    dataset: Optional[str] = FILTERS["dataset"], loss: Optional[str] = FILTERS["loss"],
+    where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
+    home: Optional[Path] = HOME,
+) -> None:
+    """Export result tables in the layout of the paper's Tables 6-7 (or one run's report)."""
+    from mtm_engine import export as ex
+    from mtm_engine.results import SELECTIONS
+
+    if format_ not in ("markdown", "csv", "json"):
+        raise MtmError(f"--format {format_!r}: choose markdown, csv or json")
+    if select not in SELECTIONS:
+        raise MtmError(f"--select {select!r}: choose {', '.join(SELECTIONS)}")
+    store = open_store(home)
+    if run is not None:
+        run_id = store.resolve(run)
+        meta, row, records = store.run(run_id)
+        text = (ex.run_report(meta, row, records) if format_ == "markdown"
+                else json.dumps({**meta, **row, "records": records}, indent=1))
+    else:
+        rows = _filtered(store, status, dataset, loss, where, sweep)
+        runs = [store.run(r["id"]) for r in rows]
+        tables = ex.build_tables([(meta["spec"], records) for meta, _, records in runs], select)
+        if not tables:
+            raise MtmError("no runs with records match; `mtm list` shows the runs (export takes finished "
+                           "runs unless --status says otherwise)")
+        text = {"markdown": lambda: ex.to_markdown(tables, select, compare_paper), "csv": lambda: ex.to_csv(tables),
+                "json": lambda: ex.to_json(tables, select)}[format_]()
+    if out is None:
+        print(text, end="" if text.endswith("\n") else "\n")
+    else:
+        out.write_text(text)
+        err_console.print(f"wrote {out}")
 
 
 def main() -> None:
@@ -150,7 +422,7 @@ def main() -> None:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("interrupted", markup=False)
+        err_console.print("interrupted; `mtm resume RUN` continues from the last checkpoint", markup=False)
         sys.exit(130)
 
 

@@ -1,0 +1,117 @@
+"""Training speed: the engine's epoch against a bare PyTorch loop and a per-sample DataLoader.
+
+    python bench/train.py --dataset digits
+    python bench/train.py --dataset mnist --root ../shared/data --repeats 3
+
+All three train the same model (same init) with the same loss, optimiser and batch size:
+  engine  mtm_engine.train.train_one_epoch over the cached, pre-transformed tensors
+  bare    a plain loop over the same tensors (randperm, index, forward, loss, backward, step)
+  loader  torchvision dataset + per-sample transforms (resize 44, crop 36, normalise) + DataLoader
+The runs alternate (engine, bare, loader, engine, ...) and the medians and ratios are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from mtm_engine.config import load_spec
+from mtm_engine.data import RESIZE, CROP, _TORCHVISION, _torchvision_split, load_dataset
+from mtm_engine.losses import get_loss
+from mtm_engine.models import build_model
+from mtm_engine.train import make_optimiser, train_one_epoch
+
+
+def fresh(spec, data):
+    torch.manual_seed(0)
+    model = build_model(spec.model, data.channels, data.num_classes)
+    return model, make_optimiser(spec, model)
+
+
+def engine_epoch(spec, data) -> float:
+    model, opt = fresh(spec, data)
+    start = time.perf_counter()
+    train_one_epoch(model, data.train, spec, opt, epoch=1)
+    return time.perf_counter() - start
+
+
+def bare_epoch(spec, data) -> float:
+    model, opt = fresh(spec, data)
+    loss_fn, x, y, bs = get_loss(spec.loss.name), data.train.x, data.train.y, spec.train.batch_size
+    start = time.perf_counter()
+    model.train()
+    perm = torch.randperm(len(y))
+    for i in range(0, len(y), bs):
+        idx = perm[i:i + bs]
+        e, _ = model(x[idx])
+        loss = loss_fn(e, y[idx], model.class_embeddings, r=spec.loss.r, eps=spec.loss.eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def loader_epoch(spec, data, workers: int) -> float:
+    from torchvision import transforms as T
+
+    _, mean, std = _TORCHVISION[spec.data.dataset]
+    ds = _torchvision_split(spec.data.dataset, spec.data, train=True)
+    ds.transform = T.Compose([T.ToTensor(), T.Resize(RESIZE), T.CenterCrop(CROP), T.Normalize(mean, std)])
+    subset = torch.utils.data.Subset(ds, range(len(data.train)))   # as many images as the engine
+    loader = torch.utils.data.DataLoader(subset, batch_size=spec.train.batch_size, shuffle=True,
+                                         num_workers=workers)
+    model, opt = fresh(spec, data)
+    loss_fn = get_loss(spec.loss.name)
+    start = time.perf_counter()
+    model.train()
+    for xb, yb in loader:
+        e, _ = model(xb)
+        loss = loss_fn(e, yb, model.class_embeddings, r=spec.loss.r, eps=spec.loss.eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--root", default="./data")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the loader pipeline")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+
+    spec = load_spec(overrides=[f"data.dataset={args.dataset}", f"data.root={args.root}", "train.device=cpu",
+                                "train.batch_size=100", *args.overrides])
+    data = load_dataset(spec.data)
+    n = len(data.train)
+    runs = {"engine": lambda: engine_epoch(spec, data), "bare": lambda: bare_epoch(spec, data)}
+    if spec.data.dataset in _TORCHVISION:
+        runs["loader"] = lambda: loader_epoch(spec, data, args.workers)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            times[name].append(run())
+
+    print("$ python " + " ".join(sys.argv))
+    print(f"{spec.data.dataset}: {n} training images, {spec.model.backbone}, {spec.loss.name}, batch "
+          f"{spec.train.batch_size}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    notes = {"engine": "mtm_engine train_one_epoch, cached tensors",
+             "bare": "same model, same tensors, plain loop",
+             "loader": f"torchvision dataset + per-sample transforms + DataLoader({args.workers} workers)"}
+    for name, t in med.items():
+        print(f"{name:<7} 1 epoch: {t:7.2f} s  ({n / t:7.0f} img/s)   {notes[name]}")
+    line = f"overhead engine/bare = {med['engine'] / med['bare']:.3f}"
+    if "loader" in med:
+        line += f"   speed-up loader/engine = {med['loader'] / med['engine']:.2f}"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""A run's life in the store: create it, execute it (foreground or in a detached worker), record
+each epoch exactly once, and leave an honest status whatever happens (finished, diverged,
+interrupted, failed)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mtm_engine.config import Spec, spec_from_dict
+from mtm_engine.results import select_epoch
+from mtm_engine.store import HEARTBEAT_S, Store
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("mtm", "torch", "torchvision", "ray", "tinydb"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_revision() -> str | None:
+    """The commit of the mtm source, when it runs from a git checkout."""
+    source = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def summary_fields(spec: Spec, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The index row's figures: epochs done, best validation accuracy of the primary classifier
+    (the first of spec.classifiers) and the test accuracy at that epoch."""
+    primary = spec.classifiers[0]
+    best = select_epoch(records, primary, "val")
+    return {
+        "epoch": max((r["epoch"] for r in records), default=0),
+        "best_epoch": best["epoch"] if best else None,
+        "best_val": best[f"val_acc_{primary}"] if best else None,
+        "test_acc": best[f"test_acc_{primary}"] if best else None,
+    }
+
+
+def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str | None = None,
+               extra: dict[str, Any] | None = None) -> str:
+    """Record a new run; returns its id."""
+    run_id = secrets.token_hex(4)
+    meta = {"name": spec.name, "spec": spec.to_dict(), "seed": spec.train.seed, "versions": package_versions(),
+            "git": git_revision(), "sweep": sweep, **(extra or {})}
+    row = {"name": spec.name, "status": status, "dataset": spec.data.dataset, "backbone": spec.model.backbone,
+           "loss": spec.loss.name, "head": spec.model.head, "dim": spec.model.dim if spec.model.head == "mtm" else None,
+           "lr": spec.train.lr, "r": spec.loss.r, "seed": spec.train.seed, "epochs": spec.train.epochs,
+           "primary": spec.classifiers[0], "sweep": sweep, "host": socket.gethostname(), "pid": None,
+           "device": None, "message": "", **summary_fields(spec, [])}
+    store.create_run(run_id, meta, row)
+    return run_id
+
+
+class StoreSink:
+    """Records the engine's events in the store, then passes them on to `display`."""
+
+    def __init__(self, store: Store, run_id: str, spec: Spec, display: Any = None):
+        self.store, self.run_id, self.spec, self.display = store, run_id, spec, display
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, event: Any) -> None:
+        from mtm_engine.train import EpochEnded, RunStarted
+
+        if isinstance(event, RunStarted):
+            # Records past the checkpoint belong to an epoch that is about to run again.
+            self.store.drop_epochs_after(self.run_id, event.start_epoch - 1)
+            self.records = self.store.records(self.run_id)
+            self.store.update(self.run_id, device=event.device)
+        elif isinstance(event, EpochEnded):
+            self.records.append(event.record)
+            self.store.append_epoch(self.run_id, event.record, summary_fields(self.spec, self.records))
+        if self.display is not None:
+            self.display.emit(event)
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, store: Store, run_id: str):
+        super().__init__(daemon=True)
+        self.store, self.run_id, self.done = store, run_id, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(HEARTBEAT_S):
+            self.store.heartbeat(self.run_id)
+
+
+def execute(store: Store, run_id: str, display: Any = None, *, resume: bool = False):
+    """Run (or resume) a stored run in this process, keeping its status true to what happens.
+
+    SIGTERM and a stop request (`mtm stop`) end it gracefully: the last whole epoch stays
+    checkpointed and recorded, and the status becomes `interrupted`.
+    """
+    from mtm_engine.train import fit
+
+    spec = spec_from_dict(store.meta(run_id)["spec"])
+    store.clear_stop(run_id)
+    store.update(run_id, status="running", pid=os.getpid(), host=socket.gethostname(), message="")
+    terminated = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: terminated.set())
+    heartbeat = _Heartbeat(store, run_id)
+    heartbeat.start()
+    try:
+        result = fit(spec, store.run_dir(run_id), StoreSink(store, run_id, spec, display), resume=resume,
+                     history=store.records(run_id) if resume else [],
+                     should_stop=lambda: terminated.is_set() or store.stop_requested(run_id))
+    except KeyboardInterrupt:
+        store.update(run_id, status="interrupted", pid=None,
+                     message="interrupted (Ctrl-C); mtm resume continues from the last checkpoint")
+        raise
+    except BaseException as exc:
+        store.update(run_id, status="failed", pid=None, message=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    finally:
+        heartbeat.done.set()
+    store.update(run_id, status=result.status, pid=None, message=result.message)
+    return result

@@ -1,0 +1,304 @@
+"""The experiment store: TinyDB files under a home folder. The only module that imports tinydb.
+
+Layout (HOME defaults to ./mtm-home):
+    HOME/index/<shard>.json    one row per run: what `mtm list` shows. A shard per sweep
+                               (sweep-<id>) or, for single runs, per creation day (day-YYYY-MM-DD)
+    HOME/runs/<id>/run.json    the run: its full metadata and one record per epoch
+    HOME/runs/<id>/            also its checkpoint, its log and its stop request
+
+Appending an epoch (or a heartbeat) rewrites only the run's own file, so it costs the same however
+many runs the store holds. The index rows are refreshed at status changes; listing reads the index
+shards, plus the own files of the few runs that are live.
+
+Several processes write at once (parallel runs, sweep trials), so every change is a
+read-modify-write under an inter-process lock (fcntl) on that file, and every write is atomic
+(temp file, fsync, rename): a reader never sees a half-written file, and a process killed
+during a write leaves the last good state. A file that is corrupt, or not ours, raises
+StoreError naming it; it is never overwritten or repaired.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+from mtm_engine.errors import MtmError
+
+FORMAT = 1
+STATUSES = ("queued", "running", "finished", "failed", "diverged", "interrupted")
+LIVE = ("queued", "running")
+HEARTBEAT_S = 30.0             # a live run refreshes its heartbeat this often
+STALE_AFTER_S = 5 * HEARTBEAT_S
+RUN_FILE, CHECKPOINT, LOG, STOP = "run.json", "checkpoint.pt", "log.txt", "stop"
+
+
+class StoreError(MtmError):
+    """A store file is corrupt or not ours, or a run id is unknown or ambiguous."""
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that replaces its file atomically and refuses files that are not ours.
+
+    Each file carries a `_mtm` table with {"format": 1, "kind": ...}; a file without it is
+    somebody else's and is never written over.
+    """
+
+    def __init__(self, path: str, kind: str):
+        self.path = Path(path)
+        self.kind = kind
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise StoreError(f"store file {self.path} is corrupt (not valid JSON); move it aside "
+                             f"or restore it from a backup; mtm will not overwrite it") from None
+        marker = data.get("_mtm", {}).get("1", {}) if isinstance(data, dict) else {}
+        if marker.get("format") != FORMAT or marker.get("kind") != self.kind:
+            raise StoreError(f"{self.path} is not an mtm {self.kind} file; move it aside, or choose "
+                             f"another home with --home or MTM_HOME")
+        return data
+
+    def write(self, data: dict[str, Any]) -> None:
+        data["_mtm"] = {"1": {"format": FORMAT, "kind": self.kind}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock for changing `path` (a sibling .lock file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _open(path: Path, kind: str) -> TinyDB:
+    return TinyDB(str(path), storage=AtomicJSONStorage, kind=kind)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+class Store:
+    """The run file is the truth about a run; its index row is a copy refreshed at every status
+    change (create, start, end), so that epochs and heartbeats write the run file alone."""
+
+    def __init__(self, home: str | Path):
+        self.home = Path(home).expanduser()
+
+    # --- paths ----------------------------------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.home / "runs" / run_id
+
+    def _run_file(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / RUN_FILE
+
+    def _index_file(self, shard: str) -> Path:
+        return self.home / "index" / f"{shard}.json"
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def create_run(self, run_id: str, meta: dict[str, Any], row: dict[str, Any]) -> None:
+        """Record a new run: `meta` (spec, versions, ...) and `row` (what `mtm list` shows)."""
+        now = time.time()
+        shard = f"sweep-{row['sweep']}" if row.get("sweep") else time.strftime("day-%Y-%m-%d", time.localtime(now))
+        row = {**row, "id": run_id, "shard": shard, "created": now, "updated": now, "heartbeat": now}
+        path = self._run_file(run_id)
+        with _locked(path):
+            if path.exists():
+                raise StoreError(f"run {run_id} exists already")
+            with _open(path, "run") as db:
+                db.table("meta").insert({**meta, "id": run_id})
+                db.table("row").insert(row)
+                db.table("epochs")   # an empty table: the file is complete from the start
+        self._write_index_row(row)
+
+    def _change_run(self, run_id: str, change: Callable[[Any], None], **fields: Any) -> dict[str, Any]:
+        """Under the run file's lock: apply `change` to the open file and merge `fields` into the
+        run's row; return the new row."""
+        path = self._run_file(run_id)
+        if not path.exists():
+            raise StoreError(f"no run {run_id!r} in {self.home}; `mtm list` shows the runs")
+        with _locked(path), _open(path, "run") as db:
+            change(db)
+            table = db.table("row")
+            row = {**table.all()[0], **fields}
+            table.truncate()
+            table.insert(row)
+        return row
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        """A status change (status, pid, message, device, ...): the run file, then its index row."""
+        self._write_index_row(self._change_run(run_id, lambda db: None, updated=time.time(), **fields))
+
+    def heartbeat(self, run_id: str) -> None:
+        self._change_run(run_id, lambda db: None, heartbeat=time.time())
+
+    def append_epoch(self, run_id: str, record: dict[str, Any], row_fields: dict[str, Any]) -> None:
+        """Store one epoch's record exactly once (a repeated epoch replaces its record) and the
+        row's new figures (epoch, best), in one write of the run's own file."""
+        self._change_run(run_id, lambda db: db.table("epochs").upsert(record, Query().epoch == record["epoch"]),
+                         heartbeat=time.time(), **row_fields)
+
+    def drop_epochs_after(self, run_id: str, epoch: int) -> None:
+        """Forget records past `epoch` (those of a checkpoint that never landed)."""
+        self._change_run(run_id, lambda db: db.table("epochs").remove(Query().epoch > epoch))
+
+    def _write_index_row(self, row: dict[str, Any]) -> None:
+        path = self._index_file(row["shard"])
+        with _locked(path), _open(path, "index") as db:
+            db.table("runs").upsert(row, Query().id == row["id"])
+
+    def delete(self, run_id: str) -> None:
+        row = self.row(run_id)
+        path = self._index_file(row["shard"])
+        with _locked(path), _open(path, "index") as db:
+            db.table("runs").remove(Query().id == run_id)
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every run's row, oldest first. Live runs are read from their own files (fresh epochs),
+        and those whose process died are shown, and recorded, as interrupted."""
+        rows: list[dict[str, Any]] = []
+        folder = self.home / "index"
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.json")):
+                data = AtomicJSONStorage(str(path), "index").read() or {}
+                rows.extend(data.get("runs", {}).values())
+        rows = [self._fresh(row) if row["status"] in LIVE else row for row in rows]
+        return sorted(rows, key=lambda r: r["created"])
+
+    def _fresh(self, row: dict[str, Any]) -> dict[str, Any]:
+        with contextlib.suppress(StoreError):   # a run deleted while we read keeps its index copy
+            row = self._read_run(row["id"])["row"]["1"]
+        return self._mark_if_dead(row)
+
+    def _mark_if_dead(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A live run whose process died without saying so (SIGKILL, reboot) is interrupted:
+        its pid is gone from this host, or (on another host) its heartbeat has stopped."""
+        if row["status"] not in LIVE:
+            return row
+        if row.get("host") == socket.gethostname() and row.get("pid"):
+            dead = not _pid_alive(row["pid"])
+        else:
+            dead = time.time() - row.get("heartbeat", row["created"]) > STALE_AFTER_S
+        if dead:
+            row = {**row, "status": "interrupted",
+                   "message": "the run's process ended without finishing; mtm resume continues it"}
+            with contextlib.suppress(StoreError):
+                self.update(row["id"], status="interrupted", message=row["message"])
+        return row
+
+    def resolve(self, prefix: str) -> str:
+        """A full run id from an unambiguous prefix."""
+        runs = self.home / "runs"
+        ids = [p.name for p in runs.iterdir() if p.name.startswith(prefix) and (p / RUN_FILE).exists()] \
+            if prefix and runs.is_dir() else []
+        if not ids:
+            raise StoreError(f"no run {prefix!r} in {self.home}; `mtm list` shows the runs")
+        if len(ids) > 1:
+            raise StoreError(f"run id {prefix!r} is ambiguous: {', '.join(sorted(ids))}; give more characters")
+        return ids[0]
+
+    def row(self, run_id: str) -> dict[str, Any]:
+        """One run's current row, from its own file."""
+        return self._mark_if_dead(self._read_run(run_id)["row"]["1"])
+
+    def meta(self, run_id: str) -> dict[str, Any]:
+        return self._read_run(run_id)["meta"]["1"]
+
+    def records(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's epoch records, in epoch order."""
+        return sorted(self._read_run(run_id).get("epochs", {}).values(), key=lambda r: r["epoch"])
+
+    def run(self, run_id: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """(meta, row, records) from one read of the run's file."""
+        data = self._read_run(run_id)
+        records = sorted(data.get("epochs", {}).values(), key=lambda r: r["epoch"])
+        return data["meta"]["1"], self._mark_if_dead(data["row"]["1"]), records
+
+    def _read_run(self, run_id: str) -> dict[str, Any]:
+        data = AtomicJSONStorage(str(self._run_file(run_id)), "run").read()
+        if data is None:
+            raise StoreError(f"no run {run_id!r} in {self.home}; `mtm list` shows the runs")
+        return data
+
+    # --- stop requests ----------------------------------------------------------------------------
+
+    def request_stop(self, run_id: str) -> None:
+        (self.run_dir(run_id) / STOP).touch()
+
+    def stop_requested(self, run_id: str) -> bool:
+        return (self.run_dir(run_id) / STOP).exists()
+
+    def clear_stop(self, run_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir(run_id) / STOP).unlink()
+
+
+_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<|=)\s*(.+?)\s*$")
+
+
+def parse_where(text: str) -> Callable[[dict[str, Any]], bool]:
+    """'best_val>0.9' -> a predicate over index rows. Strings compare as text, numbers as numbers."""
+    match = _WHERE.match(text)
+    if not match:
+        raise StoreError(f"--where {text!r}: expected FIELD OP VALUE, e.g. --where 'best_val>0.9'")
+    field, op, raw = match.groups()
+    try:
+        value: Any = float(raw)
+    except ValueError:
+        value = raw.strip("'\"")
+    ops = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+           "==": lambda a, b: a == b, "=": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+    def predicate(row: dict[str, Any]) -> bool:
+        if field not in row:
+            raise StoreError(f"--where {text!r}: unknown field {field!r}; fields: {', '.join(sorted(row))}")
+        have = row[field]
+        if have is None or isinstance(value, float) != isinstance(have, (int, float)):
+            return False
+        return ops[op](have, value)
+
+    return predicate

@@ -1,0 +1,27 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real MNIST / Fashion-MNIST next to the project; absent in a user's fresh clone."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (only on the project's machines)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def mtm_env(tmp_path) -> dict[str, str]:
+    """Environment for running `mtm` in a subprocess with its own home."""
+    env = dict(os.environ, MTM_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    env.pop("MTM_DEBUG", None)
+    return env
+
+
+MTM = [sys.executable, "-m", "mtm_tui.cli"]

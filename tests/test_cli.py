@@ -1,0 +1,35 @@
+"""`mtm run` as a user runs it: a subprocess, from an empty folder."""
+
+import json
+import subprocess
+
+from conftest import MTM
+
+
+def run_mtm(args, env, cwd):
+    return subprocess.run(MTM + args, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_mtm_run_trains_the_quickstart_and_prints_json(mtm_env, tmp_path):
+    out = run_mtm(["run", "--json", "--set", "train.epochs=4"], mtm_env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "finished" and result["epochs"] == 4
+    acc = result["test_accuracy"]
+    assert set(acc) == {"cos", "cos_ce", "euc", "euc_ce"}
+    assert min(acc.values()) > 0.5 and max(acc.values()) > 0.85      # chance is 0.1
+    assert (tmp_path / "home" / "runs" / result["run_id"] / "checkpoint.pt").is_file()
+
+
+def test_bad_config_is_one_line_without_a_traceback(mtm_env, tmp_path):
+    out = run_mtm(["run", "--set", "loss.r=1.5"], mtm_env, tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: loss.r = 1.5: push_pull needs r < 1 (at r >= 1 the loss is unbounded below); try 0.95"]
+    debug = run_mtm(["run", "--set", "loss.r=1.5", "--debug"], mtm_env, tmp_path)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_missing_config_file(mtm_env, tmp_path):
+    out = run_mtm(["run", "absent.toml"], mtm_env, tmp_path)
+    assert out.returncode == 1 and out.stderr.startswith("error: config file absent.toml does not exist")

@@ -1,0 +1,88 @@
+import pytest
+
+from mtm_engine import config
+from mtm_engine.config import load_spec, parse_override, spec_from_dict
+from mtm_engine.errors import ConfigError
+
+
+def test_quickstart_is_shipped_and_valid():
+    spec = load_spec()
+    assert (spec.name, spec.data.dataset, spec.model.backbone, spec.loss.name) == (
+        "quickstart", "digits", "convnet", "push_pull")
+    assert spec.classifiers == ("cos", "cos_ce", "euc", "euc_ce")
+
+
+def test_overrides_are_read_as_toml_values():
+    spec = load_spec(overrides=["train.lr=0.01", "model.dim=7", "data.download=false",
+                                "eval.classifiers=cos,euc", "name=mine", "data.root=/tmp/x"])
+    assert spec.train.lr == 0.01 and spec.model.dim == 7 and spec.data.download is False
+    assert spec.eval.classifiers == ("cos", "euc") and spec.name == "mine" and spec.data.root == "/tmp/x"
+
+
+def test_spec_round_trips_through_a_plain_dict():
+    spec = load_spec(overrides=["loss.name=proximity", "loss.r=1000"])
+    again = spec_from_dict(spec.to_dict())
+    assert again == spec
+
+
+def test_pure_head_defaults_to_its_classifiers():
+    spec = load_spec(overrides=["model.head=pure", "loss.name=cross_entropy"])
+    assert spec.classifiers == ("cos", "euc", "pure")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.r=1.5", "loss.r = 1.5: push_pull needs r < 1 (at r >= 1 the loss is unbounded below); try 0.95"),
+    ("loss.name=hinge", "loss.name = 'hinge': unknown; choose one of euclidean, cosine, proximity, push_pull, "
+                        "comparison, cross_entropy"),
+    ("model.backbone=vgg", "model.backbone = 'vgg': unknown; choose one of convnet, resnet18"),
+    ("data.dataset=svhn", "data.dataset = 'svhn': unknown; choose one of digits, mnist"),
+    ("train.lr=-1", "train.lr = -1.0: must be above 0"),
+    ("train.epochs=2.5", "train.epochs = 2.5: must be a whole number"),
+    ("train.epochs=lots", "train.epochs = 'lots': must be a whole number"),
+    ("train.bogus=1", "train.bogus: unknown key; the keys of [train] are epochs"),
+    ("optim.lr=1", "--set optim.lr: unknown section 'optim'"),
+    ("data.val_fraction=1", "data.val_fraction = 1.0: must be between 0 and 1"),
+    ("model.pretrained=true", "model.pretrained = true: only the resnet backbones"),
+    ("eval.classifiers=pure", "eval.classifiers: 'pure' does not apply to a 'mtm' head"),
+    ("model.head=pure", "loss.name = 'push_pull': does not train a 'pure' head; choose one of cross_entropy"),
+    ("lr", "--set 'lr': expected section.key=value"),
+])
+def test_bad_values_name_the_key_the_value_and_the_fix(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_spec(overrides=[override])
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_malformed_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nepochs = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: not valid TOML"):
+        load_spec(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec(tmp_path / "absent.toml")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[optimiser]\nlr = 1\n")
+    with pytest.raises(ConfigError, match="unknown section 'optimiser'"):
+        load_spec(unknown)
+
+
+def test_name_lists_match_the_real_registries():
+    from mtm_engine.classifiers import CLASSIFIERS
+    from mtm_engine.data import LOADERS
+    from mtm_engine.losses import LOSSES
+    from mtm_engine.models import BACKBONES
+
+    assert tuple(LOADERS) == config.DATASETS
+    assert tuple(BACKBONES) == config.BACKBONES
+    assert tuple(LOSSES) == config.LOSSES
+    assert tuple(CLASSIFIERS) == config.CLASSIFIERS
+
+
+def test_experiment_files_validate():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[1] / "experiments").rglob("*.toml"))
+    assert files
+    for path in files:
+        load_spec(path)

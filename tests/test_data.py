@@ -1,0 +1,75 @@
+import pytest
+import torch
+from PIL import Image
+
+from mtm_engine.config import DataSpec
+from mtm_engine.data import CROP, Split, batches, load_dataset, paper_transform
+from mtm_engine.errors import DataError
+
+
+def test_digits_are_transformed_once_into_normalised_36x36_tensors():
+    data = load_dataset(DataSpec(dataset="digits"))
+    assert data.train.x.shape[1:] == (1, CROP, CROP) and data.train.x.dtype == torch.float32
+    assert (len(data.train), len(data.val), len(data.test)) == (1150, 288, 359)
+    assert data.classes == [str(i) for i in range(10)]
+    assert abs(data.train.x.mean().item()) < 0.3 and 0.7 < data.train.x.std().item() < 1.3
+
+
+def test_validation_split_follows_its_seed_and_the_test_split_never_moves():
+    a = load_dataset(DataSpec(dataset="digits", split_seed=0))
+    b = load_dataset(DataSpec(dataset="digits", split_seed=0))
+    c = load_dataset(DataSpec(dataset="digits", split_seed=1))
+    assert torch.equal(a.val.x, b.val.x)
+    assert not torch.equal(a.val.y, c.val.y)
+    assert torch.equal(a.test.x, c.test.x)
+
+
+def test_paper_transform_resizes_crops_and_normalises():
+    x = torch.full((2, 1, 28, 28), 0.5)
+    out = paper_transform(x, (0.25,), (0.5,))
+    assert out.shape == (2, 1, CROP, CROP)
+    assert torch.allclose(out, torch.full_like(out, 0.5))   # (0.5 - 0.25) / 0.5
+
+
+def test_batches_cover_every_sample_once_in_a_seeded_order():
+    split = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    order = [y.tolist() for _, y in batches(split, 4, torch.Generator().manual_seed(3))]
+    again = [y.tolist() for _, y in batches(split, 4, torch.Generator().manual_seed(3))]
+    assert [len(b) for b in order] == [4, 4, 2]
+    assert sorted(sum(order, [])) == list(range(10))
+    assert order == again
+
+
+def test_real_mnist_loads_from_the_shared_read_only_folder(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = sorted(p.name for p in (shared_data / "MNIST" / "raw").iterdir())
+    data = load_dataset(DataSpec(dataset="mnist", root=str(shared_data)))
+    assert (len(data.train), len(data.val), len(data.test)) == (48000, 12000, 10000)
+    assert data.train.x.shape[1:] == (1, CROP, CROP)
+    assert torch.bincount(data.test.y).tolist()[:2] == [980, 1135]   # MNIST's own test counts
+    assert sorted(p.name for p in (shared_data / "MNIST" / "raw").iterdir()) == before
+
+
+def test_missing_dataset_names_the_folder_and_the_files(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset(DataSpec(dataset="kmnist", root=str(tmp_path), download=False))
+    message = str(info.value)
+    assert str(tmp_path / "KMNIST" / "raw") in message
+    assert "train-images-idx3-ubyte.gz" in message and "data.root" in message
+
+
+def test_image_folder_dataset(tmp_path):
+    for k, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        folder = tmp_path / "imgs" / f"class{k}"
+        folder.mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (30 + 7 * i, 40), colour).save(folder / f"{i}.png")
+    data = load_dataset(DataSpec(dataset=f"folder:{tmp_path / 'imgs'}", val_fraction=0.25))
+    assert data.classes == ["class0", "class1"]
+    assert data.train.x.shape[1:] == (3, CROP, CROP)
+    assert len(data.train) + len(data.val) + len(data.test) == 10
+
+
+def test_missing_image_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(DataSpec(dataset=f"folder:{tmp_path / 'nope'}"))

@@ -1,0 +1,82 @@
+"""A run's life from the command line: detach, list, kill -9, resume, stop, rm."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import MTM
+
+EPOCHS = 6
+
+
+def mtm(args, env, cwd, check=True):
+    out = subprocess.run(MTM + args, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def listed(env, cwd):
+    return {r["id"]: r for r in json.loads(mtm(["list", "--json"], env, cwd).stdout)}
+
+
+def wait_for(predicate, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def test_a_killed_run_resumes_with_each_epoch_recorded_once(mtm_env, tmp_path):
+    reference = json.loads(mtm(["run", "--json", "--set", f"train.epochs={EPOCHS}"], mtm_env, tmp_path).stdout)
+
+    started = json.loads(mtm(["run", "--detach", "--json", "--set", f"train.epochs={EPOCHS}"], mtm_env, tmp_path).stdout)
+    run_id = started["run_id"]
+    row = wait_for(lambda: (r := listed(mtm_env, tmp_path)[run_id])["epoch"] >= 2 and r)
+    assert row["status"] == "running" and row["pid"]
+    os.kill(row["pid"], signal.SIGKILL)
+    wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["status"] == "interrupted")
+
+    resumed = json.loads(mtm(["resume", run_id[:5], "--json"], mtm_env, tmp_path).stdout)
+    assert resumed["status"] == "finished"
+    shown = json.loads(mtm(["show", run_id, "--json"], mtm_env, tmp_path).stdout)
+    assert shown["status"] == "finished"
+    assert [r["epoch"] for r in shown["records"]] == list(range(1, EPOCHS + 1))
+    assert resumed["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=1e-6)
+    assert resumed["final_test_accuracy"] == pytest.approx(reference["final_test_accuracy"], abs=1e-6)
+
+
+def test_stop_is_graceful_and_resume_detached_finishes(mtm_env, tmp_path):
+    run_id = json.loads(mtm(["run", "-d", "--json", "--set", "train.epochs=40"], mtm_env, tmp_path).stdout)["run_id"]
+    wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
+    out = mtm(["stop", run_id, "--wait", "60"], mtm_env, tmp_path)
+    assert "stopped (interrupted)" in out.stdout
+    row = listed(mtm_env, tmp_path)[run_id]
+    assert row["status"] == "interrupted" and 1 <= row["epoch"] < 40
+    again = mtm(["stop", run_id], mtm_env, tmp_path, check=False)
+    assert again.returncode == 1 and "is not running" in again.stderr
+
+    mtm(["resume", run_id, "--detach"], mtm_env, tmp_path)
+    wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] > row["epoch"])
+    mtm(["stop", run_id, "--wait", "60"], mtm_env, tmp_path)
+    records = json.loads(mtm(["show", run_id, "--json"], mtm_env, tmp_path).stdout)["records"]
+    epochs = [r["epoch"] for r in records]
+    assert epochs == list(range(1, len(epochs) + 1))
+
+
+def test_rm_asks_unless_yes_and_unknown_ids_are_one_line(mtm_env, tmp_path):
+    run_id = json.loads(mtm(["run", "--json", "--set", "train.epochs=1"], mtm_env, tmp_path).stdout)["run_id"]
+    refused = mtm(["rm", run_id], mtm_env, tmp_path, check=False)
+    assert refused.returncode == 1 and run_id in listed(mtm_env, tmp_path)
+    mtm(["rm", run_id, "--yes"], mtm_env, tmp_path)
+    assert run_id not in listed(mtm_env, tmp_path)
+    unknown = mtm(["show", "nope"], mtm_env, tmp_path, check=False)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().splitlines() == [f"error: no run 'nope' in {tmp_path / 'home'}; `mtm list` shows the runs"]

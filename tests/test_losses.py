@@ -1,0 +1,117 @@
+"""Each loss against a hand computation, its gradient direction, and the comparison loss against
+a plain loop."""
+
+import math
+
+import pytest
+import torch
+
+from mtm_engine.losses import LOSSES, comparison, cosine, cross_entropy, euclidean, proximity, push_pull
+
+
+def test_euclidean_is_the_summed_squared_distance_to_the_own_class_embedding():
+    e = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    C = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    y = torch.tensor([0, 1])
+    # |(1,2)|^2 = 5 and |(0,0) - (3,4)|^2 = 25
+    assert euclidean(e, y, C).item() == pytest.approx(30.0)
+    assert euclidean(e, y, C, reduction="mean").item() == pytest.approx(15.0)
+
+
+def test_cosine_is_one_minus_the_cosine_to_the_own_class_embedding():
+    e = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    C = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    y = torch.tensor([1, 1])
+    # cos((1,0),(2,0)) = 1 -> 0;  cos((1,1),(2,0)) = 1/sqrt(2)
+    assert cosine(e, y, C).item() == pytest.approx(1 - 1 / math.sqrt(2))
+    # scaling e or C does not change a cosine loss
+    assert cosine(5 * e, y, 3 * C).item() == pytest.approx(1 - 1 / math.sqrt(2))
+
+
+@pytest.mark.parametrize("r", [0.0, 2.0, 1e3])
+def test_proximity_adds_r_times_the_inverse_squared_distances_to_other_classes(r):
+    e = torch.tensor([[1.0, 0.0]])
+    C = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0])
+    # |e - c0|^2 = 1; prox(c0) = 1/|c0-c1|^2 + 1/|c0-c2|^2 = 1/4 + 1/1
+    assert proximity(e, y, C, r=r, eps=0.0).item() == pytest.approx(1 + r * 1.25)
+
+
+def test_proximity_eps_keeps_coinciding_classes_finite():
+    C = torch.zeros(3, 4)
+    value = proximity(torch.ones(1, 4), torch.tensor([0]), C, r=1.0, eps=1e-8)
+    assert value.item() == pytest.approx(4 + 2 / 1e-8)
+
+
+@pytest.mark.parametrize("r, expected", [(0.0, 1.0), (0.5, 0.0), (0.95, 1 - 0.95 * 2)])
+def test_push_pull_subtracts_r_times_the_squared_distance_to_the_mean_class_embedding(r, expected):
+    e = torch.tensor([[0.0, 1.0]])
+    C = torch.tensor([[0.0, 0.0], [2.0, 0.0]])   # avg(C) = (1, 0)
+    y = torch.tensor([0])
+    # pull |e - c0|^2 = 1; push |e - avg(C)|^2 = 2
+    assert push_pull(e, y, C, r=r).item() == pytest.approx(expected)
+
+
+def test_comparison_matches_a_hand_computation():
+    e = torch.tensor([[0.0, 0.0]])
+    C = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    y = torch.tensor([0])
+    # own = 1; k=1: 1/(1+4) = 0.2; k=2: 1/(1+9) = 0.1
+    assert comparison(e, y, C, eps=0.0).item() == pytest.approx(0.3)
+
+
+def test_comparison_matches_a_plain_loop():
+    g = torch.Generator().manual_seed(0)
+    e, C = torch.randn(7, 5, generator=g), torch.randn(4, 5, generator=g)
+    y = torch.randint(0, 4, (7,), generator=g)
+    expected = 0.0
+    for i in range(len(e)):
+        own = ((e[i] - C[y[i]]) ** 2).sum()
+        for k in range(len(C)):
+            if k != y[i]:
+                expected += own / (own + ((e[i] - C[k]) ** 2).sum() + 1e-8)
+    assert comparison(e, y, C).item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_cross_entropy_sums_over_the_batch():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    y = torch.tensor([0, 1])
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1)) + math.log(2)
+    assert cross_entropy(logits, y).item() == pytest.approx(expected)
+    assert cross_entropy(logits, y, reduction="mean").item() == pytest.approx(expected / 2)
+
+
+def _step(loss_fn, e, y, C, lr=0.01, **kw):
+    e, C = e.clone().requires_grad_(), C.clone().requires_grad_()
+    loss_fn(e, y, C, **kw).backward()
+    with torch.no_grad():
+        return e - lr * e.grad, C - lr * C.grad
+
+
+def test_euclidean_gradient_pulls_the_class_embedding_towards_the_output():
+    e, C, y = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 5.0]]), torch.tensor([0])
+    new_e, new_C = _step(euclidean, e, y, C)
+    assert (new_C[0] - e[0]).norm() < (C[0] - e[0]).norm()        # c_e moves towards e
+    assert (new_e[0] - C[0]).norm() < (e[0] - C[0]).norm()        # and e towards c_e
+    assert torch.equal(new_C[1], C[1])                            # other classes untouched
+
+
+def test_push_pull_gradient_pushes_the_output_away_from_the_mean_class_embedding():
+    C, y = torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([0])
+    e = C[:1].clone()                     # on its class embedding: the pull has no gradient
+    new_e, _ = _step(push_pull, e, y, C, r=0.95)
+    avg = C.mean(dim=0)
+    assert (new_e[0] - avg).norm() > (e[0] - avg).norm()
+
+
+def test_proximity_gradient_pushes_class_embeddings_apart():
+    C, y = torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([0])
+    _, new_C = _step(proximity, C[:1].clone(), y, C, r=1.0, lr=0.01)
+    assert (new_C[0] - new_C[1]).norm() > (C[0] - C[1]).norm()
+
+
+def test_every_mtm_loss_takes_the_same_call():
+    e, C, y = torch.randn(4, 3), torch.randn(2, 3), torch.tensor([0, 1, 1, 0])
+    for name, fn in LOSSES.items():
+        if name != "cross_entropy":
+            assert torch.isfinite(fn(e, y, C, r=0.5, eps=1e-8)), name

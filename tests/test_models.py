@@ -1,0 +1,58 @@
+import urllib.error
+
+import pytest
+import torch
+
+from mtm_engine.config import ModelSpec
+from mtm_engine.errors import ModelError
+from mtm_engine.models import build_model
+
+
+def test_mtm_head_outputs_embeddings_and_owns_class_embeddings():
+    model = build_model(ModelSpec(backbone="convnet", head="mtm", dim=12), in_channels=1, num_classes=10)
+    e, logits = model(torch.randn(3, 1, 36, 36))
+    assert e.shape == (3, 12) and logits is None
+    assert model.class_embeddings.shape == (10, 12)
+    assert any(p is model.class_embeddings for p in model.parameters())
+
+
+def test_pure_head_outputs_logits_and_its_penultimate_features():
+    model = build_model(ModelSpec(backbone="convnet", head="pure", width=8), in_channels=3, num_classes=4)
+    e, logits = model(torch.randn(2, 3, 36, 36))
+    assert e.shape == (2, 64) and logits.shape == (2, 4)
+    assert model.class_embeddings is None
+
+
+@pytest.mark.parametrize("stem", ["imagenet", "cifar"])
+def test_resnet_takes_grey_images_with_either_stem(stem):
+    model = build_model(ModelSpec(backbone="resnet18", stem=stem, dim=5), in_channels=1, num_classes=3)
+    assert model.backbone.conv1.in_channels == 1
+    assert model.backbone.conv1.kernel_size == ((3, 3) if stem == "cifar" else (7, 7))
+    e, _ = model.eval()(torch.randn(2, 1, 36, 36))
+    assert e.shape == (2, 5)
+
+
+def test_pretrained_weights_offline_name_the_cache_file(tmp_path, monkeypatch):
+    import torchvision.models._api as api
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(ModelError) as info:
+        build_model(ModelSpec(backbone="resnet18", pretrained=True), in_channels=1, num_classes=10)
+    assert "resnet18-f37072fd.pth" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_pretrained_grey_input_is_repeated_to_three_channels(tmp_path, monkeypatch):
+    import torchvision.models as tvm
+    import torchvision.models._api as api
+
+    state = tvm.resnet18().state_dict()
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda *a, **k: state)
+    model = build_model(ModelSpec(backbone="resnet18", pretrained=True, dim=4), in_channels=1, num_classes=2)
+    assert model.backbone.conv1.in_channels == 3
+    assert torch.equal(model.backbone.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    e, _ = model.eval()(torch.randn(2, 1, 36, 36))
+    assert e.shape == (2, 4)

@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from mtm_engine.config import load_spec
+from mtm_engine.data import Dataset, Split, load_dataset
+from mtm_engine.train import CHECKPOINT, EpochEnded, RunDiverged, fit
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def emit(self, event):
+        self.events.append(event)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(load_spec().data)
+
+
+def test_fit_learns_digits_and_records_every_metric(digits, tmp_path):
+    spec = load_spec(overrides=["train.epochs=3"])
+    sink = Recorder()
+    result = fit(spec, tmp_path, sink, data=digits)
+    assert result.status == "finished" and [r["epoch"] for r in result.records] == [1, 2, 3]
+    last = result.records[-1]
+    for key in ("train_loss", "val_acc_cos", "test_acc_euc_ce", "val_cluster_size", "test_centre_distance",
+                "test_centre_separation", "val_median_cosine", "test_ce_gap", "ce_separation", "images_per_s"):
+        assert key in last, key
+    assert last["val_acc_euc"] > 0.7 and last["test_acc_euc"] > 0.7        # chance is 0.1
+    assert [e.epoch for e in sink.events if isinstance(e, EpochEnded)] == [1, 2, 3]
+    assert result.summary["val"]["euc"]["epoch"] in (1, 2, 3)
+    assert (tmp_path / CHECKPOINT).is_file()
+
+
+def test_pure_head_trains_with_cross_entropy(digits, tmp_path):
+    spec = load_spec(overrides=["train.epochs=2", "model.head=pure", "loss.name=cross_entropy"])
+    result = fit(spec, tmp_path, data=digits)
+    assert result.records[-1]["test_acc_pure"] > 0.5
+    assert "ce_separation" not in result.records[-1]
+
+
+def test_resume_gives_the_same_numbers_as_an_uninterrupted_run(digits, tmp_path):
+    full = fit(load_spec(overrides=["train.epochs=3"]), tmp_path / "a", data=digits)
+    part = fit(load_spec(overrides=["train.epochs=2"]), tmp_path / "b", data=digits)
+    resumed = fit(load_spec(overrides=["train.epochs=3"]), tmp_path / "b", resume=True,
+                  history=part.records, data=digits)
+    assert [r["epoch"] for r in resumed.records] == [1, 2, 3]
+    for key in ("train_loss", "val_acc_euc", "test_acc_cos", "test_cluster_size"):
+        assert resumed.records[-1][key] == pytest.approx(full.records[-1][key], rel=1e-5), key
+
+
+def test_a_nan_loss_ends_the_run_as_diverged(digits, tmp_path):
+    poisoned = Split(torch.full_like(digits.train.x, float("nan")), digits.train.y)
+    data = Dataset(digits.name, poisoned, digits.val, digits.test, digits.classes)
+    sink = Recorder()
+    result = fit(load_spec(overrides=["train.epochs=2"]), tmp_path, sink, data=data)
+    assert result.status == "diverged" and result.records == []
+    assert "lower train.lr" in result.message
+    assert any(isinstance(e, RunDiverged) for e in sink.events)
+
+
+def test_should_stop_interrupts_after_a_whole_epoch(digits, tmp_path):
+    stops = iter([False] * 100)
+    epochs_done = []
+
+    class StopAfterFirst(Recorder):
+        def emit(self, event):
+            if isinstance(event, EpochEnded):
+                epochs_done.append(event.epoch)
+
+    result = fit(load_spec(overrides=["train.epochs=3"]), tmp_path, StopAfterFirst(), data=digits,
+                 should_stop=lambda: bool(epochs_done) or next(stops))
+    assert result.status == "interrupted" and [r["epoch"] for r in result.records] == [1]
