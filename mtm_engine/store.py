@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tinydb import Query, TinyDB
+from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
 from mtm_engine.errors import MtmError
@@ -101,7 +102,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _open(path: Path, kind: str) -> TinyDB:
-    return TinyDB(str(path), storage=AtomicJSONStorage, kind=kind)
+    """Open a store file for a change (under its lock). The caching middleware makes the change
+    one read and one atomic write, at close, however many TinyDB operations it takes."""
+    return TinyDB(str(path), storage=CachingMiddleware(AtomicJSONStorage), kind=kind)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -161,10 +164,8 @@ class Store:
         with _locked(path), _open(path, "run") as db:
             change(db)
             table = db.table("row")
-            row = {**table.all()[0], **fields}
-            table.truncate()
-            table.insert(row)
-        return row
+            table.update(fields)
+            return dict(table.all()[0])
 
     def update(self, run_id: str, **fields: Any) -> None:
         """A status change (status, pid, message, device, ...): the run file, then its index row."""
