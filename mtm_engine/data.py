@@ -233,7 +233,7 @@ def load_dataset(spec: DataSpec) -> Dataset:
     train_x = paper_transform(raw.train_x, mean, std)
     test_x = paper_transform(raw.test_x, mean, std)
     perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(spec.split_seed))
-    n_val = max(1, round(len(perm) * spec.val_fraction))
+    n_val = max(1, round(len(perm) * spec.val_fraction)) if spec.val_fraction > 0 else 0   # 0: train on all
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     return Dataset(
         name,

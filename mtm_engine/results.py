@@ -21,11 +21,12 @@ def classifiers_in(records: list[dict[str, Any]]) -> list[str]:
 
 def select_epoch(records: list[dict[str, Any]], classifier: str, selection: str = "val") -> dict[str, Any] | None:
     """The record chosen for `classifier`: best validation accuracy (earliest on ties), the last
-    epoch, or the best test accuracy (the paper's max-over-test, optimistic)."""
+    epoch, or the best test accuracy (the paper's max-over-test, optimistic). A run without a
+    validation split (a refit) has nothing to select on: "val" gives its last epoch."""
     rows = [r for r in records if f"test_acc_{classifier}" in r]
     if not rows:
         return None
-    if selection == "final":
+    if selection == "final" or selection == "val" and f"val_acc_{classifier}" not in rows[-1]:
         return rows[-1]
     key = f"val_acc_{classifier}" if selection == "val" else f"test_acc_{classifier}"
     return max(rows, key=lambda r: (r[key], -r["epoch"]))
@@ -40,6 +41,6 @@ def summarise(records: list[dict[str, Any]], classifiers: Iterable[str] | None =
         for c in classifiers:
             row = select_epoch(records, c, selection)
             if row is not None:
-                summary[selection][c] = {"epoch": row["epoch"], "val_acc": row[f"val_acc_{c}"],
+                summary[selection][c] = {"epoch": row["epoch"], "val_acc": row.get(f"val_acc_{c}"),
                                          "test_acc": row[f"test_acc_{c}"]}
     return summary

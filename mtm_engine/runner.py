@@ -49,15 +49,15 @@ def summary_fields(spec: Spec, records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "epoch": max((r["epoch"] for r in records), default=0),
         "best_epoch": best["epoch"] if best else None,
-        "best_val": best[f"val_acc_{primary}"] if best else None,
+        "best_val": best.get(f"val_acc_{primary}") if best else None,
         "test_acc": best[f"test_acc_{primary}"] if best else None,
     }
 
 
 def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str | None = None,
-               extra: dict[str, Any] | None = None) -> str:
-    """Record a new run; returns its id."""
-    run_id = secrets.token_hex(4)
+               extra: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    """Record a new run; returns its id (a new random one unless given)."""
+    run_id = run_id or secrets.token_hex(4)
     meta = {"name": spec.name, "spec": spec.to_dict(), "seed": spec.train.seed, "versions": package_versions(),
             "git": git_revision(), "sweep": sweep, **(extra or {})}
     row = {"name": spec.name, "status": status, "dataset": spec.data.dataset, "backbone": spec.model.backbone,

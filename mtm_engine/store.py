@@ -265,6 +265,25 @@ class Store:
             raise StoreError(f"no run {run_id!r} in {self.home}; `mtm list` shows the runs")
         return data
 
+    # --- sweeps ------------------------------------------------------------------------------------
+
+    def _sweep_file(self, sweep_id: str) -> Path:
+        return self.home / "sweeps" / sweep_id / "sweep.json"
+
+    def save_sweep(self, sweep_id: str, data: dict[str, Any]) -> None:
+        """A sweep's definition (base spec, [tune] settings), kept for `mtm tune --resume`."""
+        path = self._sweep_file(sweep_id)
+        with _locked(path), _open(path, "sweep") as db:
+            db.table("sweep").truncate()
+            db.table("sweep").insert(data)
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        data = AtomicJSONStorage(str(self._sweep_file(sweep_id)), "sweep").read()
+        if data is None:
+            known = sorted(p.name for p in (self.home / "sweeps").glob("*") if (p / "sweep.json").exists())
+            raise StoreError(f"no sweep {sweep_id!r} in {self.home}; known sweeps: {', '.join(known) or 'none'}")
+        return data["sweep"]["1"]
+
     # --- stop requests ----------------------------------------------------------------------------
 
     def request_stop(self, run_id: str) -> None:

@@ -51,12 +51,18 @@ class EpochEnded:
 
 
 @dataclass
+class CheckpointSaved:
+    epoch: int
+    path: Path              # the run's checkpoint file, now holding this epoch
+
+
+@dataclass
 class RunDiverged:
     epoch: int
     message: str
 
 
-Event = RunStarted | BatchProgress | EpochEnded | RunDiverged
+Event = RunStarted | BatchProgress | EpochEnded | CheckpointSaved | RunDiverged
 
 
 class Sink(Protocol):
@@ -202,6 +208,8 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> dict[str, fl
     C = model.class_embeddings.detach().float() if model.class_embeddings is not None else None
     record: dict[str, float] = {}
     for name, split in (("val", data.val), ("test", data.test)):
+        if len(split) == 0:   # data.val_fraction = 0: no validation split (a refit on train+val)
+            continue
         e, logits = embed(model, split.x, spec)
         for classifier in spec.classifiers:
             pred = predict(classifier, e, centres=G, class_embeddings=C, logits=logits)
@@ -267,6 +275,7 @@ def fit(
         records.append(record)
         sink.emit(EpochEnded(epoch, record))
         save_checkpoint(checkpoint, model, optimiser, epoch)
+        sink.emit(CheckpointSaved(epoch, checkpoint))
         if should_stop() and epoch < spec.train.epochs:
             return RunResult("interrupted", records, summarise(records, spec.classifiers),
                              f"stopped after epoch {epoch}; resume continues from epoch {epoch + 1}")

@@ -47,8 +47,9 @@ def open_store(home: Optional[Path]):
 # --- showing a run as it trains -----------------------------------------------------------------
 
 def epoch_line(record: dict[str, Any], epochs: int, classifiers: tuple[str, ...]) -> str:
-    accs = " ".join(f"{c} {record[f'val_acc_{c}']:.4f}" for c in classifiers)
-    return (f"epoch {record['epoch']}/{epochs} loss {record['train_loss']:.5g} val {accs} "
+    split = "val" if f"val_acc_{classifiers[0]}" in record else "test"   # a refit has no validation split
+    accs = " ".join(f"{c} {record[f'{split}_acc_{c}']:.4f}" for c in classifiers)
+    return (f"epoch {record['epoch']}/{epochs} loss {record['train_loss']:.5g} {split} {accs} "
             f"{record['images_per_s']:,.0f} img/s {record['epoch_time_s']:.1f}s")
 
 
@@ -121,7 +122,8 @@ def result_table(summary: dict[str, Any], classifiers: tuple[str, ...]) -> Table
     for c in classifiers:
         sel, fin = summary["val"].get(c), summary["final"].get(c)
         if sel is not None:
-            table.add_row(c, str(sel["epoch"]), f"{sel['val_acc']:.4f}", f"{sel['test_acc']:.4f}", f"{fin['test_acc']:.4f}")
+            val = "-" if sel["val_acc"] is None else f"{sel['val_acc']:.4f}"
+            table.add_row(c, str(sel["epoch"]), val, f"{sel['test_acc']:.4f}", f"{fin['test_acc']:.4f}")
     return table
 
 
@@ -232,6 +234,10 @@ def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _pct1(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 @app.command("list")
 def list_(
     status: list[str] = FILTERS["status"], dataset: Optional[str] = FILTERS["dataset"],
@@ -247,15 +253,21 @@ def list_(
     if not rows:
         console.print("no runs; start one with `mtm run`")
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
+
+    # The paper's short names (F-MNIST, RN18, PP) keep the table within 80 columns; --json has the full ones.
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1))
     for column in ("id", "name", "status", "dataset", "backbone", "loss", "d", "epoch", "val%", "test%", "age"):
         numeric = column in ("d", "epoch", "val%", "test%", "age")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis",
-                         min_width={"id": 8, "status": 8, "name": 6, "epoch": 5, "age": 3}.get(column))
+                         max_width=8 if column == "name" and console.width < 100 else None,
+                         min_width={"id": 8, "status": 8, "name": 4, "backbone": 8, "d": 4, "epoch": 5, "val%": 5, "test%": 5,
+                                    "age": 3}.get(column))
     now = time.time()
     for r in rows:
         colour = STATUS_COLOURS.get(r["status"], "white")
-        table.add_row(r["id"], r["name"], f"[{colour}]{r['status']}[/]", r["dataset"], r["backbone"], r["loss"],
+        table.add_row(r["id"], r["name"], f"[{colour}]{r['status']}[/]", DATASET_TITLES.get(r["dataset"], r["dataset"]),
+                      BACKBONE_SHORT.get(r["backbone"], r["backbone"]), LOSS_CODES.get(r["loss"], r["loss"]),
                       str(r["dim"] or "-"), f"{r['epoch']}/{r['epochs']}", _pct(r["best_val"]), _pct(r["test_acc"]),
                       _age(now - r["created"]))
     console.print(table)
@@ -290,7 +302,7 @@ def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
             table.add_column(column, justify="right", no_wrap=True)
         for r in records:
             table.add_row(str(r["epoch"]), f"{r['train_loss']:.4g}",
-                          *(f"{100 * r[f'val_acc_{c}']:.1f}/{100 * r[f'test_acc_{c}']:.1f}" for c in classifiers),
+                          *(f"{_pct1(r.get(f'val_acc_{c}'))}/{_pct1(r[f'test_acc_{c}'])}" for c in classifiers),
                           f"{r['test_cluster_size']:.3g}", f"{r['test_centre_distance']:.3g}", f"{r['epoch_time_s']:.1f}")
         console.print(table)
         console.print(result_table(summarise(records, classifiers), classifiers))
@@ -408,6 +420,72 @@ def export(
     else:
         out.write_text(text)
         err_console.print(f"wrote {out}")
+
+
+@app.command("tune")
+def tune_(
+    config: Optional[Path] = typer.Argument(None, help="Experiment TOML with a [tune] section; the quick start if omitted."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, tune.* included: --set tune.search=random."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Trials to run (tune.num_samples; the paper: 50)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs per trial (tune.max_epochs; the paper: 30)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Restore an interrupted sweep by its id."),
+    address: Optional[str] = typer.Option(None, "--address", help="Join a running Ray cluster, e.g. 10.0.0.5:6379."),
+    dashboard: bool = typer.Option(False, "--dashboard", help="Start Ray's dashboard (on 127.0.0.1)."),
+    refit: bool = typer.Option(False, "--refit", help="Then train the best config on train+validation."),
+    json_: bool = typer.Option(False, "--json", help="Print the sweep's summary as one JSON object."),
+    home: Optional[Path] = HOME,
+) -> None:
+    """Search hyperparameters with Ray Tune (HyperOpt, ASHA, plateau stopping); every trial is a run."""
+    from mtm_engine.config import load_sweep
+
+    overrides = list(set_) + ([f"tune.num_samples={samples}"] if samples else []) + (
+        [f"tune.max_epochs={epochs}"] if epochs else [])
+    store = open_store(home)
+    spec, settings = load_sweep(config, overrides)   # validates before Ray starts
+    from mtm_engine.tune import run_sweep
+
+    say = None if json_ else (lambda text: console.print(text, markup=False, highlight=False))
+    if not json_:
+        console.print(f"sweep{' ' + resume if resume else ''}: {settings.num_samples} trials of at most "
+                      f"{settings.max_epochs} epochs, {settings.search} search, scheduler {settings.scheduler}, "
+                      f"maximising val_acc_{settings.metric}; `mtm list --sweep ID` shows the trials")
+    summary = run_sweep(spec, settings, store.home, sweep_id=resume, resume=bool(resume), address=address,
+                        dashboard=dashboard, say=say)
+    best = summary["best"]
+    if refit and best is not None:
+        summary["refit"] = _refit(store, summary, as_json=json_)
+    if json_:
+        print(json.dumps(summary))
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in summary["status"].items())
+    console.print(f"sweep [bold]{summary['sweep_id']}[/]: {summary['trials']} trials ({counts})")
+    if best is None:
+        raise MtmError(f"sweep {summary['sweep_id']} has no trial with a result; `mtm list --sweep "
+                       f"{summary['sweep_id']} --status failed` shows why")
+    values = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["config"].items())
+    console.print(f"best trial {best['run_id']}: {values}\n  {summary['metric']} {best['best_val']:.4f} at epoch "
+                  f"{best['best_epoch']}, test accuracy there {best['test_acc']:.4f}")
+
+
+def _refit(store, summary: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Train the best trial's config on train+validation, for as many epochs as its selected one."""
+    from mtm_engine.config import spec_from_dict
+    from mtm_engine.runner import create_run
+
+    best = summary["best"]
+    raw = store.meta(best["run_id"])["spec"]
+    raw["name"] = f"{raw['name']}-refit"
+    raw["data"]["val_fraction"] = 0.0
+    raw["train"]["epochs"] = best["best_epoch"]
+    spec = spec_from_dict(raw)
+    run_id = create_run(store, spec, status="running", extra={"refit_of": summary["sweep_id"]})
+    if not as_json:
+        console.print(f"refit {run_id}: the best config on train+validation for {spec.train.epochs} epochs")
+    result = _foreground(store, run_id, spec, resume=False, as_json=as_json)
+    final = result.summary["final"]
+    if not as_json and result.records:
+        console.print("refit test accuracy: " + "  ".join(f"{c} {v['test_acc']:.4f}" for c, v in final.items()))
+    return {"run_id": run_id, "status": result.status, "test_accuracy": {c: v["test_acc"] for c, v in final.items()}}
 
 
 def main() -> None:

@@ -1,0 +1,253 @@
+"""Hyperparameter search on Ray Tune (HyperOpt search, ASHA scheduler, plateau stopping), the
+paper's Section IV-D. The only module that imports ray.
+
+Every trial is a run in the store, tagged with its sweep id. Trials are recorded from the driver
+by a `tune.Callback` (so trials on other nodes of a cluster are recorded too); a trial reports
+one result per epoch, with the run's checkpoint, so ASHA can stop it and `Tuner.restore` can
+continue it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from mtm_engine.config import Spec, TuneSpec, spec_from_dict
+from mtm_engine.errors import MtmError
+from mtm_engine.runner import create_run, summary_fields
+from mtm_engine.store import Store
+
+RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+# sweep id -> where the driver prints trial events. Module state, not callback state: a restored
+# sweep unpickles its callback, and the printer belongs to the driver process that restores it.
+_PRINTERS: dict[str, Callable[[str], None]] = {}
+
+
+def _merged(base: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The base spec with a trial's sampled values (dotted keys) put in."""
+    raw = json.loads(json.dumps(base))
+    for key, value in config.items():
+        section, _, name = key.partition(".")
+        raw[section][name] = value
+    return raw
+
+
+def _trial_spec(base: dict[str, Any], config: dict[str, Any]) -> Spec:
+    return spec_from_dict(_merged(base, config))
+
+
+def param_space(t: TuneSpec) -> dict[str, Any]:
+    kinds: dict[str, Callable[[list], Any]] = {
+        "loguniform": lambda v: tune.loguniform(v[0], v[1]),
+        "uniform": lambda v: tune.uniform(v[0], v[1]),
+        "integer": lambda v: tune.randint(v[0], v[1] + 1),   # our bounds are inclusive
+        "choice": tune.choice,
+        "grid": tune.grid_search,
+    }
+    return {key: kinds[kind](values) for key, rule in t.space.items() for kind, values in rule.items()}
+
+
+# --- the trial (runs on a Ray worker, possibly on another node) --------------------------------------
+
+class _ReportSink:
+    """Reports each epoch to Tune once its checkpoint is on disk."""
+
+    def __init__(self):
+        self.record: dict[str, Any] | None = None
+
+    def emit(self, event: Any) -> None:
+        from mtm_engine.train import CheckpointSaved, EpochEnded
+
+        if isinstance(event, EpochEnded):
+            self.record = event.record
+        elif isinstance(event, CheckpointSaved) and self.record is not None:
+            tune.report(self.record, checkpoint=tune.Checkpoint.from_directory(str(event.path.parent)))
+
+
+def _trial(config: dict[str, Any], base: dict[str, Any], cpus: float) -> None:
+    import torch
+
+    from mtm_engine.train import CHECKPOINT, fit
+
+    torch.set_num_threads(max(1, int(cpus)))
+    spec = _trial_spec(base, config)
+    run_dir = Path(tune.get_context().get_trial_dir()) / "mtm"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:   # a restored trial continues from its last reported epoch
+        with checkpoint.as_directory() as folder:
+            shutil.copy(Path(folder) / CHECKPOINT, run_dir / CHECKPOINT)
+    fit(spec, run_dir, _ReportSink(), resume=checkpoint is not None)
+
+
+# --- the driver's record of every trial ------------------------------------------------------------
+
+class StoreCallback(tune.Callback):
+    """Records trials in the store from the driver: created at start, one record per result,
+    finished or failed (with its error) at the end."""
+
+    def __init__(self, home: str, sweep_id: str, base: dict[str, Any]):
+        self.home, self.sweep_id, self.base = home, sweep_id, base
+        self.records: dict[str, list[dict[str, Any]]] = {}   # run id -> records seen (a cache of the store)
+
+    def _tell(self, text: str) -> None:
+        say = _PRINTERS.get(self.sweep_id)
+        if say is not None:
+            say(text)
+
+    def run_id(self, trial) -> str:
+        """Stable per trial, so a restored sweep finds its trials' runs instead of duplicating them."""
+        return hashlib.sha1(f"{self.sweep_id}/{trial.trial_id}".encode()).hexdigest()[:8]
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        store, run_id = Store(self.home), self.run_id(trial)
+        spec = _trial_spec(self.base, trial.config)
+        if not (store.run_dir(run_id) / "run.json").exists():
+            create_run(store, spec, status="running", sweep=self.sweep_id, run_id=run_id,
+                       extra={"trial_id": trial.trial_id, "trial_config": trial.config})
+        else:
+            store.update(run_id, status="running", message="")
+        self.records[run_id] = store.records(run_id)
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
+        self._tell(f"trial {run_id} started: {values}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict[str, Any], **info: Any) -> None:
+        store, run_id = Store(self.home), self.run_id(trial)
+        record = {k: v for k, v in result.items() if k not in RAY_KEYS}
+        records = [r for r in self.records.setdefault(run_id, store.records(run_id)) if r["epoch"] != record["epoch"]]
+        records.append(record)
+        self.records[run_id] = records
+        spec = _trial_spec(self.base, trial.config)
+        store.append_epoch(run_id, record, {**summary_fields(spec, records), "pid": result.get("pid"),
+                                            "host": result.get("hostname")})
+        metric = f"val_acc_{spec.classifiers[0]}"
+        self._tell(f"trial {run_id} epoch {record['epoch']}/{spec.train.epochs} {metric} {record.get(metric, 0):.4f}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        store, run_id = Store(self.home), self.run_id(trial)
+        spec = _trial_spec(self.base, trial.config)
+        done = len(self.records.get(run_id, []))
+        message = "" if done >= spec.train.epochs else f"stopped early by the scheduler after epoch {done}"
+        store.update(run_id, status="finished", pid=None, message=message)
+        self._tell(f"trial {run_id} finished" + (f" ({message})" if message else ""))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        store, run_id = Store(self.home), self.run_id(trial)
+        store.update(run_id, status="failed", pid=None, message=_error_line(trial))
+        self._tell(f"trial {run_id} failed: {_error_line(trial)}")
+
+
+def _error_line(trial) -> str:
+    """The last line of the trial's error (its exception), or a pointer to the error file."""
+    path = trial.error_file
+    if path and Path(path).exists():
+        lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()[:500]
+    return f"the trial raised an error; see {path or 'the Ray logs'}"
+
+
+# --- the sweep ------------------------------------------------------------------------------------
+
+def _start_ray(address: str | None, dashboard: bool) -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")        # a local, private cluster: no token dance
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")          # with verbose=0: Tune prints nothing; we do
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(include_dashboard=dashboard, log_to_driver=False, configure_logging=True,
+                                  logging_level=logging.ERROR)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:   # a local node, reachable from this machine only
+        ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
+
+
+def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = None, resume: bool = False,
+              address: str | None = None, dashboard: bool = False,
+              say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or, with resume, restore) a sweep; returns its summary with the best trial."""
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.hyperopt import HyperOptSearch
+    from ray.tune.stopper import TrialPlateauStopper
+
+    store = Store(home)
+    if resume:
+        saved = store.sweep(sweep_id)
+        spec, t = spec_from_dict(saved["spec"]), TuneSpec(**saved["tune"])
+    else:
+        sweep_id = sweep_id or secrets.token_hex(4)
+    base = spec.to_dict()
+    base["train"]["epochs"] = t.max_epochs
+    metric, mode = f"val_acc_{t.metric}", "max"
+    storage = (store.home / "sweeps" / sweep_id).resolve()
+    if not resume:
+        store.save_sweep(sweep_id, {"id": sweep_id, "name": spec.name, "spec": base, "tune": t.to_dict(),
+                                    "created": time.time(), "ray_path": str(storage / "ray")})
+
+    _start_ray(address, dashboard)
+    trainable = tune.with_resources(tune.with_parameters(_trial, base=base, cpus=t.cpus_per_trial),
+                                    {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
+    if say is not None:
+        _PRINTERS[sweep_id] = say
+    experiment = storage / "ray"
+    if resume:
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise MtmError(f"sweep {sweep_id} has no Ray state in {experiment} to restore; start it again")
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        searcher = None
+        if t.search == "hyperopt":
+            searcher = HyperOptSearch(metric=metric, mode=mode, random_state_seed=t.seed)
+            if t.max_concurrent:
+                searcher = ConcurrencyLimiter(searcher, max_concurrent=t.max_concurrent)
+        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=t.max_epochs,
+                                   grace_period=min(t.grace_period, t.max_epochs)) if t.scheduler == "asha" else None)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(t),
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=t.num_samples, search_alg=searcher,
+                                        scheduler=scheduler,
+                                        max_concurrent_trials=t.max_concurrent or None),
+            run_config=tune.RunConfig(
+                name="ray", storage_path=str(storage), verbose=0,
+                callbacks=[StoreCallback(str(store.home.resolve()), sweep_id, base)],
+                stop=TrialPlateauStopper(metric=metric, mode=mode, std=t.plateau_std,
+                                         num_results=t.plateau_results, grace_period=t.plateau_results),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+    tuner.fit()
+    return sweep_summary(store, sweep_id)
+
+
+def sweep_summary(store: Store, sweep_id: str) -> dict[str, Any]:
+    """The sweep's trials by status, and the best by validation accuracy of the sweep's metric."""
+    saved = store.sweep(sweep_id)
+    rows = [r for r in store.rows() if r.get("sweep") == sweep_id]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    scored = [r for r in rows if r["best_val"] is not None]
+    best = max(scored, key=lambda r: r["best_val"]) if scored else None
+    summary: dict[str, Any] = {"sweep_id": sweep_id, "name": saved["name"], "trials": len(rows), "status": counts,
+                               "metric": f"val_acc_{saved['tune']['metric']}", "best": None}
+    if best is not None:
+        meta = store.meta(best["id"])
+        summary["best"] = {"run_id": best["id"], "config": meta.get("trial_config", {}), "best_val": best["best_val"],
+                           "test_acc": best["test_acc"], "best_epoch": best["best_epoch"]}
+    return summary

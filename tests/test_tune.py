@@ -1,0 +1,87 @@
+"""Sweeps on Ray Tune, for real: Ray starts, trials train, the driver records them in the store."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import MTM
+
+pytestmark = pytest.mark.ray
+
+FAST = ["--set", "train.batch_size=128", "--set", "model.dim=32"]
+
+
+def mtm(args, env, cwd, check=True, timeout=600):
+    out = subprocess.run(MTM + args, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def trials(env, cwd, sweep):
+    return json.loads(mtm(["list", "--json", "--sweep", sweep], env, cwd).stdout)
+
+
+def test_a_four_trial_sweep_records_every_trial(mtm_env, tmp_path):
+    summary = json.loads(mtm(["tune", "--samples", "4", "--epochs", "2", "--json", *FAST], mtm_env, tmp_path).stdout)
+    assert summary["trials"] == 4 and summary["status"] == {"finished": 4}
+    rows = trials(mtm_env, tmp_path, summary["sweep_id"])
+    assert len(rows) == 4 and all(r["epoch"] >= 1 and r["sweep"] == summary["sweep_id"] for r in rows)
+    lrs = {json.loads(mtm(["show", r["id"], "--json"], mtm_env, tmp_path).stdout)["spec"]["train"]["lr"] for r in rows}
+    assert len(lrs) == 4   # HyperOpt drew four learning rates
+    best = summary["best"]
+    assert best["best_val"] == max(r["best_val"] for r in rows) and "train.lr" in best["config"]
+    table = mtm(["export", "--sweep", summary["sweep_id"]], mtm_env, tmp_path).stdout
+    assert "| CNN-PP (" in table   # four configurations, told apart by the keys that differ
+
+
+FAILING = """
+name = "failing"
+[model]
+dim = 16
+[tune]
+search = "random"
+scheduler = "none"
+num_samples = 1
+max_epochs = 1
+[tune.space]
+"data.dataset" = {grid = ["digits", "folder:/nonexistent-mtm-test"]}
+"""
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(mtm_env, tmp_path):
+    (tmp_path / "failing.toml").write_text(FAILING)
+    summary = json.loads(mtm(["tune", "failing.toml", "--json"], mtm_env, tmp_path).stdout)
+    assert summary["status"] == {"finished": 1, "failed": 1}
+    failed = [r for r in trials(mtm_env, tmp_path, summary["sweep_id"]) if r["status"] == "failed"]
+    assert "folder /nonexistent-mtm-test does not exist" in failed[0]["message"]
+
+
+def test_an_interrupted_sweep_resumes_without_duplicates(mtm_env, tmp_path):
+    args = ["tune", "--samples", "3", "--epochs", "4", "--set", "tune.max_concurrent=1", "--set", "tune.scheduler=none",
+            *FAST]
+    driver = subprocess.Popen(MTM + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=mtm_env,
+                              cwd=tmp_path)
+    deadline = time.time() + 300
+    sweep = None
+    while time.time() < deadline and sweep is None:
+        sweeps = list((tmp_path / "home" / "sweeps").glob("*/sweep.json"))
+        if sweeps and any(r["epoch"] >= 1 for r in trials(mtm_env, tmp_path, sweeps[0].parent.name)):
+            sweep = sweeps[0].parent.name
+        time.sleep(0.5)
+    assert sweep, "no trial reported an epoch"
+    driver.send_signal(signal.SIGINT)
+    driver.wait(120)
+    before = trials(mtm_env, tmp_path, sweep)
+    assert 1 <= len(before) <= 3 and not all(r["status"] == "finished" for r in before)
+
+    summary = json.loads(mtm(["tune", "--resume", sweep, "--json"], mtm_env, tmp_path).stdout)
+    after = trials(mtm_env, tmp_path, sweep)
+    assert len(after) == 3 and summary["trials"] == 3
+    assert {r["status"] for r in after} == {"finished"}
+    for r in after:
+        epochs = [e["epoch"] for e in json.loads(mtm(["show", r["id"], "--json"], mtm_env, tmp_path).stdout)["records"]]
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 1
