@@ -1,7 +1,7 @@
 import pytest
 
 from mtm_engine import config
-from mtm_engine.config import load_spec, parse_override, spec_from_dict
+from mtm_engine.config import load_spec, load_sweep, parse_override, spec_from_dict
 from mtm_engine.errors import ConfigError
 
 
@@ -41,7 +41,7 @@ def test_pure_head_defaults_to_its_classifiers():
     ("train.epochs=lots", "train.epochs = 'lots': must be a whole number"),
     ("train.bogus=1", "train.bogus: unknown key; the keys of [train] are epochs"),
     ("optim.lr=1", "--set optim.lr: unknown section 'optim'"),
-    ("data.val_fraction=1", "data.val_fraction = 1.0: must be between 0 and 1"),
+    ("data.val_fraction=1", "data.val_fraction = 1.0: must be in [0, 1)"),
     ("model.pretrained=true", "model.pretrained = true: only the resnet backbones"),
     ("eval.classifiers=pure", "eval.classifiers: 'pure' does not apply to a 'mtm' head"),
     ("model.head=pure", "loss.name = 'push_pull': does not train a 'pure' head; choose one of cross_entropy"),
@@ -79,10 +79,32 @@ def test_name_lists_match_the_real_registries():
     assert tuple(CLASSIFIERS) == config.CLASSIFIERS
 
 
-def test_experiment_files_validate():
+def test_experiment_files_and_every_paper_preset_validate():
+    import tomllib
     from pathlib import Path
 
-    files = sorted((Path(__file__).parents[1] / "experiments").rglob("*.toml"))
-    assert files
+    experiments = Path(__file__).parents[1] / "experiments"
+    files = sorted(experiments.rglob("*.toml"))
+    sweeps = [p for p in files if "tune" in tomllib.loads(p.read_text())]
+    assert len(list((experiments / "paper").glob("*/RN*.toml"))) == 75          # 5 datasets x 3 ResNets x 5 losses
+    assert len(list((experiments / "paper" / "best").rglob("*.toml"))) == 73    # Tables 8-9, two cells unreadable
     for path in files:
         load_spec(path)
+    for path in sweeps:
+        spec, tune = load_sweep(path)
+        assert tune.num_samples == 50 and tune.max_epochs == 30 and "train.lr" in tune.space
+
+
+def test_sweep_settings_and_space_are_validated(tmp_path):
+    spec, tune = load_sweep(overrides=["tune.num_samples=4", "tune.max_epochs=3"])
+    assert (tune.num_samples, tune.max_epochs, tune.metric) == (4, 3, "cos")
+    assert tune.space == {"train.lr": {"loguniform": [1e-5, 1e-2]}, "model.dim": {"integer": [200, 2000]}}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[tune.space]\n"loss.r" = {uniform = [0.5, 1.5]}\n')
+    with pytest.raises(ConfigError, match=r"tune.space.loss.r: the value 1.5 would make an invalid run: loss.r = 1.5"):
+        load_sweep(bad)
+    bad.write_text('[tune.space]\n"train.rate" = {uniform = [0.5, 1.5]}\n')
+    with pytest.raises(ConfigError, match="'train.rate' is not a configuration key"):
+        load_sweep(bad)
+    with pytest.raises(ConfigError, match="tune.search = 'grid'"):
+        load_sweep(overrides=["tune.search=grid"])
