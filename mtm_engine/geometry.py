@@ -67,6 +67,31 @@ def median_cosine(e: Tensor, y: Tensor) -> float:
     return geometry(e, y)["median_cosine"]
 
 
+def embedding_snapshot(e: Tensor, y: Tensor, centres: Tensor, class_embeddings: Tensor | None,
+                       max_points: int = 2000, seed: int = 0) -> dict:
+    """A small 2-D picture of the embedding space, like the paper's Figs. 2-3, as plain data.
+
+    e: [N, d] evaluation embeddings, y: [N]; centres G and class embeddings C: [K, d]. At most
+    `max_points` points (a fixed random subset) are kept. The projection is PCA of those points;
+    G and C are projected with the same axes.
+    """
+    if len(e) > max_points:
+        keep = torch.randperm(len(e), generator=torch.Generator().manual_seed(seed))[:max_points].to(e.device)
+        e, y = e[keep], y[keep]
+    mean = e.mean(dim=0)
+    _, S, Vh = torch.linalg.svd(e - mean, full_matrices=False)
+    axes = Vh[:2].T                                                     # [d, 2]
+    variance = S.pow(2)
+    project = lambda points: ((points - mean) @ axes).tolist()         # noqa: E731
+    return {
+        "points": project(e),
+        "labels": y.tolist(),
+        "centres": project(centres.nan_to_num(0.0)),
+        "class_embeddings": project(class_embeddings) if class_embeddings is not None else None,
+        "explained_variance": (variance[:2] / variance.sum().clamp_min(1e-12)).tolist(),
+    }
+
+
 def class_embedding_gap(C: Tensor, G: Tensor) -> float:
     """How closely the class embeddings track the centres: mean over classes of |c_k - g_k|.
     C, G: [K, d]; classes whose centre is NaN (absent) are left out."""

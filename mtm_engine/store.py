@@ -265,6 +265,16 @@ class Store:
             raise StoreError(f"no run {run_id!r} in {self.home}; `mtm list` shows the runs")
         return data
 
+    def snapshot(self, run_id: str, which: str = "last") -> dict[str, Any] | None:
+        """The run's embedding snapshot ("last" or "best" epoch), or None before its first epoch."""
+        path = self.run_dir(run_id) / f"embedding-{which}.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise StoreError(f"embedding snapshot {path} is corrupt; the run rewrites it at its next epoch") from None
+
     # --- sweeps ------------------------------------------------------------------------------------
 
     def _sweep_file(self, sweep_id: str) -> Path:

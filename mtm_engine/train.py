@@ -3,6 +3,7 @@ through an injected sink, and writes only its checkpoint."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -17,12 +18,15 @@ from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split, batches, load_dataset
 from mtm_engine.errors import ConfigError
-from mtm_engine.geometry import class_centres, class_embedding_gap, geometry, mean_pairwise_distance
+from mtm_engine.geometry import (
+    class_centres, class_embedding_gap, embedding_snapshot, geometry, mean_pairwise_distance,
+)
 from mtm_engine.losses import get_loss
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.results import summarise
 
 CHECKPOINT = "checkpoint.pt"
+SNAPSHOTS = {"last": "embedding-last.json", "best": "embedding-best.json"}   # see write_snapshot
 PROGRESS_STEPS = 50   # BatchProgress events per epoch, at most
 
 
@@ -194,8 +198,9 @@ def embed(model: MovingTargetsNet, x: Tensor, spec: Spec) -> tuple[Tensor, Tenso
     return torch.cat(es), (torch.cat(ls) if ls else None)
 
 
-def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> dict[str, float]:
-    """Classifier accuracies and geometry on the validation and test splits.
+def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[str, float], dict[str, Any]]:
+    """Classifier accuracies and geometry on the validation and test splits, and a 2-D snapshot
+    of the test embeddings (see geometry.embedding_snapshot).
 
     Keys: {val,test}_acc_<classifier>, {val,test}_<geometry measure>, and for MTM heads
     {val,test}_ce_gap (mean |c_k - g_k|) and ce_separation (mean pairwise |c_k - c_l|).
@@ -207,6 +212,7 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> dict[str, fl
     G = class_centres(e_train, data.train.y, data.num_classes).nan_to_num(0.0)   # [K, d]
     C = model.class_embeddings.detach().float() if model.class_embeddings is not None else None
     record: dict[str, float] = {}
+    snapshot: dict[str, Any] = {}
     for name, split in (("val", data.val), ("test", data.test)):
         if len(split) == 0:   # data.val_fraction = 0: no validation split (a refit on train+val)
             continue
@@ -217,9 +223,21 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> dict[str, fl
         record.update({f"{name}_{k}": v for k, v in geometry(e, split.y).items()})
         if C is not None:
             record[f"{name}_ce_gap"] = class_embedding_gap(C, class_centres(e, split.y, data.num_classes))
+        if name == "test":
+            snapshot = embedding_snapshot(e, split.y, G, C)
     if C is not None:
         record["ce_separation"] = mean_pairwise_distance(C)
-    return record
+    return record, snapshot
+
+
+def write_snapshot(run_dir: Path, snapshot: dict[str, Any], epoch: int, best: bool) -> None:
+    """The embedding snapshot of the last epoch, and of the best one (validation accuracy of the
+    first classifier), as small JSON files beside the checkpoint (at most 2,000 points)."""
+    text = json.dumps({"epoch": epoch, **snapshot})
+    for which in ("last", "best") if best else ("last",):
+        tmp = run_dir / f".{SNAPSHOTS[which]}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, run_dir / SNAPSHOTS[which])
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -266,13 +284,16 @@ def fit(
                        f"(now {spec.train.lr:g}) or loss.r (now {spec.loss.r:g})")
             sink.emit(RunDiverged(epoch, message))
             return RunResult("diverged", records, summarise(records, spec.classifiers), message)
-        record = {"epoch": epoch, "train_loss": train_loss, **evaluate(model, data, spec)}
+        metrics, snapshot = evaluate(model, data, spec)
+        record = {"epoch": epoch, "train_loss": train_loss, **metrics}
         end = time.perf_counter()
         record.update(train_time_s=trained - start, eval_time_s=end - trained, epoch_time_s=end - start,
                       images_per_s=len(data.train) / (trained - start))
         # Record first, then checkpoint: a kill between the two re-runs this epoch on resume, and
         # the store replaces its record (same seed, same numbers) rather than losing it.
         records.append(record)
+        write_snapshot(run_dir, snapshot, epoch, best=summarise(records, spec.classifiers[:1])["val"]
+                       .get(spec.classifiers[0], {}).get("epoch") == epoch)
         sink.emit(EpochEnded(epoch, record))
         save_checkpoint(checkpoint, model, optimiser, epoch)
         sink.emit(CheckpointSaved(epoch, checkpoint))

@@ -23,7 +23,7 @@ import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from mtm_engine.config import Spec, TuneSpec, spec_from_dict
+from mtm_engine.config import FOLDER_PREFIX, Spec, TuneSpec, spec_from_dict
 from mtm_engine.errors import MtmError
 from mtm_engine.runner import create_run, summary_fields
 from mtm_engine.store import Store
@@ -191,6 +191,10 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
         sweep_id = sweep_id or secrets.token_hex(4)
     base = spec.to_dict()
     base["train"]["epochs"] = t.max_epochs
+    # Trials run in their own folders (and maybe on other nodes): make data paths absolute.
+    base["data"]["root"] = str(Path(spec.data.root).expanduser().resolve())
+    if spec.data.dataset.startswith(FOLDER_PREFIX):
+        base["data"]["dataset"] = FOLDER_PREFIX + str(Path(spec.data.dataset[len(FOLDER_PREFIX):]).expanduser().resolve())
     metric, mode = f"val_acc_{t.metric}", "max"
     storage = (store.home / "sweeps" / sweep_id).resolve()
     if not resume:

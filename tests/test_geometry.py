@@ -53,3 +53,20 @@ def test_class_embedding_gap_is_the_mean_distance_between_c_and_g():
     C = torch.tensor([[1.0, 1.0], [0.0, 5.0], [9.0, 9.0]])
     G = torch.tensor([[1.0, 0.0], [0.0, 5.0], [float("nan"), float("nan")]])
     assert class_embedding_gap(C, G) == pytest.approx(0.5)
+
+
+def test_embedding_snapshot_projects_points_centres_and_class_embeddings_with_pca():
+    from mtm_engine.geometry import embedding_snapshot
+
+    # Points spread along (1, 1, 0) only: the first axis explains everything.
+    t = torch.linspace(-1, 1, 50).unsqueeze(1)
+    e = t * torch.tensor([[1.0, 1.0, 0.0]])
+    y = (t.squeeze(1) > 0).long()
+    G = torch.stack([e[y == 0].mean(0), e[y == 1].mean(0)])
+    snap = embedding_snapshot(e, y, G, G.clone(), max_points=30)
+    assert len(snap["points"]) == len(snap["labels"]) == 30
+    assert snap["explained_variance"][0] == pytest.approx(1.0, abs=1e-5)
+    # distances along the axis are kept: |g0 - g1| in 3-D equals the 2-D distance
+    (a, b), (c, d) = snap["centres"]
+    assert math.hypot(a - c, b - d) == pytest.approx((G[0] - G[1]).norm().item(), rel=1e-4)
+    assert sum(snap["class_embeddings"], []) == pytest.approx(sum(snap["centres"], []))

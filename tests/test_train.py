@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -32,6 +34,10 @@ def test_fit_learns_digits_and_records_every_metric(digits, tmp_path):
     assert [e.epoch for e in sink.events if isinstance(e, EpochEnded)] == [1, 2, 3]
     assert result.summary["val"]["euc"]["epoch"] in (1, 2, 3)
     assert (tmp_path / CHECKPOINT).is_file()
+    last = json.loads((tmp_path / "embedding-last.json").read_text())
+    best = json.loads((tmp_path / "embedding-best.json").read_text())
+    assert last["epoch"] == 3 and best["epoch"] == result.summary["val"]["cos"]["epoch"]
+    assert len(last["points"]) == len(digits.test) and len(last["centres"]) == len(last["class_embeddings"]) == 10
 
 
 def test_pure_head_trains_with_cross_entropy(digits, tmp_path):
