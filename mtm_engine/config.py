@@ -7,6 +7,7 @@ from what the store holds. This module imports no torch: the TUI's compose form 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -119,6 +120,35 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)   # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def spec_to_toml(spec: Spec, tune: dict[str, Any] | None = None) -> str:
+    """The experiment file for `spec` (and an optional [tune] section); load_spec reads it back."""
+    raw = spec.to_dict()
+    lines = [f"name = {_toml_value(raw.pop('name'))}"]
+    for section, values in raw.items():
+        lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
+    if tune:
+        tune = dict(tune)
+        space = tune.pop("space", {})
+        lines += ["", "[tune]", *(f"{k} = {_toml_value(v)}" for k, v in tune.items())]
+        if space:
+            lines += ["", "[tune.space]", *(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in space.items())]
+    return "\n".join(lines) + "\n"
 
 
 def quickstart_path() -> Path:

@@ -319,13 +319,11 @@ def stop(run: str = typer.Argument(..., help="Run id or unique prefix."),
          home: Optional[Path] = HOME) -> None:
     """Stop a run gracefully: its last whole epoch stays checkpointed; it becomes `interrupted`."""
     from mtm_engine.store import LIVE
+    from mtm_tui import jobs
 
     store = open_store(home)
     run_id = store.resolve(run)
-    row = store.row(run_id)
-    if row["status"] not in LIVE:
-        raise MtmError(f"run {run_id} is not running (status {row['status']}); nothing to stop")
-    store.request_stop(run_id)
+    jobs.stop(store, run_id)
     deadline = time.time() + wait
     while wait and time.time() < deadline and store.row(run_id)["status"] in LIVE:
         time.sleep(0.5)
@@ -341,23 +339,16 @@ def resume(run: str = typer.Argument(..., help="Run id or unique prefix."),
            home: Optional[Path] = HOME) -> None:
     """Continue an interrupted (or failed) run from its last checkpoint."""
     from mtm_engine.config import spec_from_dict
-    from mtm_engine.store import LIVE
+    from mtm_tui import jobs
 
     store = open_store(home)
     run_id = store.resolve(run)
-    row = store.row(run_id)
-    if row["status"] in LIVE:
-        raise MtmError(f"run {run_id} is still {row['status']}; stop it first with `mtm stop {run_id}`")
-    if row["status"] == "finished":
-        raise MtmError(f"run {run_id} has finished all its epochs; nothing to resume")
-    spec = spec_from_dict(store.meta(run_id)["spec"])
     if detach:
-        from mtm_tui.jobs import launch
-
-        store.update(run_id, status="queued", message="")
-        log = launch(store, run_id, resume=True)
+        log = jobs.resume_detached(store, run_id)
         console.print(f"run [bold]{run_id}[/] resumes in the background; log: {log}")
         return
+    jobs.check_resumable(store, run_id)
+    spec = spec_from_dict(store.meta(run_id)["spec"])
     _report(run_id, spec, _foreground(store, run_id, spec, resume=True, as_json=json_), json_)
 
 
@@ -366,16 +357,14 @@ def rm(run: str = typer.Argument(..., help="Run id or unique prefix."),
        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
        home: Optional[Path] = HOME) -> None:
     """Delete a run: its records, checkpoint and log."""
-    from mtm_engine.store import LIVE
+    from mtm_tui import jobs
 
     store = open_store(home)
     run_id = store.resolve(run)
     row = store.row(run_id)
-    if row["status"] in LIVE:
-        raise MtmError(f"run {run_id} is {row['status']}; stop it first with `mtm stop {run_id}`")
     if not yes and not typer.confirm(f"delete run {run_id} ({row['name']}, {row['status']})?"):
         raise typer.Exit(1)
-    store.delete(run_id)
+    jobs.delete(store, run_id)
     console.print(f"deleted run {run_id}")
 
 

@@ -1,4 +1,5 @@
-"""Start detached run processes. No Textual import: the CLI and the TUI both use it.
+"""Start, stop, resume and delete runs (and start sweeps) as detached processes. No Textual
+import: the CLI and the TUI both use these.
 
 A detached run is a `mtm worker RUN` process in a new session (so it survives the end of the
 terminal or SSH session), writing its progress to the run's log file.
@@ -10,20 +11,61 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from mtm_engine.store import LOG, Store
+from mtm_engine.errors import MtmError
+from mtm_engine.store import LIVE, LOG, Store
 
 
-def launch(store: Store, run_id: str, *, resume: bool = False) -> Path:
-    """Start the run in the background; returns its log file."""
-    log = store.run_dir(run_id) / LOG
+def _spawn(command: list[str], log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mtm_tui.cli", "worker", run_id, "--home", str(store.home.resolve())]
-    if resume:
-        command.append("--resume")
     with open(log, "ab") as fh:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    store.update(run_id, pid=process.pid, host=socket.gethostname())
+    return process.pid
+
+
+def launch(store: Store, run_id: str, *, resume: bool = False) -> Path:
+    """Start the stored run in the background; returns its log file."""
+    log = store.run_dir(run_id) / LOG
+    command = [sys.executable, "-m", "mtm_tui.cli", "worker", run_id, "--home", str(store.home.resolve())]
+    pid = _spawn(command + (["--resume"] if resume else []), log)
+    store.update(run_id, pid=pid, host=socket.gethostname())
     return log
+
+
+def launch_sweep(store: Store, config: Path, args: list[str] = ()) -> Path:
+    """Start `mtm tune CONFIG` in the background; returns its log file."""
+    log = store.home / "sweeps" / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    _spawn([sys.executable, "-m", "mtm_tui.cli", "tune", str(config), "--home", str(store.home.resolve()), *args], log)
+    return log
+
+
+def stop(store: Store, run_id: str) -> None:
+    """Ask a live run to stop after its current batch (its last whole epoch stays checkpointed)."""
+    row = store.row(run_id)
+    if row["status"] not in LIVE:
+        raise MtmError(f"run {run_id} is not running (status {row['status']}); nothing to stop")
+    store.request_stop(run_id)
+
+
+def check_resumable(store: Store, run_id: str) -> None:
+    row = store.row(run_id)
+    if row["status"] in LIVE:
+        raise MtmError(f"run {run_id} is still {row['status']}; stop it first with `mtm stop {run_id}`")
+    if row["status"] == "finished":
+        raise MtmError(f"run {run_id} has finished all its epochs; nothing to resume")
+
+
+def resume_detached(store: Store, run_id: str) -> Path:
+    check_resumable(store, run_id)
+    store.update(run_id, status="queued", message="")
+    return launch(store, run_id, resume=True)
+
+
+def delete(store: Store, run_id: str) -> None:
+    row = store.row(run_id)
+    if row["status"] in LIVE:
+        raise MtmError(f"run {run_id} is {row['status']}; stop it first with `mtm stop {run_id}`")
+    store.delete(run_id)

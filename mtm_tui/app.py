@@ -1,0 +1,82 @@
+"""`mtm-tui`: the Textual app. It routes between screens and holds the store; the screens do
+the work. It never imports torch or ray: training runs in separate processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from textual.app import App
+from textual.binding import Binding
+
+from mtm_engine.store import Store
+from mtm_tui.screens.compare import CompareScreen
+from mtm_tui.screens.compose import ComposeScreen
+from mtm_tui.screens.embedding import EmbeddingScreen
+from mtm_tui.screens.export import ExportScreen
+from mtm_tui.screens.help import HelpScreen
+from mtm_tui.screens.run import RunScreen
+from mtm_tui.screens.runs import RunsScreen
+
+
+class MtmApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "mtm"
+    SUB_TITLE = "Moving Targets Model workbench"
+    BINDINGS = [
+        Binding("question_mark", "help", "Help"),
+        Binding("ctrl+t", "toggle_theme", "Theme"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, home: str | Path = "mtm-home", clock: Callable[[], float] = time.time):
+        super().__init__()
+        self.store = Store(home)
+        self.clock = clock   # injectable, so that ages render the same in snapshot tests
+
+    def on_mount(self) -> None:
+        self.push_screen(RunsScreen())
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def open_run(self, run_id: str) -> None:
+        self.push_screen(RunScreen(run_id))
+
+    def open_compare(self, run_ids: list[str]) -> None:
+        self.push_screen(CompareScreen(run_ids))
+
+    def open_embedding(self, run_id: str) -> None:
+        self.push_screen(EmbeddingScreen(run_id))
+
+    def open_compose(self) -> None:
+        self.push_screen(ComposeScreen())
+
+    def open_export(self) -> None:
+        self.push_screen(ExportScreen())
+
+
+def main() -> None:
+    """Entry point: `mtm-tui [--home DIR]` (or MTM_HOME)."""
+    args = sys.argv[1:]
+    home = os.environ.get("MTM_HOME", "mtm-home")
+    if args[:1] in (["-h"], ["--help"]):
+        print("usage: mtm-tui [--home DIR]   (the store's folder; default ./mtm-home or $MTM_HOME)")
+        return
+    if args[:1] == ["--home"] and len(args) > 1:
+        home = args[1]
+    elif args:
+        print(f"error: unknown argument {args[0]!r}; usage: mtm-tui [--home DIR]", file=sys.stderr)
+        sys.exit(1)
+    MtmApp(home).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""What every screen shares: polling the store in a worker thread (the UI never blocks on I/O)
+and a confirmation dialog."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Grid
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Label
+from textual.worker import get_current_worker
+
+from mtm_engine.errors import MtmError
+
+
+class Fetched(Message):
+    """Fresh data from the store (posted from the polling thread)."""
+
+    def __init__(self, data: Any, error: str | None = None):
+        super().__init__()
+        self.data, self.error = data, error
+
+
+class PollingScreen(Screen):
+    """A screen whose `fetch()` (plain I/O, no widgets) runs in a thread every POLL_S seconds;
+    a change is posted as `Fetched`, and `show()` updates the widgets on the UI thread."""
+
+    POLL_S = 1.0
+
+    def fetch(self) -> Any:
+        return None
+
+    def show(self, data: Any) -> None:
+        pass
+
+    def on_mount(self) -> None:
+        self.poll()
+
+    def refetch(self) -> None:
+        """Poll now (after an action), rather than at the next tick."""
+        self.poll()
+
+    @work(thread=True, exclusive=True, group="poll")
+    def poll(self) -> None:
+        worker = get_current_worker()
+        last: Any = object()
+        while not worker.is_cancelled:
+            try:
+                data, error = self.fetch(), None
+            except MtmError as exc:
+                data, error = None, str(exc)
+            if error is not None or data != last:
+                last = data
+                self.post_message(Fetched(data, error))
+            deadline = time.monotonic() + self.POLL_S
+            while time.monotonic() < deadline and not worker.is_cancelled:
+                time.sleep(0.05)
+
+    def on_fetched(self, message: Fetched) -> None:
+        if message.error is not None:
+            self.notify(message.error, severity="error", timeout=8)
+            return
+        self.show(message.data)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes/no; y and n answer too."""
+
+    BINDINGS = [("y", "answer(True)", "Yes"), ("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Grid(id="confirm"):
+            yield Label(self.question, id="question")
+            yield Button("Yes (y)", variant="error", id="yes")
+            yield Button("No (n)", variant="primary", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)

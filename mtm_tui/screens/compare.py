@@ -1,0 +1,87 @@
+"""The Compare screen: several runs' curves overlaid, and a table of what differs between them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+from textual_plotext import PlotextPlot
+
+from mtm_engine.results import summarise
+from mtm_tui.screens.base import PollingScreen
+from mtm_tui.widgets.charts import classifiers_of, lines
+
+# key -> (label, record key pattern, log scale); {c} is the run's first classifier
+METRICS = {
+    "1": ("validation accuracy", "val_acc_{c}", False),
+    "2": ("test accuracy", "test_acc_{c}", False),
+    "3": ("training loss", "train_loss", False),
+    "4": ("cluster size σ (test)", "test_cluster_size", True),
+    "5": ("centre distance ρ (test)", "test_centre_distance", True),
+    "6": ("centre separation (test)", "test_centre_separation", True),
+    "7": ("median cosine (test)", "test_median_cosine", False),
+}
+
+
+def differing(specs: dict[str, dict[str, Any]]) -> list[str]:
+    """The configuration keys (section.key) whose values are not all equal."""
+    flat = {rid: {f"{s}.{k}": v for s, d in spec.items() if isinstance(d, dict) for k, v in d.items()}
+            for rid, spec in specs.items()}
+    keys = sorted({k for f in flat.values() for k in f})
+    return [k for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1]
+
+
+class CompareScreen(PollingScreen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
+                *(Binding(k, f"metric('{k}')", label, show=k in "1345") for k, (label, _, _) in METRICS.items())]
+
+    def __init__(self, run_ids: list[str]):
+        super().__init__()
+        self.run_ids, self.metric = run_ids, "1"
+        self.runs: dict[str, tuple] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield PlotextPlot(id="compare-chart")
+        yield Static("", id="compare-hint")
+        yield DataTable(id="compare-table", cursor_type="row")
+        yield Footer()
+
+    def fetch(self) -> dict[str, tuple]:
+        return {rid: self.app.store.run(rid) for rid in self.run_ids}
+
+    def show(self, runs: dict[str, tuple]) -> None:
+        self.runs = runs
+        self.draw()
+        specs = {rid: meta["spec"] for rid, (meta, _, _) in runs.items()}
+        keys = differing(specs) if len(runs) > 1 else []
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        table.add_columns("run", "name", "status", *keys, "classifier", "best epoch", "val (best)", "test (best)",
+                          "test (last)")
+        for rid, (meta, row, records) in runs.items():
+            flat = {f"{s}.{k}": v for s, d in meta["spec"].items() if isinstance(d, dict) for k, v in d.items()}
+            classifiers = classifiers_of(records)
+            summary = summarise(records, classifiers[:1])
+            sel = summary["val"].get(classifiers[0]) if classifiers else None
+            figures = (["-"] * 5 if sel is None else
+                       [classifiers[0], str(sel["epoch"]), f"{sel['val_acc'] or 0:.4f}", f"{sel['test_acc']:.4f}",
+                        f"{summary['final'][classifiers[0]]['test_acc']:.4f}"])
+            table.add_row(rid, meta["name"], row["status"], *(str(flat.get(k)) for k in keys), *figures)
+        self.query_one("#compare-hint", Static).update(
+            f"{len(runs)} runs; keys 1-7 choose the metric; the table shows only the keys that differ")
+
+    def draw(self) -> None:
+        label, pattern, log_y = METRICS[self.metric]
+        series = {}
+        for rid, (meta, _, records) in self.runs.items():
+            classifiers = classifiers_of(records) or ["cos"]
+            key = pattern.format(c=classifiers[0])
+            series[f"{rid} {meta['name']}"] = ([r["epoch"] for r in records], [r.get(key) for r in records])
+        lines(self.query_one(PlotextPlot), f"{label} (first classifier of each run)", series, log_y=log_y)
+
+    def action_metric(self, key: str) -> None:
+        self.metric = key
+        self.draw()

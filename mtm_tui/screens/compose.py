@@ -1,0 +1,193 @@
+"""The Compose screen: a form over every configuration key, validated by the engine's own
+validator as you type; save it as TOML, launch a run, or launch a sweep."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.suggester import SuggestFromList
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+
+from mtm_engine.config import (
+    CHOICES, DATASETS, SECTIONS, Spec, TuneSpec, load_sweep, quickstart_path, spec_from_dict, spec_to_toml,
+    validate_sweep,
+)
+from mtm_engine.errors import MtmError
+from mtm_engine.runner import create_run
+from mtm_tui import jobs
+
+# The [tune] keys the form offers; the search space comes from the preset (or the paper's).
+TUNE_KEYS = {"num_samples": int, "max_epochs": int, "search": ("hyperopt", "random"), "scheduler": ("asha", "none")}
+
+
+def presets(root: Path) -> list[tuple[str, str]]:
+    """(label, path) of the quick start and every experiment file under ROOT/experiments."""
+    found = [("quickstart (built in)", str(quickstart_path()))]
+    folder = root / "experiments"
+    if folder.is_dir():
+        found += [(str(p.relative_to(root)), str(p)) for p in sorted(folder.rglob("*.toml"))
+                  if p.name != "quickstart.toml"]
+    return found
+
+
+def _field_id(key: str) -> str:
+    return "f-" + key.replace(".", "--")
+
+
+class ComposeScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+s", "save", "Save TOML"),
+        Binding("ctrl+l", "launch", "Launch run"),
+        Binding("ctrl+k", "sweep", "Launch sweep"),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self.spec: Spec | None = None
+        self.tune: TuneSpec | None = None
+        self.space: dict[str, Any] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="preset-bar"):
+            yield Label("preset ")
+            yield Select(presets(Path.cwd()), id="preset", allow_blank=False, value=str(quickstart_path()), compact=True)
+        with VerticalScroll(id="form"):
+            yield from self._row("name", Input(id=_field_id("name"), compact=True))
+            for section, cls in SECTIONS.items():
+                yield Static(f"[b]\\[{section}][/b]", classes="section")
+                for key, kind in get_type_hints(cls).items():
+                    yield from self._row(f"{section}.{key}", self._widget(f"{section}.{key}", kind))
+            yield Static("[b]\\[tune][/b] (for a sweep; the search space comes from the preset)", classes="section")
+            for key, kind in TUNE_KEYS.items():
+                widget = (Select([(v, v) for v in kind], allow_blank=False, compact=True, id=_field_id(f"tune.{key}"))
+                          if isinstance(kind, tuple) else Input(id=_field_id(f"tune.{key}"), type="integer", compact=True))
+                yield from self._row(f"tune.{key}", widget)
+        yield Static("", id="verdict")
+        with Horizontal(id="compose-buttons"):
+            yield Button("Save TOML (ctrl+s)", id="save", compact=True)
+            yield Button("Launch run (ctrl+l)", id="launch", variant="success", compact=True)
+            yield Button("Launch sweep (ctrl+k)", id="sweep", variant="primary", compact=True)
+        yield Footer()
+
+    def _row(self, key: str, widget) -> ComposeResult:
+        with Horizontal(classes="field"):
+            yield Label(key, classes="key")
+            yield widget
+
+    def _widget(self, key: str, kind: Any):
+        # Compact widgets (no borders): one line per key, so a form fits an 80x24 terminal.
+        if key in CHOICES:
+            return Select([(v, v) for v in CHOICES[key]], allow_blank=False, compact=True, id=_field_id(key))
+        if kind is bool:
+            return Select([("true", "true"), ("false", "false")], allow_blank=False, compact=True, id=_field_id(key))
+        suggestions = {"data.dataset": [*DATASETS, "folder:"], "train.device": ["auto", "cpu", "cuda", "mps"]}
+        suggester = SuggestFromList(suggestions[key]) if key in suggestions else None
+        return Input(id=_field_id(key), suggester=suggester, compact=True)
+
+    def on_mount(self) -> None:
+        self.load_preset(str(quickstart_path()))
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "preset" and event.value != Select.BLANK:
+            self.load_preset(str(event.value))
+        else:
+            self.check()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.check()
+
+    def load_preset(self, path: str) -> None:
+        try:
+            spec, tune = load_sweep(path)
+        except MtmError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.space = tune.space
+        values = {"name": spec.name, **{f"{s}.{k}": v for s, d in spec.to_dict().items() if isinstance(d, dict)
+                                        for k, v in d.items()},
+                  **{f"tune.{k}": getattr(tune, k) for k in TUNE_KEYS}}
+        with self.prevent(Input.Changed, Select.Changed):
+            for key, value in values.items():
+                widget = self.query_one(f"#{_field_id(key)}")
+                if isinstance(value, bool):
+                    value = "true" if value else "false"
+                widget.value = value if isinstance(widget, Select) else (
+                    ", ".join(value) if isinstance(value, list) else str(value))
+        self.check()
+
+    def values(self) -> dict[str, str]:
+        out = {}
+        for widget in self.query(".field > Input, .field > Select"):
+            out[widget.id[2:].replace("--", ".")] = str(widget.value)
+        return out
+
+    def check(self) -> bool:
+        """Validate with the engine; show the verdict; keep the valid spec."""
+        values = self.values()
+        verdict = self.query_one("#verdict", Static)
+        try:
+            overrides = [f"{k}={v}" for k, v in values.items() if not k.startswith("tune.") and k != "name"]
+            overrides.append(f"name={values['name'] or 'experiment'}")
+            self.spec = spec_from_dict({}, overrides)
+            self.tune = validate_sweep(self.spec, TuneSpec(
+                num_samples=int(values["tune.num_samples"] or 0), max_epochs=int(values["tune.max_epochs"] or 0),
+                search=values["tune.search"], scheduler=values["tune.scheduler"], space=dict(self.space)))
+        except (MtmError, ValueError) as exc:
+            self.spec = None
+            verdict.update(f"[b red]✗[/] {exc}")
+            return False
+        verdict.update(f"[b green]✓[/] valid: {self.spec.data.dataset}, {self.spec.model.backbone}, "
+                       f"{self.spec.loss.name}, {self.spec.train.epochs} epochs")
+        return True
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        {"save": self.action_save, "launch": self.action_launch, "sweep": self.action_sweep}[event.button.id]()
+
+    def _toml(self) -> str:
+        tune = dataclasses.asdict(self.tune)
+        return spec_to_toml(self.spec, tune)
+
+    def action_save(self) -> None:
+        if self.check():
+            self.save(Path("experiments") / f"{self.spec.name}.toml", self._toml())
+
+    def action_launch(self) -> None:
+        if self.check():
+            self.launch_run(self.spec)
+
+    def action_sweep(self) -> None:
+        if self.check():
+            path = self.app.store.home / "composed" / f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.toml"
+            self.launch_sweep(path, self._toml())
+
+    @work(thread=True, group="compose")
+    def save(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        self.app.call_from_thread(self.notify, f"saved {path}")
+
+    @work(thread=True, group="compose")
+    def launch_run(self, spec: Spec) -> None:
+        store = self.app.store
+        run_id = create_run(store, spec, status="queued")
+        jobs.launch(store, run_id)
+        self.app.call_from_thread(self.notify, f"run {run_id} launched in the background")
+        self.app.call_from_thread(self.app.pop_screen)
+
+    @work(thread=True, group="compose")
+    def launch_sweep(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        log = jobs.launch_sweep(self.app.store, path)
+        self.app.call_from_thread(self.notify, f"sweep launched; its trials appear on the Runs screen (log {log})")
+        self.app.call_from_thread(self.app.pop_screen)

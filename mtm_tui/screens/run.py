@@ -1,0 +1,121 @@
+"""The Run screen: live charts of one run, its spec, log tail and best-vs-last figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual_plotext import PlotextPlot
+
+from mtm_engine.errors import MtmError
+from mtm_engine.results import summarise
+from mtm_engine.store import LOG
+from mtm_tui import jobs
+from mtm_tui.screens.base import ConfirmScreen, PollingScreen
+from mtm_tui.screens.runs import STATUS_STYLES
+from mtm_tui.widgets.charts import RUN_CHARTS, classifiers_of
+
+LOG_LINES = 12
+
+
+def log_tail(path, lines: int = LOG_LINES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 16_384))
+            return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log: the run was started in the foreground)"
+
+
+class RunScreen(PollingScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("v", "embedding", "Embedding"),
+        Binding("x", "stop", "Stop"),
+        Binding("R", "resume", "Resume"),
+        Binding("left", "tab(-1)", "Prev chart", show=False),
+        Binding("right", "tab(1)", "Next chart", show=False),
+    ]
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+        self.records: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="run-header")
+        with TabbedContent(id="charts"):
+            for key, (title, _) in RUN_CHARTS.items():
+                with TabPane(title, id=key):
+                    yield PlotextPlot(id=f"chart-{key}")
+            with TabPane("Spec & log", id="details"):
+                with VerticalScroll():
+                    yield DataTable(id="best-last", cursor_type="none")
+                    yield Static("", id="spec")
+                    yield Static("", id="log")
+        yield Footer()
+
+    def fetch(self) -> tuple:
+        store = self.app.store
+        meta, row, records = store.run(self.run_id)
+        return meta, row, records, log_tail(store.run_dir(self.run_id) / LOG)
+
+    def show(self, data: tuple) -> None:
+        meta, row, records, log = data
+        self.records = records
+        style = STATUS_STYLES.get(row["status"], "")
+        self.query_one("#run-header", Static).update(
+            f"[b]{self.run_id}[/b] {meta['name']}  [{style}]{row['status']}[/]  epoch {row['epoch']}/{row['epochs']}  "
+            f"{row['dataset']} · {row['backbone']} · {row['loss']}  device {row.get('device') or '-'}"
+            + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else ""))
+        for key, (_, draw) in RUN_CHARTS.items():
+            draw(self.query_one(f"#chart-{key}", PlotextPlot), records)
+        self._best_vs_last(records)
+        spec = meta["spec"]
+        self.query_one("#spec", Static).update("\n".join(
+            f"[b]{section}[/b]  " + "  ".join(f"{k}={v!r}" for k, v in values.items())
+            for section, values in spec.items() if isinstance(values, dict)))
+        self.query_one("#log", Static).update(f"[b]log[/b]\n{log}")
+
+    def _best_vs_last(self, records: list[dict[str, Any]]) -> None:
+        table = self.query_one("#best-last", DataTable)
+        table.clear(columns=True)
+        table.add_columns("classifier", "best epoch", "val acc", "test acc (best)", "test acc (last)",
+                          "max test (optimistic)")
+        summary = summarise(records, classifiers_of(records))
+        for c, sel in summary["val"].items():
+            val = "-" if sel["val_acc"] is None else f"{sel['val_acc']:.4f}"
+            table.add_row(c, str(sel["epoch"]), val, f"{sel['test_acc']:.4f}", f"{summary['final'][c]['test_acc']:.4f}",
+                          f"{summary['max-test'][c]['test_acc']:.4f}")
+
+    def action_tab(self, step: int) -> None:
+        tabs = self.query_one(TabbedContent)
+        panes = [pane.id for pane in tabs.query(TabPane)]
+        tabs.active = panes[(panes.index(tabs.active) + step) % len(panes)]
+
+    def action_embedding(self) -> None:
+        self.app.open_embedding(self.run_id)
+
+    def action_stop(self) -> None:
+        self.app.push_screen(ConfirmScreen(f"Stop run {self.run_id}? Its last whole epoch stays checkpointed."),
+                             lambda yes: yes and self.act(jobs.stop, "stop requested"))
+
+    def action_resume(self) -> None:
+        self.app.push_screen(ConfirmScreen(f"Resume run {self.run_id} in the background?"),
+                             lambda yes: yes and self.act(jobs.resume_detached, "resuming"))
+
+    @work(thread=True, group="actions")
+    def act(self, action, done: str) -> None:
+        try:
+            action(self.app.store, self.run_id)
+        except MtmError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self.notify, f"{done}: run {self.run_id}")
+        self.app.call_from_thread(self.refetch)

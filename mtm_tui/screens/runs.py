@@ -1,0 +1,202 @@
+"""The Runs screen: a live table of every run and sweep in the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from mtm_engine.errors import MtmError
+from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
+from mtm_tui import jobs
+from mtm_tui.screens.base import ConfirmScreen, PollingScreen
+
+STATUS_STYLES = {"queued": "cyan", "running": "bold yellow", "finished": "green", "failed": "bold red",
+                 "diverged": "magenta", "interrupted": "dim"}
+# column label -> (row field used to sort, cell)
+COLUMNS = ("", "id", "name", "status", "dataset", "backbone", "loss", "d", "epoch", "val%", "test%", "age", "sweep")
+SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "backbone": "backbone",
+               "loss": "loss", "d": "dim", "epoch": "epoch", "val%": "best_val", "test%": "test_acc", "age": "created",
+               "sweep": "sweep"}
+
+
+def age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def cells(row: dict[str, Any], now: float, marked: bool) -> tuple:
+    status = row["status"]
+    return ("●" if marked else " ", row["id"], row["name"], f"[{STATUS_STYLES.get(status, '')}]{status}[/]",
+            DATASET_TITLES.get(row["dataset"], row["dataset"]), BACKBONE_SHORT.get(row["backbone"], row["backbone"]),
+            LOSS_CODES.get(row["loss"], row["loss"]), str(row.get("dim") or "-"), f"{row['epoch']}/{row['epochs']}",
+            pct(row.get("best_val")), pct(row.get("test_acc")), age(now - row["created"]), row.get("sweep") or "")
+
+
+class RunsScreen(PollingScreen):
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=False),
+        Binding("space", "mark", "Mark"),
+        Binding("m", "compare", "Compare"),
+        Binding("v", "embedding", "Embedding"),
+        Binding("x", "stop", "Stop"),
+        Binding("R", "resume", "Resume"),
+        Binding("d", "delete", "Delete"),
+        Binding("c", "compose", "Compose"),
+        Binding("e", "export", "Export"),
+        Binding("s", "sort", "Sort"),
+        Binding("g", "group", "Group"),
+        Binding("slash", "filter", "Filter", show=False),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[dict[str, Any]] = []
+        self.marked: set[str] = set()
+        self.sort_by, self.reverse, self.grouped = "age", True, False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="filter: type to match id, name, status, dataset, backbone, loss or sweep", id="filter")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).focus()
+        super().on_mount()
+
+    def fetch(self) -> list[dict[str, Any]]:
+        return self.app.store.rows()
+
+    def show(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.redraw()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.redraw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one(DataTable).focus()
+
+    def visible(self) -> list[dict[str, Any]]:
+        text = self.query_one("#filter", Input).value.strip().lower()
+        rows = [r for r in self.rows if not text or any(
+            text in str(r.get(k) or "").lower() for k in ("id", "name", "status", "dataset", "backbone", "loss", "sweep"))]
+        field = SORT_FIELDS[self.sort_by]
+        rows.sort(key=lambda r: (r.get(field) is None, r.get(field) if r.get(field) is not None else 0),
+                  reverse=self.reverse)
+        if self.grouped:   # stable: keeps the sort inside each sweep
+            rows.sort(key=lambda r: r.get("sweep") or "")
+        return rows
+
+    def redraw(self) -> None:
+        table = self.query_one(DataTable)
+        selected = self.selected_id()
+        table.clear(columns=True)
+        for label in COLUMNS if self.grouped else COLUMNS[:-1]:
+            arrow = (" ▼" if self.reverse else " ▲") if label == self.sort_by else ""
+            table.add_column(label + arrow, key=label)
+        now = self.app.clock()
+        rows = self.visible()
+        for row in rows:
+            values = cells(row, now, row["id"] in self.marked)
+            table.add_row(*(values if self.grouped else values[:-1]), key=row["id"])
+        if selected is not None and any(r["id"] == selected for r in rows):
+            table.move_cursor(row=table.get_row_index(selected))
+        live = sum(r["status"] in ("queued", "running") for r in self.rows)
+        self.query_one("#runs-status", Static).update(
+            f"{len(rows)} of {len(self.rows)} runs, {live} live, {len(self.marked)} marked · sorted by "
+            f"{self.sort_by}{' · grouped by sweep' if self.grouped else ''} · enter opens a run, ? for help")
+
+    def selected_id(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.app.open_run(event.row_key.value)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        label = event.column_key.value
+        if label in SORT_FIELDS:
+            self.reverse = not self.reverse if label == self.sort_by else False
+            self.sort_by = label
+            self.redraw()
+
+    # --- actions ----------------------------------------------------------------------------------
+
+    def action_open(self) -> None:
+        if (run_id := self.selected_id()) is not None:
+            self.app.open_run(run_id)
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_sort(self) -> None:
+        order = list(SORT_FIELDS)
+        self.sort_by = order[(order.index(self.sort_by) + 1) % len(order)]
+        self.reverse = self.sort_by in ("val%", "test%", "age", "epoch")
+        self.redraw()
+
+    def action_group(self) -> None:
+        self.grouped = not self.grouped
+        self.redraw()
+
+    def action_mark(self) -> None:
+        if (run_id := self.selected_id()) is not None:
+            self.marked ^= {run_id}
+            self.redraw()
+
+    def action_compare(self) -> None:
+        ids = [r["id"] for r in self.rows if r["id"] in self.marked] or [self.selected_id()]
+        if ids[0] is not None:
+            self.app.open_compare(ids)
+
+    def action_embedding(self) -> None:
+        if (run_id := self.selected_id()) is not None:
+            self.app.open_embedding(run_id)
+
+    def action_compose(self) -> None:
+        self.app.open_compose()
+
+    def action_export(self) -> None:
+        self.app.open_export()
+
+    def _confirm_then(self, question: str, action) -> None:
+        if (run_id := self.selected_id()) is None:
+            return
+        self.app.push_screen(ConfirmScreen(question.format(run_id=run_id)),
+                             lambda yes: yes and self.act(action, run_id))
+
+    def action_stop(self) -> None:
+        self._confirm_then("Stop run {run_id}? Its last whole epoch stays checkpointed.", jobs.stop)
+
+    def action_resume(self) -> None:
+        self._confirm_then("Resume run {run_id} in the background?", jobs.resume_detached)
+
+    def action_delete(self) -> None:
+        self._confirm_then("Delete run {run_id}: its records, checkpoint and log?", jobs.delete)
+
+    @work(thread=True, group="actions")
+    def act(self, action, run_id: str) -> None:
+        """Run a job action off the UI thread; report the outcome as a notification."""
+        try:
+            action(self.app.store, run_id)
+        except MtmError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        done = {jobs.stop: "stop requested for", jobs.resume_detached: "resuming", jobs.delete: "deleted"}[action]
+        self.app.call_from_thread(self.notify, f"{done} run {run_id}")
+        self.app.call_from_thread(self.marked.discard, run_id)
+        self.app.call_from_thread(self.refetch)
