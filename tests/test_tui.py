@@ -1,0 +1,225 @@
+"""The TUI: the main flow with Textual's Pilot (real background runs), snapshots of every screen
+from a fixture store, and the real `mtm-tui` in a terminal (tmux)."""
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from textual.widgets import Input
+
+from mtm_engine.config import load_spec
+from mtm_engine.runner import create_run
+from mtm_engine.store import Store
+from mtm_tui import jobs
+from mtm_tui.app import MtmApp
+from mtm_tui.screens.run import RunScreen
+from mtm_tui.screens.runs import RunsScreen
+
+NOW = 1_795_000_000.0   # the fixture store's clock: ages render the same on every run
+
+
+async def until(pilot, predicate, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.2)
+    raise AssertionError("timed out waiting for the UI")
+
+
+def test_compose_launch_watch_stop_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = MtmApp(tmp_path / "home")
+    store = app.store
+
+    async def flow():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("c")
+            await until(pilot, lambda: app.screen.query("#f-train--epochs"))
+            app.screen.query_one("#f-train--epochs", Input).value = "40"
+            await pilot.pause()
+            assert "valid" in str(app.screen.query_one("#verdict").render())
+            await pilot.press("ctrl+l")
+            # the run appears on the Runs screen
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.rows)
+            run_id = app.screen.rows[0]["id"]
+            await pilot.press("enter")
+            assert isinstance(app.screen, RunScreen)
+            # its charts fill in as epochs land
+            await until(pilot, lambda: len(app.screen.records) >= 1)
+            await until(pilot, lambda: len(app.screen.records) >= 2)
+            # stop, with confirmation
+            await pilot.press("x")
+            await pilot.press("y")
+            await until(pilot, lambda: store.row(run_id)["status"] == "interrupted")
+            stopped_at = store.row(run_id)["epoch"]
+            # resume, with confirmation; it trains on
+            await pilot.press("R")
+            await pilot.press("y")
+            await until(pilot, lambda: store.row(run_id)["epoch"] > stopped_at)
+            jobs.stop(store, run_id)
+            await until(pilot, lambda: store.row(run_id)["status"] == "interrupted")
+            epochs = [r["epoch"] for r in store.records(run_id)]
+            assert epochs == list(range(1, len(epochs) + 1))
+
+    asyncio.run(flow())
+
+
+# --- snapshots of every screen -------------------------------------------------------------------
+
+def _records(epochs, classifiers=("cos", "cos_ce", "euc", "euc_ce"), start=0.6):
+    out = []
+    for e in range(1, epochs + 1):
+        acc = start + (0.98 - start) * (1 - 0.6 ** e)
+        r = {"epoch": e, "train_loss": 10 / e}
+        for i, c in enumerate(classifiers):
+            r[f"val_acc_{c}"], r[f"test_acc_{c}"] = acc - i / 200, acc - i / 150
+        for split in ("val", "test"):
+            r.update({f"{split}_cluster_size": 5 * 0.8 ** e, f"{split}_centre_distance": 12 * 0.9 ** e,
+                      f"{split}_centre_separation": 20 * 0.9 ** e, f"{split}_median_cosine": 0.5 + e / 40,
+                      f"{split}_ce_gap": 1 / e})
+        r.update(ce_separation=22 * 0.9 ** e, epoch_time_s=1.5, images_per_s=2000.0, train_time_s=1.0,
+                 eval_time_s=0.5)
+        out.append(r)
+    return out
+
+
+def _snapshot(n=60):
+    import math
+
+    labels = [i % 3 for i in range(n)]
+    points = [[3 * math.cos(2 * math.pi * k / 3) + 0.3 * math.sin(i), 3 * math.sin(2 * math.pi * k / 3) + 0.3 * math.cos(i)]
+              for i, k in enumerate(labels)]
+    centres = [[3 * math.cos(2 * math.pi * k / 3), 3 * math.sin(2 * math.pi * k / 3)] for k in range(3)]
+    return {"epoch": 5, "points": points, "labels": labels, "centres": centres,
+            "class_embeddings": [[x * 1.1, y * 1.1] for x, y in centres], "explained_variance": [0.6, 0.3]}
+
+
+@pytest.fixture
+def fixture_home(tmp_path, monkeypatch):
+    """Three finished runs with fixed ids, times, records and an embedding snapshot."""
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    store = Store(home)
+    runs = [("aaaa1111", ["name=pp-digits"], _records(8)),
+            ("bbbb2222", ["name=euclid", "loss.name=euclidean", "train.lr=0.0005"], _records(6, start=0.5)),
+            ("cccc3333", ["name=pure", "model.head=pure", "loss.name=cross_entropy"],
+             _records(5, ("cos", "euc", "pure"), start=0.4))]
+    for n, (run_id, overrides, records) in enumerate(runs):
+        spec = load_spec(overrides=overrides)
+        create_run(store, spec, status="running", run_id=run_id, extra={"git": None})
+        for r in records:
+            store.append_epoch(run_id, r, {"epoch": r["epoch"], "best_val": r["val_acc_cos"],
+                                           "test_acc": r["test_acc_cos"], "best_epoch": r["epoch"]})
+        store.update(run_id, status="finished", created=NOW - 3600 * (n + 1), device="cpu", host="fixture")
+        (store.run_dir(run_id) / "embedding-last.json").write_text(json.dumps(_snapshot()))
+    return home
+
+
+def _app(home):
+    return MtmApp(home, clock=lambda: NOW)
+
+
+async def _settle(pilot, seconds=1.5):
+    await pilot.pause(seconds)
+    await pilot.wait_for_scheduled_animations()
+
+
+def test_snapshot_runs(snap_compare, fixture_home):
+    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=_settle)
+
+
+def test_snapshot_run(snap_compare, fixture_home):
+    async def open_first(pilot):
+        await _settle(pilot)
+        await pilot.press("enter")
+        await _settle(pilot)
+    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=open_first)
+
+
+def test_snapshot_run_geometry_tab(snap_compare, fixture_home):
+    async def geometry(pilot):
+        await _settle(pilot)
+        await pilot.press("enter")
+        await _settle(pilot)
+        await pilot.press("right", "right")
+        await _settle(pilot, 0.5)
+    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=geometry)
+
+
+def test_snapshot_compose(snap_compare, fixture_home):
+    async def compose(pilot):
+        await _settle(pilot)
+        await pilot.press("c")
+        await _settle(pilot)
+    assert snap_compare(_app(fixture_home), terminal_size=(80, 24), run_before=compose)
+
+
+def test_snapshot_compare(snap_compare, fixture_home):
+    async def compare(pilot):
+        await _settle(pilot)
+        await pilot.press("space", "down", "space", "m")
+        await _settle(pilot)
+    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=compare)
+
+
+def test_snapshot_embedding(snap_compare, fixture_home):
+    async def embedding(pilot):
+        await _settle(pilot)
+        await pilot.press("v")
+        await _settle(pilot)
+    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=embedding)
+
+
+def test_snapshot_export(snap_compare, fixture_home):
+    async def export(pilot):
+        await _settle(pilot)
+        await pilot.press("e")
+        await _settle(pilot, 2.5)
+    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=export)
+
+
+def test_snapshot_help(snap_compare, fixture_home):
+    async def help_(pilot):
+        await _settle(pilot)
+        await pilot.press("question_mark")
+        await _settle(pilot, 0.5)
+    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=help_)
+
+
+# --- the real program in a terminal ----------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+def test_mtm_tui_in_a_real_terminal(fixture_home, tmp_path):
+    session = f"mtm-test-{int(time.time() * 1000)}"
+    tui = [sys.executable, "-m", "mtm_tui.app", "--home", str(fixture_home)]
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", *tui], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def wait_for(text: str, timeout: float = 30) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in (shown := screen()):
+                return shown
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared:\n{screen()}")
+
+    try:
+        shown = wait_for("3 of 3 runs")
+        assert "aaaa1111" in shown and "finished" in shown
+        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+        wait_for("Spec & log")
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.time() + 15
+        while time.time() < deadline and subprocess.run(["tmux", "has-session", "-t", session],
+                                                        capture_output=True).returncode == 0:
+            time.sleep(0.2)
+        assert subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
