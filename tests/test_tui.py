@@ -202,17 +202,16 @@ def test_mtm_tui_in_a_real_terminal(fixture_home, tmp_path):
     def screen() -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
-    def wait_for(text: str, timeout: float = 30) -> str:
+    def wait_for(*texts: str, timeout: float = 30) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if text in (shown := screen()):
-                return shown
+            if all(text in screen() for text in texts):
+                return
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared:\n{screen()}")
+        raise AssertionError(f"{texts!r} never appeared together:\n{screen()}")
 
     try:
-        shown = wait_for("3 of 3 runs")
-        assert "aaaa1111" in shown and "finished" in shown
+        wait_for("3 of 3 runs", "aaaa1111", "finished")
         subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
         wait_for("Spec & log")
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)

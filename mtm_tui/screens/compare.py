@@ -69,17 +69,17 @@ class CompareScreen(PollingScreen):
             figures = (["-"] * 5 if sel is None else
                        [classifiers[0], str(sel["epoch"]), f"{sel['val_acc'] or 0:.4f}", f"{sel['test_acc']:.4f}",
                         f"{summary['final'][classifiers[0]]['test_acc']:.4f}"])
-            table.add_row(rid, meta["name"], row["status"], *(str(flat.get(k)) for k in keys), *figures)
+            table.add_row(rid, row["name"], row["status"], *(str(flat.get(k)) for k in keys), *figures)
         self.query_one("#compare-hint", Static).update(
             f"{len(runs)} runs; keys 1-7 choose the metric; the table shows only the keys that differ")
 
     def draw(self) -> None:
         label, pattern, log_y = METRICS[self.metric]
         series = {}
-        for rid, (meta, _, records) in self.runs.items():
+        for rid, (_, row, records) in self.runs.items():
             classifiers = classifiers_of(records) or ["cos"]
             key = pattern.format(c=classifiers[0])
-            series[f"{rid} {meta['name']}"] = ([r["epoch"] for r in records], [r.get(key) for r in records])
+            series[f"{rid} {row['name']}"] = ([r["epoch"] for r in records], [r.get(key) for r in records])
         lines(self.query_one(PlotextPlot), f"{label} (first classifier of each run)", series, log_y=log_y)
 
     def action_metric(self, key: str) -> None:

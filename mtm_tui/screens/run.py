@@ -71,17 +71,25 @@ class RunScreen(PollingScreen):
         self.records = records
         style = STATUS_STYLES.get(row["status"], "")
         self.query_one("#run-header", Static).update(
-            f"[b]{self.run_id}[/b] {meta['name']}  [{style}]{row['status']}[/]  epoch {row['epoch']}/{row['epochs']}  "
+            f"[b]{self.run_id}[/b] {row['name']}  [{style}]{row['status']}[/]  epoch {row['epoch']}/{row['epochs']}  "
             f"{row['dataset']} · {row['backbone']} · {row['loss']}  device {row.get('device') or '-'}"
             + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else ""))
-        for key, (_, draw) in RUN_CHARTS.items():
-            draw(self.query_one(f"#chart-{key}", PlotextPlot), records)
+        self.draw_active()
         self._best_vs_last(records)
         spec = meta["spec"]
         self.query_one("#spec", Static).update("\n".join(
             f"[b]{section}[/b]  " + "  ".join(f"{k}={v!r}" for k, v in values.items())
             for section, values in spec.items() if isinstance(values, dict)))
         self.query_one("#log", Static).update(f"[b]log[/b]\n{log}")
+
+    def draw_active(self) -> None:
+        """Redraw the chart on show only: a hidden tab is drawn when it is opened."""
+        active = self.query_one(TabbedContent).active
+        if active in RUN_CHARTS:
+            RUN_CHARTS[active][1](self.query_one(f"#chart-{active}", PlotextPlot), self.records)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.draw_active()
 
     def _best_vs_last(self, records: list[dict[str, Any]]) -> None:
         table = self.query_one("#best-last", DataTable)

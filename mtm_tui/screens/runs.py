@@ -17,6 +17,7 @@ from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 STATUS_STYLES = {"queued": "cyan", "running": "bold yellow", "finished": "green", "failed": "bold red",
                  "diverged": "magenta", "interrupted": "dim"}
 # column label -> (row field used to sort, cell)
+SHOWN = 500   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
 COLUMNS = ("", "id", "name", "status", "dataset", "backbone", "loss", "d", "epoch", "val%", "test%", "age", "sweep")
 SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "backbone": "backbone",
                "loss": "loss", "d": "dim", "epoch": "epoch", "val%": "best_val", "test%": "test_acc", "age": "created",
@@ -62,7 +63,9 @@ class RunsScreen(PollingScreen):
         super().__init__()
         self.rows: list[dict[str, Any]] = []
         self.marked: set[str] = set()
-        self.sort_by, self.reverse, self.grouped = "age", True, False
+        self.sort_by, self.reverse, self.grouped = "age", True, False   # newest first
+        self._header: tuple = ()
+        self._content: dict[str, tuple] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -100,22 +103,34 @@ class RunsScreen(PollingScreen):
         return rows
 
     def redraw(self) -> None:
+        """Show the visible rows. When only cell values changed (an epoch landed), just those
+        cells are updated; a new order, filter or set of runs rebuilds the table."""
         table = self.query_one(DataTable)
-        selected = self.selected_id()
-        table.clear(columns=True)
-        for label in COLUMNS if self.grouped else COLUMNS[:-1]:
-            arrow = (" ▼" if self.reverse else " ▲") if label == self.sort_by else ""
-            table.add_column(label + arrow, key=label)
         now = self.app.clock()
-        rows = self.visible()
-        for row in rows:
-            values = cells(row, now, row["id"] in self.marked)
-            table.add_row(*(values if self.grouped else values[:-1]), key=row["id"])
-        if selected is not None and any(r["id"] == selected for r in rows):
-            table.move_cursor(row=table.get_row_index(selected))
+        matching = self.visible()
+        rows = matching[:SHOWN]
+        columns = COLUMNS if self.grouped else COLUMNS[:-1]
+        header = tuple(label + ((" ▼" if self.reverse else " ▲") if label == self.sort_by else "") for label in columns)
+        content = {row["id"]: cells(row, now, row["id"] in self.marked)[:len(columns)] for row in rows}
+        if header == self._header and list(content) == list(self._content):
+            for run_id, values in content.items():
+                for label, old, new in zip(columns, self._content[run_id], values):
+                    if old != new:
+                        table.update_cell(run_id, label, new)
+        else:
+            selected = self.selected_id()
+            table.clear(columns=True)
+            for label, title in zip(columns, header):
+                table.add_column(title, key=label)
+            for run_id, values in content.items():
+                table.add_row(*values, key=run_id)
+            if selected in content:
+                table.move_cursor(row=table.get_row_index(selected))
+        self._header, self._content = header, content
         live = sum(r["status"] in ("queued", "running") for r in self.rows)
+        shown = f"{len(rows)} shown of {len(matching)} matching" if len(matching) > SHOWN else f"{len(rows)}"
         self.query_one("#runs-status", Static).update(
-            f"{len(rows)} of {len(self.rows)} runs, {live} live, {len(self.marked)} marked · sorted by "
+            f"{shown} of {len(self.rows)} runs, {live} live, {len(self.marked)} marked · sorted by "
             f"{self.sort_by}{' · grouped by sweep' if self.grouped else ''} · enter opens a run, ? for help")
 
     def selected_id(self) -> str | None:
