@@ -1,7 +1,7 @@
 import pytest
 
 from mtm_engine import config
-from mtm_engine.config import load_spec, load_sweep, parse_override, spec_from_dict
+from mtm_engine.config import load_spec, load_sweep, spec_from_dict
 from mtm_engine.errors import ConfigError
 
 

@@ -1,0 +1,92 @@
+"""Showing a training run on the terminal: the engine's events as a progress bar and lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+
+
+def epoch_line(record: dict[str, Any], epochs: int, classifiers: tuple[str, ...]) -> str:
+    split = "val" if f"val_acc_{classifiers[0]}" in record else "test"   # a refit has no validation split
+    accs = " ".join(f"{c} {record[f'{split}_acc_{c}']:.4f}" for c in classifiers)
+    return (f"epoch {record['epoch']}/{epochs} loss {record['train_loss']:.5g} {split} {accs} "
+            f"{record['images_per_s']:,.0f} img/s {record['epoch_time_s']:.1f}s")
+
+
+def started_line(event: Any) -> str:
+    sizes = ", ".join(f"{k} {v}" for k, v in event.sizes.items())
+    resumed = f"; resuming at epoch {event.start_epoch}" if event.start_epoch > 1 else ""
+    return f"device {event.device}, {event.parameters:,} parameters, images: {sizes}{resumed}"
+
+
+class TextSink:
+    """Plain lines, for a detached run's log file."""
+
+    def __init__(self, epochs: int, classifiers: tuple[str, ...]):
+        self.epochs, self.classifiers = epochs, classifiers
+
+    def emit(self, event: Any) -> None:
+        from mtm_engine.train import EpochEnded, RunDiverged, RunStarted
+
+        if isinstance(event, RunStarted):
+            print(started_line(event), flush=True)
+        elif isinstance(event, EpochEnded):
+            print(epoch_line(event.record, self.epochs, self.classifiers), flush=True)
+        elif isinstance(event, RunDiverged):
+            print(f"diverged in epoch {event.epoch}: {event.message}", flush=True)
+
+
+class ProgressSink(TextSink):
+    """A rich progress bar per epoch, and one line per finished epoch."""
+
+    def __init__(self, epochs: int, classifiers: tuple[str, ...]):
+        super().__init__(epochs, classifiers)
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(),
+            console=console, transient=True,
+        )
+        self.task = None
+
+    def __enter__(self) -> "ProgressSink":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def emit(self, event: Any) -> None:
+        from mtm_engine.train import BatchProgress, EpochEnded, RunDiverged, RunStarted
+
+        say = self.progress.console.print
+        if isinstance(event, RunStarted):
+            say(started_line(event), markup=False)
+        elif isinstance(event, BatchProgress):
+            if self.task is None:
+                self.task = self.progress.add_task("", total=event.batches, epoch=event.epoch, epochs=self.epochs,
+                                                   loss=event.loss)
+            self.progress.update(self.task, completed=event.batch, epoch=event.epoch, loss=event.loss)
+        elif isinstance(event, EpochEnded):
+            say(epoch_line(event.record, self.epochs, self.classifiers), markup=False, highlight=False)
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+                self.task = None
+        elif isinstance(event, RunDiverged):
+            say(f"[red]diverged[/] in epoch {event.epoch}: {event.message}")
+
+
+def result_table(summary: dict[str, Any], classifiers: tuple[str, ...]) -> Table:
+    table = Table(title="test accuracy per classifier")
+    for column in ("classifier", "selected epoch", "val acc", "test (val-selected)", "test (final)"):
+        table.add_column(column, justify="left" if column == "classifier" else "right")
+    for c in classifiers:
+        sel, fin = summary["val"].get(c), summary["final"].get(c)
+        if sel is not None:
+            val = "-" if sel["val_acc"] is None else f"{sel['val_acc']:.4f}"
+            table.add_row(c, str(sel["epoch"]), val, f"{sel['test_acc']:.4f}", f"{fin['test_acc']:.4f}")
+    return table
