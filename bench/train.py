@@ -35,7 +35,7 @@ def fresh(spec, data):
 def engine_epoch(spec, data) -> float:
     model, opt = fresh(spec, data)
     start = time.perf_counter()
-    train_one_epoch(model, data.train, spec, opt, epoch=1)
+    train_one_epoch(model, data.train, spec, opt, 1)
     return time.perf_counter() - start
 
 

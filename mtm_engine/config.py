@@ -40,6 +40,9 @@ class DataSpec:
     val_fraction: float = 0.2
     split_seed: int = 0
     download: bool = True
+    augment: bool = False      # random crop with padding (+ flip), batch-wise on the cached tensors
+    crop_padding: int = 4
+    flip: str = "auto"         # auto: flip images that are mirror-symmetric in kind (not digits or characters)
 
 
 @dataclass
@@ -50,6 +53,8 @@ class ModelSpec:
     head: str = "mtm"
     dim: int = 512
     width: int = 16
+    normalize: bool = False    # L2-normalise output and class embeddings (mtm heads), then multiply by scale
+    scale: float = 1.0
 
 
 @dataclass
@@ -58,6 +63,7 @@ class LossSpec:
     r: float = 0.95
     eps: float = 1e-8
     reduction: str = "sum"
+    label_smoothing: float = 0.0   # cross_entropy only
 
 
 @dataclass
@@ -67,6 +73,10 @@ class TrainSpec:
     lr: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.9
+    weight_decay: float = 0.0      # on the network's weights, not on the class embeddings
+    schedule: str = "none"         # none | cosine | onecycle, stepped per batch
+    warmup_epochs: float = 0.0     # linear warm-up (none, cosine); onecycle's rising phase
+    ce_lr_mult: float = 1.0        # learning-rate multiplier of the class embeddings
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -110,7 +120,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.head": ("mtm", "pure"),
     "loss.name": LOSSES,
     "loss.reduction": ("sum", "mean"),
-    "train.optimizer": ("adam", "sgd"),
+    "train.optimizer": ("adam", "adamw", "sgd"),
+    "train.schedule": ("none", "cosine", "onecycle"),
+    "data.flip": ("auto", "on", "off"),
 }
 
 
@@ -296,6 +308,17 @@ def validate(spec: Spec) -> Spec:
     _check(t.batch_size >= 1, f"train.batch_size = {t.batch_size}: must be at least 1, e.g. 100")
     _check(t.lr > 0.0, f"train.lr = {t.lr}: must be above 0, e.g. 0.001")
     _check(0.0 <= t.momentum < 1.0, f"train.momentum = {t.momentum}: must be in [0, 1)")
+    _check(t.weight_decay >= 0.0, f"train.weight_decay = {t.weight_decay}: must be at least 0, e.g. 5e-4")
+    _check(0.0 <= t.warmup_epochs < t.epochs,
+           f"train.warmup_epochs = {t.warmup_epochs}: must be in [0, train.epochs = {t.epochs})")
+    _check(t.ce_lr_mult > 0.0, f"train.ce_lr_mult = {t.ce_lr_mult}: must be above 0, e.g. 1")
+    _check(d.crop_padding >= 0, f"data.crop_padding = {d.crop_padding}: must be at least 0")
+    _check(m.scale > 0.0, f"model.scale = {m.scale}: must be above 0, e.g. 10")
+    _check(not m.normalize or m.head == "mtm",
+           "model.normalize = true: applies to class-embedding heads (model.head = \"mtm\") only")
+    _check(0.0 <= lo.label_smoothing < 1.0, f"loss.label_smoothing = {lo.label_smoothing}: must be in [0, 1)")
+    _check(lo.label_smoothing == 0.0 or lo.name == "cross_entropy",
+           f"loss.label_smoothing = {lo.label_smoothing}: applies to cross_entropy (pure heads) only")
     _check(
         t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:"),
         f"train.device = {t.device!r}: choose auto, cpu, cuda, cuda:N or mps",

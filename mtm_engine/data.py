@@ -244,6 +244,36 @@ def load_dataset(spec: DataSpec) -> Dataset:
     )
 
 
+# Mirror images are still images of the same class here; not for digits or characters.
+FLIPPABLE = ("fashion-mnist", "cifar10", "cifar100")
+
+
+def flips(spec: DataSpec) -> bool:
+    """Whether augmentation flips horizontally: data.flip, where "auto" means FLIPPABLE and image folders."""
+    return spec.flip == "on" or spec.flip == "auto" and (spec.dataset in FLIPPABLE
+                                                          or spec.dataset.startswith(FOLDER_PREFIX))
+
+
+def augment(x: Tensor, generator: torch.Generator, padding: int, flip: bool) -> Tensor:
+    """Batch-wise augmentation of cached tensors: a random crop of the image padded by `padding`
+    (edge pixels repeated) and, if `flip`, a horizontal flip of half the images.
+    x: [B, C, H, W] -> [B, C, H, W]. The draws come from `generator`, so an epoch is reproducible."""
+    B, C, H, W = x.shape
+    if padding:
+        padded = torch.nn.functional.pad(x, (padding,) * 4, mode="replicate")     # [B, C, H+2p, W+2p]
+        oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(x.device)
+        rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]   # [B, 1, H, 1]
+        cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]   # [B, 1, 1, W]
+        batch = torch.arange(B, device=x.device)[:, None, None, None]
+        channel = torch.arange(C, device=x.device)[None, :, None, None]
+        x = padded[batch, channel, rows, cols]
+    if flip:
+        mirrored = (torch.rand(B, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        x = torch.where(mirrored, x.flip(-1), x)
+    return x
+
+
 def batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch: (x [B, C, 36, 36], y [B]) in the order of a seeded permutation."""
     perm = torch.randperm(len(split), generator=generator).to(split.y.device)

@@ -82,10 +82,10 @@ def comparison(e: Tensor, y: Tensor, C: Tensor, *, r: float = 0.0, eps: float = 
 
 def cross_entropy(
     logits: Tensor, y: Tensor, C: Tensor | None = None, *, r: float = 0.0, eps: float = 1e-8,
-    reduction: str = "sum",
+    reduction: str = "sum", label_smoothing: float = 0.0,
 ) -> Tensor:
     """Cross-entropy of a pure head's logits [B, K]; summed over the batch like the MTM losses."""
-    return F.cross_entropy(logits, y, reduction=reduction)
+    return F.cross_entropy(logits, y, reduction=reduction, label_smoothing=label_smoothing)
 
 
 LOSSES: dict[str, LossFn] = {

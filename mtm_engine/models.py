@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtm_engine.config import ModelSpec
@@ -92,11 +93,12 @@ class MovingTargetsNet(nn.Module):
     """Backbone + head. forward(x [B, C, H, W]) -> (e [B, d], logits [B, K] or None)."""
 
     def __init__(self, backbone: nn.Module, features: int, head: str, dim: int, num_classes: int,
-                 repeat_channels: bool = False):
+                 repeat_channels: bool = False, normalize: bool = False, scale: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.repeat_channels = repeat_channels
+        self.normalize, self.scale = normalize, scale
         if head == "mtm":
             self.embed: nn.Module = nn.Linear(features, dim)
             self.class_embeddings: nn.Parameter | None = nn.Parameter(torch.randn(num_classes, dim))
@@ -111,7 +113,16 @@ class MovingTargetsNet(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         features = self.backbone(x)
         logits = self.classifier(features) if self.classifier is not None else None
-        return self.embed(features), logits
+        e = self.embed(features)
+        return (self.scale * F.normalize(e, dim=1) if self.normalize else e), logits
+
+    def targets(self) -> Tensor | None:
+        """The class embeddings C [K, d] as the losses and classifiers see them: on the sphere of
+        radius `scale` when the head normalises, else as learned; None for pure heads."""
+        C = self.class_embeddings
+        if C is None or not self.normalize:
+            return C
+        return self.scale * F.normalize(C, dim=1)
 
 
 def build_model(spec: ModelSpec, in_channels: int, num_classes: int) -> MovingTargetsNet:
@@ -120,4 +131,4 @@ def build_model(spec: ModelSpec, in_channels: int, num_classes: int) -> MovingTa
     except KeyError:
         raise ModelError(f"model.backbone = {spec.backbone!r}: unknown; choose one of {', '.join(BACKBONES)}") from None
     backbone, features, repeat = make(spec, in_channels)
-    return MovingTargetsNet(backbone, features, spec.head, spec.dim, num_classes, repeat)
+    return MovingTargetsNet(backbone, features, spec.head, spec.dim, num_classes, repeat, spec.normalize, spec.scale)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
-from mtm_engine.data import Dataset, Split, batches, load_dataset
+from mtm_engine.data import Dataset, Split, augment, batches, flips, load_dataset
 from mtm_engine.errors import ConfigError
 from mtm_engine.geometry import (
     class_centres, class_embedding_gap, embedding_snapshot, geometry, mean_pairwise_distance,
@@ -103,12 +103,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer, epoch: int) -> None:
+def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,
+                    schedule: torch.optim.lr_scheduler.LRScheduler, epoch: int) -> None:
     """Atomically (temp file, fsync, rename): a kill during the write leaves the last good one."""
     state = {
         "epoch": epoch,   # the last completed epoch (1-based)
         "model": model.state_dict(),          # includes the class embeddings C
         "optimizer": optimiser.state_dict(),
+        "schedule": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -120,11 +122,13 @@ def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer) -> int:
-    """Restore model, optimiser and RNG states; return the last completed epoch."""
+def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,
+                    schedule: torch.optim.lr_scheduler.LRScheduler) -> int:
+    """Restore model, optimiser, schedule and RNG states; return the last completed epoch."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimiser.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -139,10 +143,37 @@ def _autocast(device: torch.device, spec: Spec):
 
 
 def make_optimiser(spec: Spec, model: MovingTargetsNet) -> torch.optim.Optimizer:
+    """Adam (the paper's), AdamW or SGD. The class embeddings are their own group: learning rate
+    times train.ce_lr_mult, and no weight decay (it would pull the targets to the origin)."""
     t = spec.train
+    C = model.class_embeddings
+    groups = [{"params": [p for p in model.parameters() if p is not C], "weight_decay": t.weight_decay}]
+    if C is not None:
+        groups.append({"params": [C], "lr": t.lr * t.ce_lr_mult, "weight_decay": 0.0})
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum)
-    return torch.optim.Adam(model.parameters(), lr=t.lr)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
+    return (torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam)(groups, lr=t.lr)
+
+
+def make_schedule(spec: Spec, optimiser: torch.optim.Optimizer, batches_per_epoch: int):
+    """The learning-rate schedule, stepped once per batch: none or cosine (each after a linear
+    warm-up of train.warmup_epochs), or one-cycle (rising for warmup_epochs, 30% if 0)."""
+    t = spec.train
+    total = max(1, t.epochs * batches_per_epoch)
+    warmup = int(t.warmup_epochs * batches_per_epoch)
+    if t.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=[g["lr"] for g in optimiser.param_groups], total_steps=total,
+            pct_start=warmup / total if warmup else 0.3)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if t.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
 
 
 def epoch_generator(spec: Spec, epoch: int) -> torch.Generator:
@@ -152,6 +183,7 @@ def epoch_generator(spec: Spec, epoch: int) -> torch.Generator:
 
 def train_one_epoch(
     model: MovingTargetsNet, split: Split, spec: Spec, optimiser: torch.optim.Optimizer, epoch: int,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_progress: Callable[[int, int, Tensor], None] = lambda batch, batches, loss: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> float | None:
@@ -163,16 +195,24 @@ def train_one_epoch(
     total = torch.zeros((), device=device)   # summed on the device: no sync per batch
     n_batches = math.ceil(len(split) / spec.train.batch_size)
     every = max(1, n_batches // PROGRESS_STEPS)
-    for i, (x, y) in enumerate(batches(split, spec.train.batch_size, epoch_generator(spec, epoch))):
+    extra = {"label_smoothing": lo.label_smoothing} if lo.name == "cross_entropy" else {}
+    generator = epoch_generator(spec, epoch)   # the batch order and the augmentation draws
+    flip = flips(spec.data)
+    for i, (x, y) in enumerate(batches(split, spec.train.batch_size, generator)):
+        if spec.data.augment:
+            x = augment(x, generator, spec.data.crop_padding, flip)
         with _autocast(device, spec):
             e, logits = model(x)
-        C = model.class_embeddings
+        C = model.targets()
         # Losses in float32: the bf16 embeddings are upcast, the geometry is sensitive to rounding.
         out = (logits if logits is not None else e).float()
-        loss = loss_fn(out, y, C.float() if C is not None else None, r=lo.r, eps=lo.eps, reduction=lo.reduction)
+        loss = loss_fn(out, y, C.float() if C is not None else None, r=lo.r, eps=lo.eps, reduction=lo.reduction,
+                       **extra)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if schedule is not None:
+            schedule.step()
         batch_sum = loss.detach() * (len(y) if lo.reduction == "mean" else 1)
         total += batch_sum
         if (i + 1) % every == 0 or i + 1 == n_batches:
@@ -210,7 +250,7 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     # A class absent from the training split has no centre; put it at the origin rather than NaN,
     # which argmax/argmin would otherwise pick.
     G = class_centres(e_train, data.train.y, data.num_classes).nan_to_num(0.0)   # [K, d]
-    C = model.class_embeddings.detach().float() if model.class_embeddings is not None else None
+    C = model.targets().detach().float() if model.class_embeddings is not None else None
     record: dict[str, float] = {}
     snapshot: dict[str, Any] = {}
     for name, split in (("val", data.val), ("test", data.test)):
@@ -262,8 +302,9 @@ def fit(
         data = Dataset(data.name, *(Split(s.x.contiguous(memory_format=torch.channels_last), s.y)
                                     for s in (data.train, data.val, data.test)), data.classes)
     optimiser = make_optimiser(spec, model)
+    schedule = make_schedule(spec, optimiser, math.ceil(len(data.train) / spec.train.batch_size))
     checkpoint = run_dir / CHECKPOINT
-    done = load_checkpoint(checkpoint, model, optimiser) if resume and checkpoint.exists() else 0
+    done = load_checkpoint(checkpoint, model, optimiser, schedule) if resume and checkpoint.exists() else 0
     records = [r for r in (history or []) if r["epoch"] <= done]
     sink.emit(RunStarted(str(device), sum(p.numel() for p in model.parameters()),
                          {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, done + 1))
@@ -271,7 +312,7 @@ def fit(
     for epoch in range(done + 1, spec.train.epochs + 1):
         start = time.perf_counter()
         train_loss = train_one_epoch(
-            model, data.train, spec, optimiser, epoch,
+            model, data.train, spec, optimiser, epoch, schedule,
             on_progress=lambda b, n, loss, epoch=epoch: sink.emit(BatchProgress(epoch, b, n, loss.item())),
             should_stop=should_stop,
         )
@@ -285,7 +326,7 @@ def fit(
             sink.emit(RunDiverged(epoch, message))
             return RunResult("diverged", records, summarise(records, spec.classifiers), message)
         metrics, snapshot = evaluate(model, data, spec)
-        record = {"epoch": epoch, "train_loss": train_loss, **metrics}
+        record = {"epoch": epoch, "train_loss": train_loss, "lr": optimiser.param_groups[0]["lr"], **metrics}
         end = time.perf_counter()
         record.update(train_time_s=trained - start, eval_time_s=end - trained, epoch_time_s=end - start,
                       images_per_s=len(data.train) / (trained - start))
@@ -295,7 +336,7 @@ def fit(
         write_snapshot(run_dir, snapshot, epoch, best=summarise(records, spec.classifiers[:1])["val"]
                        .get(spec.classifiers[0], {}).get("epoch") == epoch)
         sink.emit(EpochEnded(epoch, record))
-        save_checkpoint(checkpoint, model, optimiser, epoch)
+        save_checkpoint(checkpoint, model, optimiser, schedule, epoch)
         sink.emit(CheckpointSaved(epoch, checkpoint))
         if should_stop() and epoch < spec.train.epochs:
             return RunResult("interrupted", records, summarise(records, spec.classifiers),
