@@ -80,44 +80,86 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set section.key=value (repeatable)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result, nothing else."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; survives logout."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Train N seeds (train.seed, +1, ...), one run each, "
+                                                         "one after another; report mean ± std."),
     home: Optional[Path] = HOME,
 ) -> None:
     """Train one experiment (in the foreground, or in the background with --detach)."""
+    import dataclasses
+
     from mtm_engine.config import load_spec
     from mtm_engine.runner import create_run
 
     spec = load_spec(config, overrides=set_)
+    specs = [dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=spec.train.seed + i))
+             for i in range(seeds)]
     store = open_store(home)
     if detach:
         from mtm_tui.jobs import launch
 
-        run_id = create_run(store, spec, status="queued")
-        log = launch(store, run_id)
+        run_ids = [create_run(store, s, status="queued") for s in specs]
+        logs = launch(store, run_ids)
         if json_:
-            print(json.dumps({"run_id": run_id, "status": "queued", "log": str(log)}))
+            print(json.dumps({"run_ids": run_ids, "run_id": run_ids[0], "status": "queued", "log": str(logs[0])}))
         else:
-            console.print(f"run [bold]{run_id}[/] started in the background; log: {log}\n"
-                          f"watch it with `mtm show {run_id}`, stop it with `mtm stop {run_id}`")
+            for run_id, log in zip(run_ids, logs):
+                console.print(f"run [bold]{run_id}[/] (seed {store.meta(run_id)['seed']}) queued in the background; "
+                              f"log: {log}")
+            console.print("watch with `mtm list` or `mtm show RUN`; stop with `mtm stop RUN`")
         return
-    run_id = create_run(store, spec, status="running")
-    if not json_:
-        console.print(f"run [bold]{run_id}[/] ({spec.name}): {spec.data.dataset}, {spec.model.backbone}, "
-                      f"{spec.loss.name}, {spec.train.epochs} epochs; store {store.home}")
-    _report(run_id, spec, _foreground(store, run_id, spec, resume=False, as_json=json_), json_)
+    results = []
+    for s in specs:
+        run_id = create_run(store, s, status="running")
+        if not json_:
+            console.print(f"run [bold]{run_id}[/] ({s.name}, seed {s.train.seed}): {s.data.dataset}, "
+                          f"{s.model.backbone}, {s.loss.name}, {s.train.epochs} epochs; store {store.home}")
+        result = _foreground(store, run_id, s, resume=False, as_json=json_)
+        results.append((run_id, result))
+        if result.status != "finished" or seeds == 1:
+            _report(run_id, s, result, json_)
+    if seeds > 1:
+        _report_seeds(spec, results, json_)
+
+
+def _report_seeds(spec, results: list, as_json: bool) -> None:
+    """Mean ± std over seeds of the test accuracy at each run's validation-selected epoch."""
+    import statistics
+
+    per_classifier = {c: [r.summary["val"][c]["test_acc"] for _, r in results] for c in spec.classifiers}
+    if as_json:
+        print(json.dumps({"run_ids": [i for i, _ in results], "status": "finished", "seeds": len(results),
+                          "test_accuracy_mean": {c: statistics.mean(v) for c, v in per_classifier.items()},
+                          "test_accuracy_std": {c: statistics.stdev(v) for c, v in per_classifier.items()}}))
+        return
+    table = Table(title=f"{len(results)} seeds: test accuracy at the validation-selected epoch")
+    for column in ("classifier", "mean ± std", "per seed"):
+        table.add_column(column)
+    for c, values in per_classifier.items():
+        table.add_row(c, f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}",
+                      "  ".join(f"{v:.4f}" for v in values))
+    console.print(table)
 
 
 @app.command(hidden=True)
-def worker(run_id: str, resume: bool = typer.Option(False, "--resume"), home: Optional[Path] = HOME) -> None:
-    """Execute a stored run in this process (what --detach starts)."""
+def worker(run_ids: list[str], resume: bool = typer.Option(False, "--resume"), home: Optional[Path] = HOME) -> None:
+    """Execute stored runs in this process, one after another (what --detach starts). Each run's
+    progress goes to its own log; a run that fails is recorded as failed and the next one starts."""
     from mtm_engine.config import spec_from_dict
     from mtm_engine.runner import execute
+    from mtm_engine.store import LOG
 
     store = open_store(home)
-    spec = spec_from_dict(store.meta(run_id)["spec"])
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} run {run_id} ({spec.name}) pid {os.getpid()}"
-          f"{' resuming' if resume else ''}", flush=True)
-    result = execute(store, run_id, TextSink(spec.train.epochs, spec.classifiers), resume=resume)
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {result.status} {result.message}".rstrip(), flush=True)
+    for run_id in run_ids:
+        spec = spec_from_dict(store.meta(run_id)["spec"])
+        with open(store.run_dir(run_id) / LOG, "a") as log:
+            say = lambda text: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=log, flush=True)  # noqa
+            say(f"run {run_id} ({spec.name}, seed {spec.train.seed}) pid {os.getpid()}{' resuming' if resume else ''}")
+            try:
+                result = execute(store, run_id, TextSink(spec.train.epochs, spec.classifiers, log), resume=resume)
+            except Exception as exc:   # recorded as failed by execute; say why, go on to the next run
+                say(f"failed: {type(exc).__name__}: {exc}")
+                continue
+            say(f"{result.status} {result.message}".rstrip())
 
 
 def _age(seconds: float) -> str:
@@ -392,6 +434,28 @@ def _refit(store, summary: dict[str, Any], as_json: bool) -> dict[str, Any]:
     if not as_json and result.records:
         console.print("refit test accuracy: " + "  ".join(f"{c} {v['test_acc']:.4f}" for c, v in final.items()))
     return {"run_id": run_id, "status": result.status, "test_accuracy": {c: v["test_acc"] for c, v in final.items()}}
+
+
+@app.command()
+def plot(
+    runs: list[str] = typer.Argument(None, help="Run ids or prefixes; or choose runs with the filters."),
+    out: Path = typer.Option(Path("figures"), "--out", help="Folder for the figures."),
+    format_: list[str] = typer.Option(["png", "svg"], "--format", help="png, svg, pdf (repeatable)."),
+    status: list[str] = typer.Option(["finished"], "--status", help="Runs with this status (repeatable)."),
+    dataset: Optional[str] = FILTERS["dataset"], loss: Optional[str] = FILTERS["loss"],
+    where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
+    home: Optional[Path] = HOME,
+) -> None:
+    """Figures like the paper's Appendix B: accuracy, cluster size, centre distance, ρ against σ,
+    median cosine, and each run's embedding space (Figs. 2-3)."""
+    from mtm_tui.plots import plot_runs
+
+    store = open_store(home)
+    ids = [store.resolve(r) for r in runs] if runs else [r["id"] for r in _filtered(store, status, dataset, loss,
+                                                                                      where, sweep)]
+    written = plot_runs([store.run(i) for i in ids], {i: store.snapshot(i, "best") for i in ids}, out,
+                        tuple(format_))
+    console.print(f"wrote {len(written)} files to {out}/: " + ", ".join(sorted({p.stem for p in written})))
 
 
 def main() -> None:

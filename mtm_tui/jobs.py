@@ -26,13 +26,16 @@ def _spawn(command: list[str], log: Path) -> int:
     return process.pid
 
 
-def launch(store: Store, run_id: str, *, resume: bool = False) -> Path:
-    """Start the stored run in the background; returns its log file."""
-    log = store.run_dir(run_id) / LOG
-    command = [sys.executable, "-m", "mtm_tui.cli", "worker", run_id, "--home", str(store.home.resolve())]
-    pid = _spawn(command + (["--resume"] if resume else []), log)
-    store.update(run_id, pid=pid, host=socket.gethostname())
-    return log
+def launch(store: Store, run_ids: str | list[str], *, resume: bool = False) -> list[Path]:
+    """Start stored runs in one background process, one after another; returns their logs. The
+    process's own output (a crash, say) goes to the first run's log."""
+    run_ids = [run_ids] if isinstance(run_ids, str) else run_ids
+    logs = [store.run_dir(run_id) / LOG for run_id in run_ids]
+    command = [sys.executable, "-m", "mtm_tui.cli", "worker", *run_ids, "--home", str(store.home.resolve())]
+    pid = _spawn(command + (["--resume"] if resume else []), logs[0])
+    for run_id in run_ids:
+        store.update(run_id, pid=pid, host=socket.gethostname())
+    return logs
 
 
 def launch_sweep(store: Store, config: Path, args: list[str] = ()) -> Path:
@@ -61,7 +64,7 @@ def check_resumable(store: Store, run_id: str) -> None:
 def resume_detached(store: Store, run_id: str) -> Path:
     check_resumable(store, run_id)
     store.update(run_id, status="queued", message="")
-    return launch(store, run_id, resume=True)
+    return launch(store, run_id, resume=True)[0]
 
 
 def delete(store: Store, run_id: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,18 +27,18 @@ def started_line(event: Any) -> str:
 class TextSink:
     """Plain lines, for a detached run's log file."""
 
-    def __init__(self, epochs: int, classifiers: tuple[str, ...]):
-        self.epochs, self.classifiers = epochs, classifiers
+    def __init__(self, epochs: int, classifiers: tuple[str, ...], out: TextIO | None = None):
+        self.epochs, self.classifiers, self.out = epochs, classifiers, out
 
     def emit(self, event: Any) -> None:
         from mtm_engine.train import EpochEnded, RunDiverged, RunStarted
 
         if isinstance(event, RunStarted):
-            print(started_line(event), flush=True)
+            print(started_line(event), file=self.out, flush=True)
         elif isinstance(event, EpochEnded):
-            print(epoch_line(event.record, self.epochs, self.classifiers), flush=True)
+            print(epoch_line(event.record, self.epochs, self.classifiers), file=self.out, flush=True)
         elif isinstance(event, RunDiverged):
-            print(f"diverged in epoch {event.epoch}: {event.message}", flush=True)
+            print(f"diverged in epoch {event.epoch}: {event.message}", file=self.out, flush=True)
 
 
 class ProgressSink(TextSink):

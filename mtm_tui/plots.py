@@ -1,0 +1,101 @@
+"""`mtm plot`: figures like the paper's Appendix B (and Figs. 2-3) from stored runs, as PNG and
+SVG files. matplotlib is an optional extra (`pip install 'mtm[plot]'`), so the TUI stays light."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mtm_engine.errors import MtmError
+from mtm_engine.export import row_label
+
+# figure name -> (title, record key, y label, log scale); {c} is the run's first classifier
+FIGURES = {
+    "accuracy": ("Test accuracy over epochs (validation dashed)", "test_acc_{c}", "accuracy", False),
+    "cluster_size": ("Cluster size σ over epochs (test split)", "test_cluster_size", "σ", True),
+    "centre_distance": ("Centre distance ρ over epochs (test split)", "test_centre_distance", "ρ", True),
+    "median_cosine": ("Median cosine similarity over epochs (test split)", "test_median_cosine", "median cosine", False),
+}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise MtmError("mtm plot needs matplotlib: pip install 'mtm[plot]' (or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(meta: dict[str, Any]) -> str:
+    return f"{row_label(meta['spec'])} {meta['name']} s{meta['seed']} ({meta['id']})"
+
+
+def _first_classifier(records: list[dict[str, Any]]) -> str:
+    return next((k[len("test_acc_"):] for k in records[0] if k.startswith("test_acc_")), "cos")
+
+
+def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | None], out: Path,
+              formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """runs: (meta, row, records) per run; snapshots: run id -> its best embedding snapshot."""
+    plt = _pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [run for run in runs if run[2]]
+    if not runs:
+        raise MtmError("no runs with recorded epochs to plot; `mtm list` shows the runs")
+    written: list[Path] = []
+
+    def save(fig, name: str) -> None:
+        for fmt in formats:
+            path = out / f"{name}.{fmt}"
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+            written.append(path)
+        plt.close(fig)
+
+    for name, (title, pattern, ylabel, log) in FIGURES.items():
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for meta, _, records in runs:
+            key = pattern.format(c=_first_classifier(records))
+            epochs = [r["epoch"] for r in records]
+            line, = ax.plot(epochs, [r.get(key) for r in records], marker=".", label=_label(meta))
+            if name == "accuracy":
+                val = key.replace("test_", "val_")
+                ax.plot(epochs, [r.get(val) for r in records], linestyle="--", color=line.get_color())
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        save(fig, name)
+
+    fig, ax = plt.subplots(figsize=(6, 5))   # Fig. 17: rho against sigma, with rho = sigma
+    top = 0.0
+    for meta, _, records in runs:
+        xs, ys = [r["test_cluster_size"] for r in records], [r["test_centre_distance"] for r in records]
+        ax.plot(xs, ys, marker=".", label=_label(meta))
+        ax.annotate("1", (xs[0], ys[0]), fontsize=7)
+        top = max(top, *xs, *ys)
+    low = min(min(r["test_cluster_size"] for r in rec) for _, _, rec in runs)
+    ax.plot([low, top], [low, top], color="gray", linestyle=":", label="ρ = σ")
+    ax.set(title="Centre distance ρ against cluster size σ (test split; 1 = first epoch)", xlabel="cluster size σ",
+           ylabel="centre distance ρ", xscale="log", yscale="log")
+    ax.legend(fontsize=7)
+    save(fig, "distance_vs_size")
+
+    for meta, _, _ in runs:   # Figs. 2-3: the embedding space of each run's best epoch
+        snap = snapshots.get(meta["id"])
+        if not snap:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 6))
+        points, labels = snap["points"], snap["labels"]
+        scatter = ax.scatter([p[0] for p in points], [p[1] for p in points], c=labels, cmap="tab10", s=4, alpha=0.6)
+        ax.scatter(*zip(*snap["centres"]), marker="+", s=120, c="black", label="class centres G")
+        if snap.get("class_embeddings"):
+            ax.scatter(*zip(*snap["class_embeddings"]), marker="x", s=80, c="red", label="class embeddings C")
+        var = snap.get("explained_variance", [0, 0])
+        ax.set(title=f"{_label(meta)}\nepoch {snap['epoch']}: PCA of the test embeddings",
+               xlabel=f"PC 1 ({100 * var[0]:.0f}%)", ylabel=f"PC 2 ({100 * var[1]:.0f}%)")
+        ax.add_artist(ax.legend(*scatter.legend_elements(), title="class", fontsize=7, loc="upper right"))
+        ax.legend(fontsize=7, loc="lower left")
+        save(fig, f"embedding-{meta['id']}")
+    return written
