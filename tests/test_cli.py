@@ -33,3 +33,13 @@ def test_bad_config_is_one_line_without_a_traceback(mtm_env, tmp_path):
 def test_missing_config_file(mtm_env, tmp_path):
     out = run_mtm(["run", "absent.toml"], mtm_env, tmp_path)
     assert out.returncode == 1 and out.stderr.startswith("error: config file absent.toml does not exist")
+
+
+def test_seeds_run_one_after_another_and_report_mean_and_std(mtm_env, tmp_path):
+    out = run_mtm(["run", "--json", "--seeds", "2", "--set", "train.epochs=1"], mtm_env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(result["run_ids"]) == 2 and result["seeds"] == 2
+    assert set(result["test_accuracy_mean"]) == {"cos", "cos_ce", "euc", "euc_ce"}
+    listed = json.loads(run_mtm(["list", "--json"], mtm_env, tmp_path).stdout)
+    assert sorted(r["seed"] for r in listed) == [0, 1]
