@@ -109,8 +109,13 @@ def execute(store: Store, run_id: str, display: Any = None, *, resume: bool = Fa
     """
     from mtm_engine.train import fit
 
+    from mtm_engine.train import RunResult
+
     spec = spec_from_dict(store.meta(run_id)["spec"])
-    store.clear_stop(run_id)
+    if store.stop_requested(run_id):   # stopped while it waited in the queue
+        message = "stopped before it started; mtm resume starts it"
+        store.update(run_id, status="interrupted", pid=None, message=message)
+        return RunResult("interrupted", store.records(run_id), message=message)
     store.update(run_id, status="running", pid=os.getpid(), host=socket.gethostname(), message="")
     terminated = threading.Event()
     if threading.current_thread() is threading.main_thread():

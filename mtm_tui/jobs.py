@@ -54,11 +54,13 @@ def stop(store: Store, run_id: str) -> None:
 
 
 def check_resumable(store: Store, run_id: str) -> None:
+    """Refuse a live or finished run; otherwise forget its old stop request, so it can run."""
     row = store.row(run_id)
     if row["status"] in LIVE:
         raise MtmError(f"run {run_id} is still {row['status']}; stop it first with `mtm stop {run_id}`")
     if row["status"] == "finished":
         raise MtmError(f"run {run_id} has finished all its epochs; nothing to resume")
+    store.clear_stop(run_id)
 
 
 def resume_detached(store: Store, run_id: str) -> Path:

@@ -80,3 +80,16 @@ def test_rm_asks_unless_yes_and_unknown_ids_are_one_line(mtm_env, tmp_path):
     unknown = mtm(["show", "nope"], mtm_env, tmp_path, check=False)
     assert unknown.returncode == 1
     assert unknown.stderr.strip().splitlines() == [f"error: no run 'nope' in {tmp_path / 'home'}; `mtm list` shows the runs"]
+
+
+def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):
+    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--set", "train.epochs=30"], mtm_env, tmp_path).stdout)
+    first, second = started["run_ids"]
+    mtm(["stop", second], mtm_env, tmp_path)             # still queued behind the first
+    wait_for(lambda: listed(mtm_env, tmp_path)[first]["epoch"] >= 1)
+    mtm(["stop", first, "--wait", "60"], mtm_env, tmp_path)
+    rows = wait_for(lambda: (rows := listed(mtm_env, tmp_path))[second]["status"] == "interrupted" and rows)
+    assert rows[second]["epoch"] == 0 and "before it started" in rows[second]["message"]
+    mtm(["resume", second, "--detach"], mtm_env, tmp_path)   # resuming forgets the old stop request
+    wait_for(lambda: listed(mtm_env, tmp_path)[second]["epoch"] >= 1)
+    mtm(["stop", second, "--wait", "60"], mtm_env, tmp_path)

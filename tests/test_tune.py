@@ -26,8 +26,15 @@ def trials(env, cwd, sweep):
 
 
 def test_a_four_trial_sweep_records_every_trial(mtm_env, tmp_path):
-    summary = json.loads(mtm(["tune", "--samples", "4", "--epochs", "2", "--json", *FAST], mtm_env, tmp_path).stdout)
+    summary = json.loads(mtm(["tune", "--samples", "4", "--epochs", "2", "--refit", "--json", *FAST],
+                             mtm_env, tmp_path).stdout)
     assert summary["trials"] == 4 and summary["status"] == {"finished": 4}
+    refit = summary["refit"]   # the best config, re-trained on train+validation for its selected epochs
+    assert refit["status"] == "finished" and set(refit["test_accuracy"]) == {"cos", "cos_ce", "euc", "euc_ce"}
+    refit_run = json.loads(mtm(["show", refit["run_id"], "--json"], mtm_env, tmp_path).stdout)
+    assert refit_run["spec"]["data"]["val_fraction"] == 0.0
+    assert len(refit_run["records"]) == summary["best"]["best_epoch"]
+    assert not any(k.startswith("val_") for k in refit_run["records"][0])
     rows = trials(mtm_env, tmp_path, summary["sweep_id"])
     assert len(rows) == 4 and all(r["epoch"] >= 1 and r["sweep"] == summary["sweep_id"] for r in rows)
     lrs = {json.loads(mtm(["show", r["id"], "--json"], mtm_env, tmp_path).stdout)["spec"]["train"]["lr"] for r in rows}
