@@ -86,6 +86,7 @@ class TrainSpec:
 class EvalSpec:
     classifiers: tuple[str, ...] = ()
     batch_size: int = 1000
+    centre_samples: int = 0        # training images whose embeddings give the centres G; 0: all of them
 
 
 @dataclass
@@ -330,6 +331,7 @@ def validate(spec: Spec) -> Spec:
             f"eval.classifiers: {name!r} does not apply to a {m.head!r} head; choose from {', '.join(allowed)}",
         )
     _check(ev.batch_size >= 1, f"eval.batch_size = {ev.batch_size}: must be at least 1")
+    _check(ev.centre_samples >= 0, f"eval.centre_samples = {ev.centre_samples}: must be at least 0 (0: all)")
     return spec
 
 

@@ -246,10 +246,14 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     {val,test}_ce_gap (mean |c_k - g_k|) and ce_separation (mean pairwise |c_k - c_l|).
     The centres G that the classifiers use come from the TRAINING split only.
     """
-    e_train, _ = embed(model, data.train.x, spec)
+    x, y = data.train.x, data.train.y
+    if 0 < spec.eval.centre_samples < len(y):   # the same fixed subset every epoch
+        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:spec.eval.centre_samples]
+        x, y = x[keep.to(x.device)], y[keep.to(y.device)]
+    e_train, _ = embed(model, x, spec)
     # A class absent from the training split has no centre; put it at the origin rather than NaN,
     # which argmax/argmin would otherwise pick.
-    G = class_centres(e_train, data.train.y, data.num_classes).nan_to_num(0.0)   # [K, d]
+    G = class_centres(e_train, y, data.num_classes).nan_to_num(0.0)   # [K, d]
     C = model.targets().detach().float() if model.class_embeddings is not None else None
     record: dict[str, float] = {}
     snapshot: dict[str, Any] = {}

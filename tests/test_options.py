@@ -112,3 +112,13 @@ def test_option_errors(override, message):
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_spec(overrides=[override])
+
+
+def test_centres_from_a_subset_of_the_training_split(tmp_path):
+    data = load_dataset(load_spec().data)
+    full = fit(load_spec(overrides=["train.epochs=1"]), tmp_path / "a", data=data)
+    part = fit(load_spec(overrides=["train.epochs=1", "eval.centre_samples=300"]), tmp_path / "b", data=data)
+    # the same training, other centres: the centre-based classifiers may differ, the others may not
+    assert part.records[0]["train_loss"] == full.records[0]["train_loss"]
+    assert part.records[0]["test_acc_euc_ce"] == full.records[0]["test_acc_euc_ce"]
+    assert part.records[0]["test_acc_euc"] == pytest.approx(full.records[0]["test_acc_euc"], abs=0.1)
