@@ -4,7 +4,7 @@ and a confirmation dialog."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from textual import work
 from textual.app import ComposeResult
@@ -65,6 +65,18 @@ class PollingScreen(Screen):
             self.notify(message.error, severity="error", timeout=8)
             return
         self.show(message.data)
+
+    @work(thread=True, group="jobs")
+    def run_job(self, job: Callable[[Any, str], Any], run_id: str, done: str) -> None:
+        """A job action (mtm_tui.jobs: stop, resume, delete) off the UI thread; its outcome, or its
+        one-line refusal, comes back as a notification, and the store is polled again."""
+        try:
+            job(self.app.store, run_id)
+        except MtmError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self.notify, f"{done} run {run_id}")
+        self.app.call_from_thread(self.refetch)
 
 
 class ConfirmScreen(ModalScreen[bool]):

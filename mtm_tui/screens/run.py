@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from mtm_engine.errors import MtmError
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
@@ -112,18 +110,8 @@ class RunScreen(PollingScreen):
 
     def action_stop(self) -> None:
         self.app.push_screen(ConfirmScreen(f"Stop run {self.run_id}? Its last whole epoch stays checkpointed."),
-                             lambda yes: yes and self.act(jobs.stop, "stop requested"))
+                             lambda yes: yes and self.run_job(jobs.stop, self.run_id, "stop requested for"))
 
     def action_resume(self) -> None:
         self.app.push_screen(ConfirmScreen(f"Resume run {self.run_id} in the background?"),
-                             lambda yes: yes and self.act(jobs.resume_detached, "resuming"))
-
-    @work(thread=True, group="actions")
-    def act(self, action, done: str) -> None:
-        try:
-            action(self.app.store, self.run_id)
-        except MtmError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
-            return
-        self.app.call_from_thread(self.notify, f"{done}: run {self.run_id}")
-        self.app.call_from_thread(self.refetch)
+                             lambda yes: yes and self.run_job(jobs.resume_detached, self.run_id, "resuming"))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from mtm_engine.errors import MtmError
 from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
 from mtm_tui import jobs
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
@@ -188,30 +186,24 @@ class RunsScreen(PollingScreen):
     def action_export(self) -> None:
         self.app.open_export()
 
-    def _confirm_then(self, question: str, action) -> None:
+    def _confirm_then(self, question: str, job, done: str) -> None:
         if (run_id := self.selected_id()) is None:
             return
-        self.app.push_screen(ConfirmScreen(question.format(run_id=run_id)),
-                             lambda yes: yes and self.act(action, run_id))
+
+        def answered(yes: bool) -> None:
+            if yes:
+                if job is jobs.delete:
+                    self.marked.discard(run_id)
+                self.run_job(job, run_id, done)
+
+        self.app.push_screen(ConfirmScreen(question.format(run_id=run_id)), answered)
 
     def action_stop(self) -> None:
-        self._confirm_then("Stop run {run_id}? Its last whole epoch stays checkpointed.", jobs.stop)
+        self._confirm_then("Stop run {run_id}? Its last whole epoch stays checkpointed.", jobs.stop,
+                           "stop requested for")
 
     def action_resume(self) -> None:
-        self._confirm_then("Resume run {run_id} in the background?", jobs.resume_detached)
+        self._confirm_then("Resume run {run_id} in the background?", jobs.resume_detached, "resuming")
 
     def action_delete(self) -> None:
-        self._confirm_then("Delete run {run_id}: its records, checkpoint and log?", jobs.delete)
-
-    @work(thread=True, group="actions")
-    def act(self, action, run_id: str) -> None:
-        """Run a job action off the UI thread; report the outcome as a notification."""
-        try:
-            action(self.app.store, run_id)
-        except MtmError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
-            return
-        done = {jobs.stop: "stop requested for", jobs.resume_detached: "resuming", jobs.delete: "deleted"}[action]
-        self.app.call_from_thread(self.notify, f"{done} run {run_id}")
-        self.app.call_from_thread(self.marked.discard, run_id)
-        self.app.call_from_thread(self.refetch)
+        self._confirm_then("Delete run {run_id}: its records, checkpoint and log?", jobs.delete, "deleted")
