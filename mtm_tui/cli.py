@@ -446,8 +446,7 @@ def plot(
     where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
     home: Optional[Path] = HOME,
 ) -> None:
-    """Figures like the paper's Appendix B: accuracy, cluster size, centre distance, ρ against σ,
-    median cosine, and each run's embedding space (Figs. 2-3)."""
+    """Figures like the paper's Appendix B, and each run's embedding space (Figs. 2-3)."""
     from mtm_tui.plots import plot_runs
 
     store = open_store(home)
@@ -456,6 +455,14 @@ def plot(
     written = plot_runs([store.run(i) for i in ids], {i: store.snapshot(i, "best") for i in ids}, out,
                         tuple(format_))
     console.print(f"wrote {len(written)} files to {out}/: " + ", ".join(sorted({p.stem for p in written})))
+
+
+@app.command()
+def tui(home: Optional[Path] = HOME) -> None:
+    """Open the terminal UI (the same as `mtm-tui`)."""
+    from mtm_tui.app import MtmApp
+
+    MtmApp(home or Path("mtm-home")).run()
 
 
 def main() -> None:
