@@ -128,7 +128,8 @@ def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimiser.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
+    if "schedule" in state:   # checkpoints from before schedules existed had a constant rate
+        schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
