@@ -23,7 +23,8 @@ import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from mtm_engine.config import FOLDER_PREFIX, Spec, TuneSpec, spec_from_dict
+from mtm_engine.config import FOLDER_PREFIX, Spec, spec_from_dict
+from mtm_engine.sweep_spec import TuneSpec
 from mtm_engine.errors import MtmError
 from mtm_engine.runner import create_run, summary_fields
 from mtm_engine.store import Store

@@ -384,7 +384,7 @@ def tune_(
     home: Optional[Path] = HOME,
 ) -> None:
     """Search hyperparameters with Ray Tune (HyperOpt, ASHA, plateau stopping); every trial is a run."""
-    from mtm_engine.config import load_sweep
+    from mtm_engine.sweep_spec import load_sweep
 
     overrides = list(set_) + ([f"tune.num_samples={samples}"] if samples else []) + (
         [f"tune.max_epochs={epochs}"] if epochs else [])

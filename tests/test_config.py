@@ -1,7 +1,8 @@
 import pytest
 
 from mtm_engine import config
-from mtm_engine.config import load_spec, load_sweep, spec_from_dict
+from mtm_engine.config import load_spec, spec_from_dict
+from mtm_engine.sweep_spec import load_sweep
 from mtm_engine.errors import ConfigError
 
 

@@ -1,0 +1,117 @@
+"""The [tune] section of an experiment file: what `mtm tune` searches and how. Plain data, no
+ray: the TUI's compose form validates sweeps with it too."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from mtm_engine.config import (
+    SECTIONS, Spec, _build, _build_section, _check, _read_toml, parse_override, spec_from_dict, validate,
+)
+from mtm_engine.errors import ConfigError
+
+SPACE_KINDS = ("loguniform", "uniform", "integer", "choice", "grid")
+
+
+@dataclass
+class TuneSpec:
+    """How `mtm tune` searches. Defaults follow the paper's set-up (Section IV-D)."""
+    metric: str = ""               # classifier whose validation accuracy is maximised; "" = the first
+    num_samples: int = 50
+    max_epochs: int = 30
+    search: str = "hyperopt"       # hyperopt | random
+    scheduler: str = "asha"        # asha | none
+    grace_period: int = 5          # ASHA: epochs before a trial can be stopped
+    plateau_results: int = 6       # plateau stopper: results looked at ...
+    plateau_std: float = 0.005     # ... and the std under which a trial has plateaued
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0        # 0: as many as the resources allow
+    seed: int = 0                  # seed of the search algorithm
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)   # "train.lr" -> {"loguniform": [lo, hi]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def paper_space(spec: Spec) -> dict[str, dict[str, Any]]:
+    """The paper's search space for this model (Section IV-D): lr loguniform 1e-5..1e-2, d integer
+    200..2000 for class-embedding heads, r loguniform 1e3..1e6 for proximity; push_pull keeps r = 0.95."""
+    space: dict[str, dict[str, Any]] = {"train.lr": {"loguniform": [1e-5, 1e-2]}}
+    if spec.model.head == "mtm":
+        space["model.dim"] = {"integer": [200, 2000]}
+    if spec.loss.name == "proximity":
+        space["loss.r"] = {"loguniform": [1e3, 1e6]}
+    return space
+
+
+def _flatten_space(space: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Accept both `"train.lr" = {...}` and `[tune.space.train] lr = {...}`."""
+    flat: dict[str, dict[str, Any]] = {}
+    for key, value in space.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SPACE_KINDS:
+            flat[name] = value
+        elif isinstance(value, dict) and "." not in name:
+            flat.update(_flatten_space(value, f"{name}."))
+        else:
+            raise ConfigError(f"tune.space.{name}: expected {{kind = [...]}} with kind one of {', '.join(SPACE_KINDS)}")
+    return flat
+
+
+def load_sweep(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Spec, TuneSpec]:
+    """An experiment file as a sweep: its spec (the base of every trial) and its [tune] section.
+    `--set tune.num_samples=4` and the like override the [tune] keys."""
+    raw = _read_toml(path)
+    spec = spec_from_dict(raw, [o for o in overrides if not o.startswith("tune.")])
+    tune_raw = dict(raw.get("tune", {}))
+    if not isinstance(raw.get("tune", {}), dict):
+        raise ConfigError("tune must be a table, e.g. [tune]")
+    for text in overrides:
+        if text.startswith("tune."):
+            key, value = parse_override(text)
+            tune_raw[key[len("tune."):]] = value
+    space = tune_raw.pop("space", None)
+    tspec = _build_section("tune", TuneSpec, tune_raw)
+    tspec.space = _flatten_space(space) if space is not None else paper_space(spec)
+    return spec, validate_sweep(spec, tspec)
+
+
+def validate_sweep(spec: Spec, t: TuneSpec) -> TuneSpec:
+    _check(t.num_samples >= 1, f"tune.num_samples = {t.num_samples}: must be at least 1 (the paper used 50)")
+    _check(t.max_epochs >= 1, f"tune.max_epochs = {t.max_epochs}: must be at least 1")
+    _check(t.search in ("hyperopt", "random"), f"tune.search = {t.search!r}: choose hyperopt or random")
+    _check(t.scheduler in ("asha", "none"), f"tune.scheduler = {t.scheduler!r}: choose asha or none")
+    _check(t.grace_period >= 1, f"tune.grace_period = {t.grace_period}: must be at least 1")
+    _check(t.plateau_results >= 2, f"tune.plateau_results = {t.plateau_results}: must be at least 2")
+    _check(t.cpus_per_trial > 0, f"tune.cpus_per_trial = {t.cpus_per_trial}: must be above 0")
+    _check(t.gpus_per_trial >= 0, f"tune.gpus_per_trial = {t.gpus_per_trial}: must be at least 0")
+    if t.metric:
+        _check(t.metric in spec.classifiers,
+               f"tune.metric = {t.metric!r}: not among the run's classifiers ({', '.join(spec.classifiers)})")
+    else:
+        t.metric = spec.classifiers[0]
+    for key, rule in t.space.items():
+        kind, values = next(iter(rule.items()))
+        section, _, name = key.partition(".")
+        _check(section in SECTIONS and name in get_type_hints(SECTIONS[section]),
+               f"tune.space: {key!r} is not a configuration key (section.key, e.g. train.lr)")
+        _check(isinstance(values, list) and values, f"tune.space.{key}: {kind} needs a list, e.g. [1e-5, 1e-2]")
+        if kind in ("loguniform", "uniform", "integer"):
+            _check(len(values) == 2 and all(isinstance(v, (int, float)) for v in values) and values[0] < values[1],
+                   f"tune.space.{key}: {kind} needs [low, high] with low < high, not {values}")
+            _check(kind != "loguniform" or values[0] > 0, f"tune.space.{key}: loguniform needs low > 0")
+            _check(kind != "integer" or all(isinstance(v, int) for v in values),
+                   f"tune.space.{key}: integer needs whole-number bounds, not {values}")
+        # Every value the search may draw must make a valid run: check the ends and the choices.
+        for value in values:
+            raw = spec.to_dict()
+            raw[section][name] = value
+            try:
+                validate(_build(raw))
+            except ConfigError as exc:
+                raise ConfigError(f"tune.space.{key}: the value {value!r} would make an invalid run: {exc}") from None
+    return t
