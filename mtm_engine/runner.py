@@ -107,9 +107,7 @@ def execute(store: Store, run_id: str, display: Any = None, *, resume: bool = Fa
     SIGTERM and a stop request (`mtm stop`) end it gracefully: the last whole epoch stays
     checkpointed and recorded, and the status becomes `interrupted`.
     """
-    from mtm_engine.train import fit
-
-    from mtm_engine.train import RunResult
+    from mtm_engine.train import RunResult, fit   # here: importing the runner needs no torch
 
     spec = spec_from_dict(store.meta(run_id)["spec"])
     if store.stop_requested(run_id):   # stopped while it waited in the queue
