@@ -29,9 +29,6 @@ err_console = Console(stderr=True)
 
 HOME = typer.Option(None, "--home", envvar="MTM_HOME", show_envvar=True,
                     help="Folder of the store, checkpoints and logs [default: ./mtm-home].")
-STATUS_COLOURS = {"queued": "cyan", "running": "yellow", "finished": "green", "failed": "red",
-                  "diverged": "magenta", "interrupted": "bright_black"}
-
 
 @app.callback()
 def _commands() -> None:
@@ -162,13 +159,6 @@ def worker(run_ids: list[str], resume: bool = typer.Option(False, "--resume"), h
             say(f"{result.status} {result.message}".rstrip())
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
 def _filtered(store, status, dataset, loss, where, sweep) -> list[dict[str, Any]]:
     from mtm_engine.store import parse_where
 
@@ -189,14 +179,6 @@ FILTERS = {
 }
 
 
-def _pct(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
-def _pct1(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
 @app.command("list")
 def list_(
     status: list[str] = FILTERS["status"], dataset: Optional[str] = FILTERS["dataset"],
@@ -212,23 +194,19 @@ def list_(
     if not rows:
         console.print("no runs; start one with `mtm run`")
         return
-    from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
+    from mtm_tui.rows import COLUMNS, row_cells
 
-    # The paper's short names (F-MNIST, RN18, PP) keep the table within 80 columns; --json has the full ones.
+    columns = COLUMNS[:-1]   # the sweep shows in --sweep and --json
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1))
-    for column in ("id", "name", "status", "dataset", "backbone", "loss", "d", "epoch", "val%", "test%", "age"):
+    for column in columns:
         numeric = column in ("d", "epoch", "val%", "test%", "age")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis",
                          max_width=8 if column == "name" and console.width < 100 else None,
-                         min_width={"id": 8, "status": 8, "name": 4, "backbone": 8, "d": 4, "epoch": 5, "val%": 5, "test%": 5,
-                                    "age": 3}.get(column))
+                         min_width={"id": 8, "status": 8, "name": 4, "backbone": 8, "d": 4, "epoch": 5, "val%": 5,
+                                    "test%": 5, "age": 3}.get(column))
     now = time.time()
     for r in rows:
-        colour = STATUS_COLOURS.get(r["status"], "white")
-        table.add_row(r["id"], r["name"], f"[{colour}]{r['status']}[/]", DATASET_TITLES.get(r["dataset"], r["dataset"]),
-                      BACKBONE_SHORT.get(r["backbone"], r["backbone"]), LOSS_CODES.get(r["loss"], r["loss"]),
-                      str(r["dim"] or "-"), f"{r['epoch']}/{r['epochs']}", _pct(r["best_val"]), _pct(r["test_acc"]),
-                      _age(now - r["created"]))
+        table.add_row(*row_cells(r, now)[:len(columns)])
     console.print(table)
 
 
@@ -239,6 +217,7 @@ def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
     """Show a run: its spec, per-epoch figures, best vs last, and its log tail."""
     from mtm_engine.results import summarise
     from mtm_engine.store import LOG
+    from mtm_tui.rows import pct, status
 
     store = open_store(home)
     run_id = store.resolve(run)
@@ -246,8 +225,7 @@ def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
     if json_:
         print(json.dumps({**meta, **row, "records": records}))
         return
-    colour = STATUS_COLOURS.get(row["status"], "white")
-    console.print(f"[bold]{run_id}[/] {meta['name']}  [{colour}]{row['status']}[/]  epoch {row['epoch']}/{row['epochs']}"
+    console.print(f"[bold]{run_id}[/] {meta['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}"
                   f"  device {row.get('device') or '-'}  seed {meta['seed']}" + (f"\n{row['message']}" if row["message"] else ""))
     for section, values in meta["spec"].items():
         if isinstance(values, dict):
@@ -261,7 +239,7 @@ def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
             table.add_column(column, justify="right", no_wrap=True)
         for r in records:
             table.add_row(str(r["epoch"]), f"{r['train_loss']:.4g}",
-                          *(f"{_pct1(r.get(f'val_acc_{c}'))}/{_pct1(r[f'test_acc_{c}'])}" for c in classifiers),
+                          *(f"{pct(r.get(f'val_acc_{c}'), 1)}/{pct(r[f'test_acc_{c}'], 1)}" for c in classifiers),
                           f"{r['test_cluster_size']:.3g}", f"{r['test_centre_distance']:.3g}", f"{r['epoch_time_s']:.1f}")
         console.print(table)
         console.print(result_table(summarise(records, classifiers), classifiers))

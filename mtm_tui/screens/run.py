@@ -14,7 +14,7 @@ from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
-from mtm_tui.screens.runs import STATUS_STYLES
+from mtm_tui.rows import status
 from mtm_tui.widgets.charts import RUN_CHARTS, classifiers_of
 
 LOG_LINES = 12
@@ -67,9 +67,8 @@ class RunScreen(PollingScreen):
     def show(self, data: tuple) -> None:
         meta, row, records, log = data
         self.records = records
-        style = STATUS_STYLES.get(row["status"], "")
         self.query_one("#run-header", Static).update(
-            f"[b]{self.run_id}[/b] {row['name']}  [{style}]{row['status']}[/]  epoch {row['epoch']}/{row['epochs']}  "
+            f"[b]{self.run_id}[/b] {row['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}  "
             f"{row['dataset']} · {row['backbone']} · {row['loss']}  device {row.get('device') or '-'}"
             + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else ""))
         self.draw_active()

@@ -8,37 +8,20 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
 from mtm_tui import jobs
+from mtm_tui.rows import COLUMNS as ROW_COLUMNS
+from mtm_tui.rows import row_cells
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 
-STATUS_STYLES = {"queued": "cyan", "running": "bold yellow", "finished": "green", "failed": "bold red",
-                 "diverged": "magenta", "interrupted": "dim"}
-# column label -> (row field used to sort, cell)
 SHOWN = 500   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
-COLUMNS = ("", "id", "name", "status", "dataset", "backbone", "loss", "d", "epoch", "val%", "test%", "age", "sweep")
+COLUMNS = ("", *ROW_COLUMNS)
 SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "backbone": "backbone",
                "loss": "loss", "d": "dim", "epoch": "epoch", "val%": "best_val", "test%": "test_acc", "age": "created",
                "sweep": "sweep"}
 
 
-def age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{max(0, int(seconds))}s"
-
-
-def pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
 def cells(row: dict[str, Any], now: float, marked: bool) -> tuple:
-    status = row["status"]
-    return ("●" if marked else " ", row["id"], row["name"], f"[{STATUS_STYLES.get(status, '')}]{status}[/]",
-            DATASET_TITLES.get(row["dataset"], row["dataset"]), BACKBONE_SHORT.get(row["backbone"], row["backbone"]),
-            LOSS_CODES.get(row["loss"], row["loss"]), str(row.get("dim") or "-"), f"{row['epoch']}/{row['epochs']}",
-            pct(row.get("best_val")), pct(row.get("test_acc")), age(now - row["created"]), row.get("sweep") or "")
+    return ("●" if marked else " ", *row_cells(row, now))
 
 
 class RunsScreen(PollingScreen):
