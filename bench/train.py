@@ -3,9 +3,11 @@
     python bench/train.py --dataset digits
     python bench/train.py --dataset mnist --root ../shared/data --repeats 3
 
-All three train the same model (same init) with the same loss, optimiser and batch size:
+All train the same model (same init) with the same loss, optimiser and batch size:
   engine  mtm_engine.train.train_one_epoch over the cached, pre-transformed tensors
   bare    a plain loop over the same tensors (randperm, index, forward, loss, backward, step)
+  nchw    the bare loop with the convolution weights in PyTorch's default NCHW layout instead of
+          the engine's channels_last (the grey images are the same tensor in either layout)
   loader  torchvision dataset + per-sample transforms (resize 44, crop 36, normalise) + DataLoader
 The runs alternate (engine, bare, loader, engine, ...) and the medians and ratios are printed.
 """
@@ -26,9 +28,9 @@ from mtm_engine.models import build_model
 from mtm_engine.train import make_optimiser, train_one_epoch
 
 
-def fresh(spec, data):
+def fresh(spec, data, layout=torch.channels_last):
     torch.manual_seed(0)
-    model = build_model(spec.model, data.channels, data.num_classes)
+    model = build_model(spec.model, data.channels, data.num_classes).to(memory_format=layout)
     return model, make_optimiser(spec, model)
 
 
@@ -39,8 +41,8 @@ def engine_epoch(spec, data) -> float:
     return time.perf_counter() - start
 
 
-def bare_epoch(spec, data) -> float:
-    model, opt = fresh(spec, data)
+def bare_epoch(spec, data, layout=torch.channels_last) -> float:
+    model, opt = fresh(spec, data, layout)
     loss_fn, x, y, bs = get_loss(spec.loss.name), data.train.x, data.train.y, spec.train.batch_size
     start = time.perf_counter()
     model.train()
@@ -90,7 +92,8 @@ def main() -> None:
                                 "train.batch_size=100", *args.overrides])
     data = load_dataset(spec.data)
     n = len(data.train)
-    runs = {"engine": lambda: engine_epoch(spec, data), "bare": lambda: bare_epoch(spec, data)}
+    runs = {"engine": lambda: engine_epoch(spec, data), "bare": lambda: bare_epoch(spec, data),
+            "nchw": lambda: bare_epoch(spec, data, torch.contiguous_format)}
     if spec.data.dataset in _TORCHVISION:
         runs["loader"] = lambda: loader_epoch(spec, data, args.workers)
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -104,10 +107,11 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     notes = {"engine": "mtm_engine train_one_epoch, cached tensors",
              "bare": "same model, same tensors, plain loop",
+             "nchw": "the bare loop, NCHW weights instead of channels_last",
              "loader": f"torchvision dataset + per-sample transforms + DataLoader({args.workers} workers)"}
     for name, t in med.items():
         print(f"{name:<7} 1 epoch: {t:7.2f} s  ({n / t:7.0f} img/s)   {notes[name]}")
-    line = f"overhead engine/bare = {med['engine'] / med['bare']:.3f}"
+    line = f"overhead engine/bare = {med['engine'] / med['bare']:.3f}   speed-up nchw/bare = {med['nchw'] / med['bare']:.2f}"
     if "loader" in med:
         line += f"   speed-up loader/engine = {med['loader'] / med['engine']:.2f}"
     print(line)

@@ -53,6 +53,7 @@ class ModelSpec:
     head: str = "mtm"
     dim: int = 512
     width: int = 16
+    depth: int = 1             # convnet: convolutions in each stage after the first
     normalize: bool = False    # L2-normalise output and class embeddings (mtm heads), then multiply by scale
     scale: float = 1.0
 
@@ -289,6 +290,7 @@ def validate(spec: Spec) -> Spec:
            f"data.val_fraction = {d.val_fraction}: must be in [0, 1), e.g. 0.2 (0: no validation split)")
     _check(m.dim >= 1, f"model.dim = {m.dim}: must be at least 1 (the paper searches 200..2000)")
     _check(m.width >= 1, f"model.width = {m.width}: must be at least 1")
+    _check(m.depth >= 1, f"model.depth = {m.depth}: must be at least 1")
     _check(
         not m.pretrained or m.backbone.startswith("resnet"),
         f"model.pretrained = true: only the resnet backbones have pretrained weights, not {m.backbone!r}",

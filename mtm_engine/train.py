@@ -302,10 +302,6 @@ def fit(
     data = (data or load_dataset(spec.data)).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(spec.model, data.channels, data.num_classes).to(device)
-    if device.type == "cuda":   # the GPU path: NHWC convolutions are faster under bf16
-        model = model.to(memory_format=torch.channels_last)
-        data = Dataset(data.name, *(Split(s.x.contiguous(memory_format=torch.channels_last), s.y)
-                                    for s in (data.train, data.val, data.test)), data.classes)
     optimiser = make_optimiser(spec, model)
     schedule = make_schedule(spec, optimiser, math.ceil(len(data.train) / spec.train.batch_size))
     checkpoint = run_dir / CHECKPOINT

@@ -23,6 +23,25 @@ def test_pure_head_outputs_logits_and_its_penultimate_features():
     assert model.class_embeddings is None
 
 
+def test_convnet_depth_adds_convolutions_to_every_stage_but_the_first():
+    def convs(depth):
+        model = build_model(ModelSpec(backbone="convnet", width=4, depth=depth), in_channels=1, num_classes=3)
+        return [m.out_channels for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    assert convs(1) == [4, 8, 16, 32]
+    assert convs(2) == [4, 8, 8, 16, 16, 32, 32]
+
+
+def test_weights_are_channels_last_and_any_input_layout_gives_the_same_output():
+    model = build_model(ModelSpec(backbone="convnet", width=4, dim=6), in_channels=3, num_classes=3).eval()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 36, 36)
+    e_nchw, _ = model(x)
+    e_nhwc, _ = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(e_nchw, e_nhwc)
+
+
 @pytest.mark.parametrize("stem", ["imagenet", "cifar"])
 def test_resnet_takes_grey_images_with_either_stem(stem):
     model = build_model(ModelSpec(backbone="resnet18", stem=stem, dim=5), in_channels=1, num_classes=3)
