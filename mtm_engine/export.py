@@ -4,7 +4,8 @@ one-run report.
 One table per dataset; one row per configuration, named like RN18-PP (backbone short name, loss
 code); columns cos, cos_ce, euc, euc_ce, pure; cells test accuracy in %, two decimals, `-` where a
 classifier does not apply. Runs of the same configuration with different seeds are one row:
-mean ± std (sample standard deviation).
+mean ± std (sample standard deviation). The last column is the cost: minutes of training and
+evaluation per run (the sum of its epochs' epoch_time_s; mean over seeds).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Row:
     label: str
     cells: dict[str, list[float]] = field(default_factory=dict)   # column -> one accuracy per seed
     seeds: int = 0
+    minutes: list[float] = field(default_factory=list)            # one per seed whose epochs were timed
 
 
 @dataclass
@@ -80,7 +82,9 @@ def build_tables(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], select
         labelled = _labels(configs)
         rows = []
         for key, members in configs.items():
-            row = Row(labelled[key], seeds=len(members))
+            row = Row(labelled[key], seeds=len(members),
+                      minutes=[sum(r["epoch_time_s"] for r in records) / 60 for _, records in members
+                               if all("epoch_time_s" in r for r in records)])
             for column in COLUMNS:
                 values = []
                 for _, records in members:
@@ -150,7 +154,7 @@ def to_markdown(tables: list[Table], selection: str = "val", compare_paper: bool
         if compare_paper:
             caption += ("; in brackets, the paper's figure (Tables 6-7: max test accuracy over 30 epochs; "
                         "* = the paper's best ResNet with that loss)")
-        out += [caption, "", f"| {title} | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+        out += [caption, "", f"| {title} | " + " | ".join(COLUMNS) + " | min/run |", "|---" * (len(COLUMNS) + 2) + "|"]
         for row in table.rows:
             cells = []
             for column in COLUMNS:
@@ -158,7 +162,8 @@ def to_markdown(tables: list[Table], selection: str = "val", compare_paper: bool
                 if compare_paper and cell != "-":
                     cell += f" ({_paper_cell(paper, table.dataset, row.label, column)})"
                 cells.append(cell)
-            out.append(f"| {row.label} | " + " | ".join(cells) + " |")
+            minutes = f"{statistics.mean(row.minutes):.1f}" if row.minutes else "-"
+            out.append(f"| {row.label} | " + " | ".join(cells) + f" | {minutes} |")
         out.append("")
     return "\n".join(out)
 

@@ -14,6 +14,8 @@ FIGURES = {
     "accuracy": ("Test accuracy over epochs (validation dashed)", "test_acc_{c}", "accuracy", False),
     "cluster_size": ("Cluster size σ over epochs (test split)", "test_cluster_size", "σ", True),
     "centre_distance": ("Centre distance ρ over epochs (test split)", "test_centre_distance", "ρ", True),
+    "centre_separation": ("Centre separation over epochs (test split; Figs. 18-19)", "test_centre_separation",
+                          "mean |g_k - g_l|", True),
     "median_cosine": ("Median cosine similarity over epochs (test split)", "test_median_cosine", "median cosine", False),
 }
 

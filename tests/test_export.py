@@ -10,8 +10,8 @@ from mtm_engine.runner import create_run
 from mtm_engine.store import Store
 
 
-def record(epoch, val, test, classifiers=("cos", "cos_ce", "euc", "euc_ce")):
-    r = {"epoch": epoch}
+def record(epoch, val, test, classifiers=("cos", "cos_ce", "euc", "euc_ce"), seconds=30.0):
+    r = {"epoch": epoch, "epoch_time_s": seconds}
     for i, c in enumerate(classifiers):
         r[f"val_acc_{c}"] = val - i / 1000
         r[f"test_acc_{c}"] = test - i / 1000
@@ -26,7 +26,7 @@ def fixture_store(home):
         (mnist + ["train.seed=0"], [record(1, 0.990, 0.9900), record(2, 0.980, 0.9950)]),
         (mnist + ["train.seed=1"], [record(1, 0.970, 0.9800), record(2, 0.985, 0.9850)]),
         (mnist + ["model.head=pure", "loss.name=cross_entropy"],
-         [record(1, 0.95, 0.9600, ("cos", "euc", "pure")), record(2, 0.96, 0.9700, ("cos", "euc", "pure"))]),
+         [record(1, 0.95, 0.9600, ("cos", "euc", "pure"), 45.0), record(2, 0.96, 0.9700, ("cos", "euc", "pure"), 45.0)]),
     ]
     for overrides, records in runs:
         spec = load_spec(overrides=overrides)
@@ -39,10 +39,10 @@ def fixture_store(home):
 EXPECTED_VAL = """\
 **MNIST**: test accuracy (%) at the epoch with the best validation accuracy; mean ± std over seeds
 
-| MNIST | cos | cos_ce | euc | euc_ce | pure |
-|---|---|---|---|---|---|
-| RN18-PP | 98.75 ± 0.35 | 98.65 ± 0.35 | 98.55 ± 0.35 | 98.45 ± 0.35 | - |
-| RN18-P | 97.00 | - | 96.90 | - | 96.80 |
+| MNIST | cos | cos_ce | euc | euc_ce | pure | min/run |
+|---|---|---|---|---|---|---|
+| RN18-PP | 98.75 ± 0.35 | 98.65 ± 0.35 | 98.55 ± 0.35 | 98.45 ± 0.35 | - | 1.0 |
+| RN18-P | 97.00 | - | 96.90 | - | 96.80 | 1.5 |
 """
 
 
@@ -62,7 +62,7 @@ def test_mtm_export_compares_with_the_paper(tmp_path, mtm_env):
     assert out.returncode == 0, out.stderr
     # Table 6: RN18-PP on MNIST is 99.55 (cos); RN18-P pure is 99.50
     assert "| RN18-PP | 98.75 ± 0.35 (99.55) |" in out.stdout
-    assert "96.80 (99.50) |" in out.stdout
+    assert "96.80 (99.50) | 1.5 |" in out.stdout
     csv = subprocess.run(MTM + ["export", "--format", "csv", "--out", "t.csv"], capture_output=True, text=True,
                          env=mtm_env, cwd=tmp_path, timeout=120)
     assert csv.returncode == 0 and (tmp_path / "t.csv").read_text().startswith("dataset,model,seeds,cos_mean")

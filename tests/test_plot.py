@@ -25,8 +25,8 @@ def test_mtm_plot_writes_every_figure(tmp_path, mtm_env):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     names = {p.name for p in (tmp_path / "figs").iterdir()}
-    for figure in ("accuracy", "cluster_size", "centre_distance", "distance_vs_size", "median_cosine",
-                   f"embedding-{ids[0]}"):
+    for figure in ("accuracy", "cluster_size", "centre_distance", "centre_separation", "distance_vs_size",
+                   "median_cosine", f"embedding-{ids[0]}"):
         assert {f"{figure}.png", f"{figure}.svg"} <= names, figure
         assert (tmp_path / "figs" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"embedding-{ids[1]}.png" not in names   # no snapshot, no figure
