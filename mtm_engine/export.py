@@ -154,7 +154,8 @@ def to_markdown(tables: list[Table], selection: str = "val", compare_paper: bool
         if compare_paper:
             caption += ("; in brackets, the paper's figure (Tables 6-7: max test accuracy over 30 epochs; "
                         "* = the paper's best ResNet with that loss)")
-        out += [caption, "", f"| {title} | " + " | ".join(COLUMNS) + " | min/run |", "|---" * (len(COLUMNS) + 2) + "|"]
+        header = f"| {title} | " + " | ".join(COLUMNS) + " | min/run |"
+        out += [caption, "", header, "|---" * (len(COLUMNS) + 2) + "|"]
         for row in table.rows:
             cells = []
             for column in COLUMNS:
