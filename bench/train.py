@@ -111,7 +111,8 @@ def main() -> None:
              "loader": f"torchvision dataset + per-sample transforms + DataLoader({args.workers} workers)"}
     for name, t in med.items():
         print(f"{name:<7} 1 epoch: {t:7.2f} s  ({n / t:7.0f} img/s)   {notes[name]}")
-    line = f"overhead engine/bare = {med['engine'] / med['bare']:.3f}   speed-up nchw/bare = {med['nchw'] / med['bare']:.2f}"
+    line = (f"overhead engine/bare = {med['engine'] / med['bare']:.3f}"
+            f"   speed-up nchw/bare = {med['nchw'] / med['bare']:.2f}")
     if "loader" in med:
         line += f"   speed-up loader/engine = {med['loader'] / med['engine']:.2f}"
     print(line)
