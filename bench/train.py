@@ -2,6 +2,7 @@
 
     python bench/train.py --dataset digits
     python bench/train.py --dataset mnist --root ../shared/data --repeats 3
+    python bench/train.py --dataset fashion-mnist --root DATA --device cuda --json figures.json
 
 All train the same model (same init) with the same loss, optimiser and batch size:
   engine  mtm_engine.train.train_one_epoch over the cached, pre-transformed tensors
@@ -15,6 +16,7 @@ The runs alternate (engine, bare, loader, engine, ...) and the medians and ratio
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -25,19 +27,27 @@ from mtm_engine.config import load_spec
 from mtm_engine.data import RESIZE, CROP, _TORCHVISION, _torchvision_split, load_dataset
 from mtm_engine.losses import get_loss
 from mtm_engine.models import build_model
-from mtm_engine.train import make_optimiser, train_one_epoch
+from mtm_engine.train import make_optimiser, resolve_device, train_one_epoch
 
 
 def fresh(spec, data, layout=torch.channels_last):
     torch.manual_seed(0)
-    model = build_model(spec.model, data.channels, data.num_classes).to(memory_format=layout)
+    model = build_model(spec.model, data.channels, data.num_classes).to(data.train.y.device, memory_format=layout)
     return model, make_optimiser(spec, model)
+
+
+def sync(data) -> None:
+    """Wait for the GPU's queued work, so that a timer measures it (a no-op on the CPU)."""
+    if data.train.x.is_cuda:
+        torch.cuda.synchronize()
 
 
 def engine_epoch(spec, data) -> float:
     model, opt = fresh(spec, data)
+    sync(data)
     start = time.perf_counter()
     train_one_epoch(model, data.train, spec, opt, 1)
+    sync(data)
     return time.perf_counter() - start
 
 
@@ -46,14 +56,16 @@ def bare_epoch(spec, data, layout=torch.channels_last) -> float:
     loss_fn, x, y, bs = get_loss(spec.loss.name), data.train.x, data.train.y, spec.train.batch_size
     start = time.perf_counter()
     model.train()
-    perm = torch.randperm(len(y))
+    perm = torch.randperm(len(y), device=y.device)
     for i in range(0, len(y), bs):
         idx = perm[i:i + bs]
-        e, _ = model(x[idx])
+        with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=y.is_cuda and spec.train.amp):
+            e, _ = model(x[idx])
         loss = loss_fn(e, y[idx], model.class_embeddings, r=spec.loss.r, eps=spec.loss.eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync(data)
     return time.perf_counter() - start
 
 
@@ -68,14 +80,18 @@ def loader_epoch(spec, data, workers: int) -> float:
                                          num_workers=workers)
     model, opt = fresh(spec, data)
     loss_fn = get_loss(spec.loss.name)
+    device = data.train.y.device
     start = time.perf_counter()
     model.train()
     for xb, yb in loader:
-        e, _ = model(xb)
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and spec.train.amp):
+            e, _ = model(xb)
         loss = loss_fn(e, yb, model.class_embeddings, r=spec.loss.r, eps=spec.loss.eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync(data)
     return time.perf_counter() - start
 
 
@@ -86,11 +102,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the loader pipeline")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast, as the engine runs there)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    spec = load_spec(overrides=[f"data.dataset={args.dataset}", f"data.root={args.root}", "train.device=cpu",
-                                "train.batch_size=100", *args.overrides])
-    data = load_dataset(spec.data)
+    spec = load_spec(overrides=[f"data.dataset={args.dataset}", f"data.root={args.root}",
+                                f"train.device={args.device}", "train.batch_size=100", *args.overrides])
+    data = load_dataset(spec.data).to(resolve_device(spec.train.device))
     n = len(data.train)
     runs = {"engine": lambda: engine_epoch(spec, data), "bare": lambda: bare_epoch(spec, data),
             "nchw": lambda: bare_epoch(spec, data, torch.contiguous_format)}
@@ -116,6 +134,11 @@ def main() -> None:
     if "loader" in med:
         line += f"   speed-up loader/engine = {med['loader'] / med['engine']:.2f}"
     print(line)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"command": "python " + " ".join(sys.argv), "device": str(data.train.y.device),
+                       "images": n, "seconds": med, "images_per_s": {k: n / t for k, t in med.items()},
+                       "engine_over_bare": med["engine"] / med["bare"]}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,16 @@ def git_revision() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def physical_device(device: str) -> str:
+    """A torch device as the machine numbers it: a queued run is pinned to its slot's GPU with
+    CUDA_VISIBLE_DEVICES, under which that GPU is torch's cuda:0."""
+    if not device.startswith("cuda"):
+        return device
+    index = int(device.partition(":")[2] or 0)
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return f"cuda:{visible[index]}" if index < len(visible) else f"cuda:{index}"
 
 
 def summary_fields(spec: Spec, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,7 +94,7 @@ class StoreSink:
             # Records past the checkpoint belong to an epoch that is about to run again.
             self.store.drop_epochs_after(self.run_id, event.start_epoch - 1)
             self.records = self.store.records(self.run_id)
-            self.store.update(self.run_id, device=event.device)
+            self.store.update(self.run_id, device=physical_device(event.device))
         elif isinstance(event, EpochEnded):
             self.records.append(event.record)
             self.store.append_epoch(self.run_id, event.record, summary_fields(self.spec, self.records))
@@ -114,7 +125,8 @@ def execute(store: Store, run_id: str, display: Any = None, *, resume: bool = Fa
         message = "stopped before it started; mtm resume starts it"
         store.update(run_id, status="interrupted", pid=None, message=message)
         return RunResult("interrupted", store.records(run_id), message=message)
-    store.update(run_id, status="running", pid=os.getpid(), host=socket.gethostname(), message="")
+    store.update(run_id, status="running", pid=os.getpid(), host=socket.gethostname(), message="",
+                 started=time.time())
     terminated = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: terminated.set())
@@ -125,13 +137,14 @@ def execute(store: Store, run_id: str, display: Any = None, *, resume: bool = Fa
                      history=store.records(run_id) if resume else [],
                      should_stop=lambda: terminated.is_set() or store.stop_requested(run_id))
     except KeyboardInterrupt:
-        store.update(run_id, status="interrupted", pid=None,
+        store.update(run_id, status="interrupted", pid=None, ended=time.time(),
                      message="interrupted (Ctrl-C); mtm resume continues from the last checkpoint")
         raise
     except BaseException as exc:
-        store.update(run_id, status="failed", pid=None, message=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        store.update(run_id, status="failed", pid=None, ended=time.time(),
+                     message=f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise
     finally:
         heartbeat.done.set()
-    store.update(run_id, status=result.status, pid=None, message=result.message)
+    store.update(run_id, status=result.status, pid=None, message=result.message, ended=time.time())
     return result

@@ -144,7 +144,7 @@ class Store:
         """Record a new run: `meta` (spec, versions, ...) and `row` (what `mtm list` shows)."""
         now = time.time()
         shard = f"sweep-{row['sweep']}" if row.get("sweep") else time.strftime("day-%Y-%m-%d", time.localtime(now))
-        row = {**row, "id": run_id, "shard": shard, "created": now, "updated": now, "heartbeat": now}
+        row = {**row, "id": run_id, "shard": shard, "created": now, "updated": now, "heartbeat": now, "queued": now}
         path = self._run_file(run_id)
         with _locked(path):
             if path.exists():
@@ -170,6 +170,24 @@ class Store:
     def update(self, run_id: str, **fields: Any) -> None:
         """A status change (status, pid, message, device, ...): the run file, then its index row."""
         self._write_index_row(self._change_run(run_id, lambda db: None, updated=time.time(), **fields))
+
+    def transition(self, run_id: str, expected: str, **fields: Any) -> bool:
+        """Change the run's row only if its status is still `expected` (compare-and-set under the
+        run's lock): a queued run is claimed by one slot, or taken out of the queue, never both."""
+        path = self._run_file(run_id)
+        with _locked(path):
+            try:
+                row = self._read_run(run_id)["row"]["1"]
+            except StoreError:
+                return False   # deleted meanwhile
+            if row["status"] != expected:
+                return False
+            with _open(path, "run") as db:
+                now = time.time()
+                db.table("row").update({"updated": now, "heartbeat": now, **fields})
+                row = dict(db.table("row").all()[0])
+        self._write_index_row(row)
+        return True
 
     def heartbeat(self, run_id: str) -> None:
         self._change_run(run_id, lambda db: None, heartbeat=time.time())

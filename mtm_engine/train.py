@@ -204,11 +204,9 @@ def train_one_epoch(
             x = augment(x, generator, spec.data.crop_padding, flip)
         with _autocast(device, spec):
             e, logits = model(x)
-        C = model.targets()
-        # Losses in float32: the bf16 embeddings are upcast, the geometry is sensitive to rounding.
-        out = (logits if logits is not None else e).float()
-        loss = loss_fn(out, y, C.float() if C is not None else None, r=lo.r, eps=lo.eps, reduction=lo.reduction,
-                       **extra)
+        # e, logits and C are float32 (the heads run outside autocast): the losses see no bf16 rounding.
+        loss = loss_fn(logits if logits is not None else e, y, model.targets(), r=lo.r, eps=lo.eps,
+                       reduction=lo.reduction, **extra)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -227,15 +225,15 @@ def train_one_epoch(
 
 @torch.no_grad()
 def embed(model: MovingTargetsNet, x: Tensor, spec: Spec) -> tuple[Tensor, Tensor | None]:
-    """Embeddings [N, d] (and logits [N, K] for pure heads) in eval mode, as float32."""
+    """Embeddings [N, d] (and logits [N, K] for pure heads) in eval mode: float32, as the heads give them."""
     model.eval()
     es, ls = [], []
     for chunk in x.split(spec.eval.batch_size):
         with _autocast(x.device, spec):
             e, logits = model(chunk)
-        es.append(e.float())
+        es.append(e)
         if logits is not None:
-            ls.append(logits.float())
+            ls.append(logits)
     return torch.cat(es), (torch.cat(ls) if ls else None)
 
 
@@ -255,7 +253,7 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     # A class absent from the training split has no centre; put it at the origin rather than NaN,
     # which argmax/argmin would otherwise pick.
     G = class_centres(e_train, y, data.num_classes).nan_to_num(0.0)   # [K, d]
-    C = model.targets().detach().float() if model.class_embeddings is not None else None
+    C = model.targets().detach() if model.class_embeddings is not None else None
     record: dict[str, float] = {}
     snapshot: dict[str, Any] = {}
     for name, split in (("val", data.val), ("test", data.test)):
@@ -285,6 +283,37 @@ def write_snapshot(run_dir: Path, snapshot: dict[str, Any], epoch: int, best: bo
         os.replace(tmp, run_dir / SNAPSHOTS[which])
 
 
+class GpuMeter:
+    """An epoch's GPU figures: peak memory allocated and reserved by torch (GB), and the mean
+    utilisation (%) sampled at each progress step where nvidia-ml-py is installed (the `gpu`
+    extra). On other devices it measures nothing and adds no keys to the record."""
+
+    def __init__(self, device: torch.device):
+        self.device = device if device.type == "cuda" else None
+        self.utilisation: list[int] = []
+
+    def start(self) -> None:
+        if self.device is not None:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.utilisation = []
+
+    def sample(self) -> None:
+        if self.device is not None:
+            try:
+                self.utilisation.append(torch.cuda.utilization(self.device))   # NVML; maps CUDA_VISIBLE_DEVICES
+            except Exception:   # no nvidia-ml-py, or NVML unavailable: memory figures only
+                pass
+
+    def figures(self) -> dict[str, float]:
+        if self.device is None:
+            return {}
+        figures = {"gpu_mem_allocated_gb": torch.cuda.max_memory_allocated(self.device) / 1e9,
+                   "gpu_mem_reserved_gb": torch.cuda.max_memory_reserved(self.device) / 1e9}
+        if self.utilisation:
+            figures["gpu_util_pct"] = sum(self.utilisation) / len(self.utilisation)
+        return figures
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 def fit(
@@ -310,12 +339,18 @@ def fit(
     sink.emit(RunStarted(str(device), sum(p.numel() for p in model.parameters()),
                          {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, done + 1))
 
+    gpu = GpuMeter(device)
+
+    def progress(epoch: int, batch: int, batches: int, loss: Tensor) -> None:
+        gpu.sample()
+        sink.emit(BatchProgress(epoch, batch, batches, loss.item()))
+
     for epoch in range(done + 1, spec.train.epochs + 1):
         start = time.perf_counter()
+        gpu.start()
         train_loss = train_one_epoch(
             model, data.train, spec, optimiser, epoch, schedule,
-            on_progress=lambda b, n, loss, epoch=epoch: sink.emit(BatchProgress(epoch, b, n, loss.item())),
-            should_stop=should_stop,
+            on_progress=lambda b, n, loss, epoch=epoch: progress(epoch, b, n, loss), should_stop=should_stop,
         )
         if train_loss is None:
             return RunResult("interrupted", records, summarise(records, spec.classifiers),
@@ -330,7 +365,7 @@ def fit(
         record = {"epoch": epoch, "train_loss": train_loss, "lr": optimiser.param_groups[0]["lr"], **metrics}
         end = time.perf_counter()
         record.update(train_time_s=trained - start, eval_time_s=end - trained, epoch_time_s=end - start,
-                      images_per_s=len(data.train) / (trained - start))
+                      images_per_s=len(data.train) / (trained - start), **gpu.figures())
         # Record first, then checkpoint: a kill between the two re-runs this epoch on resume, and
         # the store replaces its record (same seed, same numbers) rather than losing it.
         records.append(record)

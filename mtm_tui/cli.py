@@ -30,8 +30,23 @@ err_console = Console(stderr=True)
 HOME = typer.Option(None, "--home", envvar="MTM_HOME", show_envvar=True,
                     help="Folder of the store, checkpoints and logs [default: ./mtm-home].")
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib import metadata
+
+    import torch
+
+    gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    console.print(f"mtm {metadata.version('mtm')}\ntorch {torch.__version__} (CUDA {torch.version.cuda or 'none'})\n"
+                  f"CUDA devices: {', '.join(gpus) or 'none visible'}", markup=False, highlight=False)
+    raise typer.Exit()
+
+
 @app.callback()
-def _commands() -> None:
+def _commands(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                           help="Print the versions of mtm and torch, and the CUDA devices seen.")
+              ) -> None:
     """Train and study the Moving Targets Model. Add --debug to any command for tracebacks."""
 
 
@@ -76,12 +91,17 @@ def run(
     config: Optional[Path] = typer.Argument(None, help="Experiment TOML file; the embedded quick start if omitted."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set section.key=value (repeatable)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result, nothing else."),
-    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; survives logout."),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="Train N seeds (train.seed, +1, ...), one run each, "
-                                                         "one after another; report mean ± std."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Queue it to run in the background (survives "
+                                                                 "logout); a pool of device slots drains the queue."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Train N seeds (train.seed, +1, ...), one run each; "
+                                                         "report mean ± std. Detached, they share the slots."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="With --detach: the GPUs of the slots, 'auto' (every "
+                                                            "visible GPU) or a list like 0,1."),
+    per_gpu: Optional[int] = typer.Option(None, "--per-gpu", help="With --detach: runs at once on each GPU [default: 1]."),
+    slots: Optional[int] = typer.Option(None, "--slots", help="With --detach: N CPU slots instead of GPUs."),
     home: Optional[Path] = HOME,
 ) -> None:
-    """Train one experiment (in the foreground, or in the background with --detach)."""
+    """Train one experiment (in the foreground, or queued in the background with --detach)."""
     import dataclasses
 
     from mtm_engine.config import load_spec
@@ -92,18 +112,23 @@ def run(
              for i in range(seeds)]
     store = open_store(home)
     if detach:
-        from mtm_tui.jobs import launch
+        from mtm_tui import jobs
 
+        devices = jobs.plan_slots(gpus, per_gpu, slots) if (gpus, per_gpu, slots) != (None, None, None) else None
         run_ids = [create_run(store, s, status="queued") for s in specs]
-        logs = launch(store, run_ids)
+        if devices is not None:
+            jobs.configure_slots(store, devices)
+        logs = jobs.enqueue(store, run_ids)
         if json_:
             print(json.dumps({"run_ids": run_ids, "run_id": run_ids[0], "status": "queued", "log": str(logs[0])}))
         else:
             for run_id, log in zip(run_ids, logs):
-                console.print(f"run [bold]{run_id}[/] (seed {store.meta(run_id)['seed']}) queued in the background; "
-                              f"log: {log}")
-            console.print("watch with `mtm list` or `mtm show RUN`; stop with `mtm stop RUN`")
+                console.print(f"run [bold]{run_id}[/] (seed {store.meta(run_id)['seed']}) queued; log: {log}")
+            console.print(f"slots: {', '.join(jobs.configured_slots(store))}; watch with `mtm list` or "
+                          "`mtm show RUN`; stop with `mtm stop RUN`", markup=False)
         return
+    if (gpus, per_gpu, slots) != (None, None, None):
+        raise MtmError("--gpus, --per-gpu and --slots set the slots of detached runs; add --detach")
     results = []
     for s in specs:
         run_id = create_run(store, s, status="running")
@@ -138,32 +163,42 @@ def _report_seeds(spec, results: list, as_json: bool) -> None:
 
 
 @app.command(hidden=True)
-def worker(run_ids: list[str], resume: bool = typer.Option(False, "--resume"), home: Optional[Path] = HOME) -> None:
-    """Execute stored runs in this process, one after another (what --detach starts). Each run's
-    progress goes to its own log; a run that fails is recorded as failed and the next one starts."""
+def worker(run_id: str, home: Optional[Path] = HOME) -> None:
+    """Execute one queued run in this process (the pool starts it in the run's slot), continuing from
+    its checkpoint if it has one. Its progress goes to the run's log."""
     from mtm_engine.config import spec_from_dict
     from mtm_engine.runner import execute
     from mtm_engine.store import LOG
 
     store = open_store(home)
-    for run_id in run_ids:
-        spec = spec_from_dict(store.meta(run_id)["spec"])
-        with open(store.run_dir(run_id) / LOG, "a") as log:
-            say = lambda text: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=log, flush=True)  # noqa
-            say(f"run {run_id} ({spec.name}, seed {spec.train.seed}) pid {os.getpid()}{' resuming' if resume else ''}")
-            try:
-                result = execute(store, run_id, TextSink(spec.train.epochs, spec.classifiers, log), resume=resume)
-            except Exception as exc:   # recorded as failed by execute; say why, go on to the next run
-                say(f"failed: {type(exc).__name__}: {exc}")
-                continue
-            say(f"{result.status} {result.message}".rstrip())
+    spec = spec_from_dict(store.meta(run_id)["spec"])
+    with open(store.run_dir(run_id) / LOG, "a") as log:
+        say = lambda text: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=log, flush=True)  # noqa
+        say(f"run {run_id} ({spec.name}, seed {spec.train.seed}) pid {os.getpid()}, "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')!r}")
+        try:
+            result = execute(store, run_id, TextSink(spec.train.epochs, spec.classifiers, log), resume=True)
+        except Exception as exc:   # recorded as failed by execute; say why in the log
+            say(f"failed: {type(exc).__name__}: {exc}")
+            raise typer.Exit(1)
+        say(f"{result.status} {result.message}".rstrip())
+
+
+@app.command(hidden=True)
+def pool(home: Optional[Path] = HOME) -> None:
+    """Drain this home's queue of detached runs into its device slots (what --detach starts)."""
+    from mtm_tui import jobs
+
+    jobs.drain(open_store(home))
 
 
 def _filtered(store, status, dataset, loss, where, sweep) -> list[dict[str, Any]]:
     from mtm_engine.store import parse_where
 
+    from mtm_tui.jobs import with_queue_places
+
     predicates = [parse_where(w) for w in where]
-    rows = store.rows()
+    rows = with_queue_places(store.rows())
     return [r for r in rows
             if (not status or r["status"] in status) and (not dataset or r["dataset"] == dataset)
             and (not loss or r["loss"] == loss) and (not sweep or r.get("sweep") == sweep)
@@ -217,7 +252,7 @@ def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
     """Show a run: its spec, per-epoch figures, best vs last, and its log tail."""
     from mtm_engine.results import summarise
     from mtm_engine.store import LOG
-    from mtm_tui.rows import pct, status
+    from mtm_tui.rows import gpu_memory, pct, status
 
     store = open_store(home)
     run_id = store.resolve(run)
@@ -235,12 +270,14 @@ def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
         classifiers = tuple(k[len("test_acc_"):] for k in records[0] if k.startswith("test_acc_"))
         table = Table(title="per epoch: val/test accuracy %, test cluster size σ and centre distance ρ",
                       box=None, header_style="bold")
-        for column in ("epoch", "loss", *classifiers, "σ", "ρ", "s"):
+        gpu = "gpu_mem_allocated_gb" in records[-1]   # only runs on CUDA have GPU figures
+        for column in ("epoch", "loss", *classifiers, "σ", "ρ", "s", *(("GPU GB", "util%") if gpu else ())):
             table.add_column(column, justify="right", no_wrap=True)
         for r in records:
             table.add_row(str(r["epoch"]), f"{r['train_loss']:.4g}",
                           *(f"{pct(r.get(f'val_acc_{c}'), 1)}/{pct(r[f'test_acc_{c}'], 1)}" for c in classifiers),
-                          f"{r['test_cluster_size']:.3g}", f"{r['test_centre_distance']:.3g}", f"{r['epoch_time_s']:.1f}")
+                          f"{r['test_cluster_size']:.3g}", f"{r['test_centre_distance']:.3g}", f"{r['epoch_time_s']:.1f}",
+                          *((gpu_memory(r), f"{r['gpu_util_pct']:.0f}" if "gpu_util_pct" in r else "-") if gpu else ()))
         console.print(table)
         console.print(result_table(summarise(records, classifiers), classifiers))
     log = store.run_dir(run_id) / LOG

@@ -1,52 +1,238 @@
-"""Start, stop, resume and delete runs (and start sweeps) as detached processes. No Textual
-import: the CLI and the TUI both use these.
+"""Detached runs: a queue in the store, drained by a pool of device slots. No Textual import and
+no torch: the CLI and the TUI both use these.
 
-A detached run is a `mtm worker RUN` process in a new session (so it survives the end of the
-terminal or SSH session), writing its progress to the run's log file.
+- `enqueue` marks runs `queued` (oldest first) and makes sure a pool process is draining the
+  queue of this home. The pool is a small `mtm pool` process in its own session, so it survives
+  logout and the TUI quitting; it exits when the queue is empty and its runs have ended.
+- The pool gives each free slot the head of the queue: a `mtm worker RUN` process, pinned to the
+  slot's device with CUDA_VISIBLE_DEVICES (CPU slots see no GPU), in its own session.
+- A slot is busy while a process holds the flock of `HOME/queue/slot-N.lock`. The pool takes that
+  lock and hands it to the worker it starts, so the kernel frees the slot the moment the worker
+  ends, however it ends (kill -9 included), and a restarted pool never double-books a slot whose
+  worker outlived the old pool.
+
+Why not Ray's resource scheduling: it would keep a Ray cluster (GCS, raylet, open ports) alive
+per home for as long as runs are queued, and every run would die with it; a flock per slot and
+the store's own compare-and-set are all a single machine needs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 from mtm_engine.errors import MtmError
 from mtm_engine.store import LIVE, LOG, Store
 
+QUEUE_DIR = "queue"
+POLL_S = 1.0   # how often the pool looks at the queue
 
-def _spawn(command: list[str], log: Path) -> int:
+
+# --- slots --------------------------------------------------------------------------------------
+
+def visible_gpus() -> list[str]:
+    """The GPUs runs may be pinned to, as CUDA_VISIBLE_DEVICES entries, found without torch:
+    CUDA_VISIBLE_DEVICES where it is set, else the indices nvidia-smi lists."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in (part.strip() for part in env.split(",")) if d and not d.startswith("-")]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return out.stdout.split() if out.returncode == 0 else []
+
+
+def plan_slots(gpus: str | None = None, per_gpu: int | None = None, slots: int | None = None) -> list[str]:
+    """The device of each slot: "gpu:<id>" (a CUDA_VISIBLE_DEVICES entry) or "cpu".
+
+    gpus: "auto" (every visible GPU) or "0,1"; per_gpu: slots on each of those GPUs (1);
+    slots: that many CPU slots instead. Nothing given: every visible GPU once, else one CPU slot.
+    """
+    if slots is not None and (gpus is not None or per_gpu is not None):
+        raise MtmError("--slots gives CPU slots; it cannot be combined with --gpus or --per-gpu")
+    if slots is not None:
+        if slots < 1:
+            raise MtmError(f"--slots {slots}: give at least 1 CPU slot")
+        return ["cpu"] * slots
+    per_gpu = 1 if per_gpu is None else per_gpu
+    if per_gpu < 1:
+        raise MtmError(f"--per-gpu {per_gpu}: give at least 1 slot per GPU")
+    visible = visible_gpus()
+    if gpus in (None, "auto"):
+        if not visible and gpus == "auto":
+            raise MtmError("--gpus auto: no GPU is visible here; use --slots N for N CPU slots")
+        chosen = visible
+    else:
+        chosen = [g.strip() for g in gpus.split(",") if g.strip()]
+        missing = [g for g in chosen if g not in visible]
+        if missing or not chosen:
+            raise MtmError(f"--gpus {gpus}: no GPU {', '.join(missing) or '(none given)'} here; visible GPUs: "
+                           f"{', '.join(visible) or 'none'} (use --slots N for CPU slots)")
+    return [f"gpu:{g}" for g in chosen for _ in range(per_gpu)] or ["cpu"]
+
+
+def _queue_dir(store: Store) -> Path:
+    return store.home / QUEUE_DIR
+
+
+def configure_slots(store: Store, devices: list[str]) -> None:
+    """Set this home's slots; a running pool picks them up at its next look at the queue."""
+    path = _queue_dir(store) / "slots.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".slots.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"slots": devices}))
+    os.replace(tmp, path)
+
+
+def configured_slots(store: Store) -> list[str]:
+    """This home's slots; the default plan until `configure_slots` (or --gpus/--slots) sets them."""
+    path = _queue_dir(store) / "slots.json"
+    try:
+        return list(json.loads(path.read_text())["slots"]) or ["cpu"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return plan_slots()
+
+
+@contextlib.contextmanager
+def _try_lock(path: Path) -> Iterator[Any]:
+    """Yield the open, exclusively flocked file, or None if another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        yield None
+        return
+    try:
+        yield fh
+    finally:
+        fh.close()   # closing our descriptor releases the lock unless a worker inherited it
+
+
+def busy_slots(store: Store) -> list[int]:
+    """Slots whose lock a live worker holds."""
+    busy = []
+    for index in range(len(configured_slots(store))):
+        with _try_lock(_queue_dir(store) / f"slot-{index}.lock") as fh:
+            if fh is None:
+                busy.append(index)
+    return busy
+
+
+# --- the queue ----------------------------------------------------------------------------------
+
+def queued(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Queued runs in the order the pool starts them: first queued, first started."""
+    return sorted((r for r in rows if r["status"] == "queued"), key=lambda r: r.get("queued", r["created"]))
+
+
+def with_queue_places(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows, each queued one with its `queue_place` (1 starts next)."""
+    places = {r["id"]: place for place, r in enumerate(queued(rows), start=1)}
+    return [{**r, "queue_place": places[r["id"]]} if r["id"] in places else r for r in rows]
+
+
+def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None,
+           pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """A process in its own session (it survives logout), its output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                   start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return process.pid
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True, pass_fds=pass_fds,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
-def launch(store: Store, run_ids: str | list[str], *, resume: bool = False) -> list[Path]:
-    """Start stored runs in one background process, one after another; returns their logs. The
-    process's own output (a crash, say) goes to the first run's log."""
+def _mtm(*args: str) -> list[str]:
+    # -P: never let the current folder shadow the installed package.
+    return [sys.executable, "-P", "-m", "mtm_tui.cli", *args]
+
+
+def enqueue(store: Store, run_ids: str | list[str]) -> list[Path]:
+    """Put stored runs at the back of the queue; returns their log files."""
     run_ids = [run_ids] if isinstance(run_ids, str) else run_ids
-    logs = [store.run_dir(run_id) / LOG for run_id in run_ids]
-    command = [sys.executable, "-m", "mtm_tui.cli", "worker", *run_ids, "--home", str(store.home.resolve())]
-    pid = _spawn(command + (["--resume"] if resume else []), logs[0])
     for run_id in run_ids:
-        store.update(run_id, pid=pid, host=socket.gethostname())
-    return logs
+        store.update(run_id, status="queued", queued=time.time(), pid=None, message="")
+    ensure_pool(store)
+    return [store.run_dir(run_id) / LOG for run_id in run_ids]
 
+
+def ensure_pool(store: Store) -> None:
+    """Start a pool for this home unless one is running. The queue is written before this check and
+    the pool looks at the queue again after it lets go of its lock, so no queued run is missed."""
+    with _try_lock(_queue_dir(store) / "pool.lock") as fh:
+        if fh is None:
+            return
+    _spawn(_mtm("pool", "--home", str(store.home.resolve())), _queue_dir(store) / "pool.log")
+
+
+def drain(store: Store) -> None:
+    """The pool: start the head of the queue in every free slot until the queue is empty. Only one
+    pool runs per home (it holds pool.lock); a second one returns at once."""
+    while True:
+        with _try_lock(_queue_dir(store) / "pool.lock") as pool:
+            if pool is None:
+                return
+            _drain_while_queued(store)
+        # Let go, then look once more: a run queued while we let go has found no pool to start.
+        if not queued(store.rows()):
+            return
+
+
+def _drain_while_queued(store: Store) -> None:
+    children: list[subprocess.Popen] = []
+    while True:
+        children = [c for c in children if c.poll() is None]   # reap ended workers
+        waiting = queued(store.rows())
+        if not waiting and not children:
+            return
+        for index, device in enumerate(configured_slots(store)):
+            if not waiting:
+                break
+            with _try_lock(_queue_dir(store) / f"slot-{index}.lock") as slot:
+                if slot is None:
+                    continue
+                row = waiting.pop(0)
+                if store.transition(row["id"], "queued", status="running", slot=index, slot_device=device, pid=None,
+                                    host=socket.gethostname(), message=f"starting in slot {index} ({device})"):
+                    children.append(_start_worker(store, row["id"], index, device, slot.fileno()))
+        time.sleep(POLL_S)
+
+
+def _start_worker(store: Store, run_id: str, index: int, device: str, lock_fd: int) -> subprocess.Popen:
+    """A worker for one claimed run, holding the slot's lock (an inherited descriptor)."""
+    process = _spawn(_mtm("worker", run_id, "--home", str(store.home.resolve())), store.run_dir(run_id) / LOG,
+                     env={"CUDA_VISIBLE_DEVICES": device.removeprefix("gpu:") if device != "cpu" else ""},
+                     pass_fds=(lock_fd,))
+    store.update(run_id, pid=process.pid)
+    return process
+
+
+# --- actions on one run ---------------------------------------------------------------------------
 
 def launch_sweep(store: Store, config: Path, args: list[str] = ()) -> Path:
     """Start `mtm tune CONFIG` in the background; returns its log file."""
     log = store.home / "sweeps" / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    _spawn([sys.executable, "-m", "mtm_tui.cli", "tune", str(config), "--home", str(store.home.resolve()), *args], log)
+    _spawn(_mtm("tune", str(config), "--home", str(store.home.resolve()), *args), log)
     return log
 
 
 def stop(store: Store, run_id: str) -> None:
-    """Ask a live run to stop after its current batch (its last whole epoch stays checkpointed)."""
+    """Take a queued run out of the queue, or ask a running one to stop after its current batch
+    (its last whole epoch stays checkpointed)."""
+    if store.transition(run_id, "queued", status="interrupted", message="stopped before it started; mtm resume "
+                                                                         "starts it"):
+        return
     row = store.row(run_id)
     if row["status"] not in LIVE:
         raise MtmError(f"run {run_id} is not running (status {row['status']}); nothing to stop")
@@ -65,8 +251,7 @@ def check_resumable(store: Store, run_id: str) -> None:
 
 def resume_detached(store: Store, run_id: str) -> Path:
     check_resumable(store, run_id)
-    store.update(run_id, status="queued", message="")
-    return launch(store, run_id, resume=True)[0]
+    return enqueue(store, run_id)[0]
 
 
 def delete(store: Store, run_id: str) -> None:

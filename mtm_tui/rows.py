@@ -23,13 +23,22 @@ def pct(value: float | None, decimals: int = 2) -> str:
     return "-" if value is None else f"{100 * value:.{decimals}f}"
 
 
-def status(value: str) -> str:
-    return f"[{STATUS_STYLES.get(value, '')}]{value}[/]"
+def gpu_memory(record: dict[str, Any]) -> str:
+    """Peak GPU memory of an epoch, allocated/reserved in GB ("-" for runs off the GPU)."""
+    if "gpu_mem_allocated_gb" not in record:
+        return "-"
+    return f"{record['gpu_mem_allocated_gb']:.1f}/{record['gpu_mem_reserved_gb']:.1f}"
+
+
+def status(value: str, place: int | None = None) -> str:
+    """The status in colour; a queued run's with its place in the queue ("queued #2")."""
+    text = f"{value} #{place}" if value == "queued" and place else value
+    return f"[{STATUS_STYLES.get(value, '')}]{text}[/]"
 
 
 def row_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
     """One string per COLUMNS entry."""
-    return (row["id"], row["name"], status(row["status"]), DATASET_TITLES.get(row["dataset"], row["dataset"]),
+    return (row["id"], row["name"], status(row["status"], row.get("queue_place")), DATASET_TITLES.get(row["dataset"], row["dataset"]),
             BACKBONE_SHORT.get(row["backbone"], row["backbone"]), LOSS_CODES.get(row["loss"], row["loss"]),
             str(row.get("dim") or "-"), f"{row['epoch']}/{row['epochs']}", pct(row.get("best_val")),
             pct(row.get("test_acc")), age(now - row["created"]), row.get("sweep") or "")

@@ -85,11 +85,12 @@ def test_rm_asks_unless_yes_and_unknown_ids_are_one_line(mtm_env, tmp_path):
 def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):
     started = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--set", "train.epochs=30"], mtm_env, tmp_path).stdout)
     first, second = started["run_ids"]
-    mtm(["stop", second], mtm_env, tmp_path)             # still queued behind the first
+    mtm(["stop", second], mtm_env, tmp_path)             # queued behind the first (one CPU slot): out of the queue
+    row = listed(mtm_env, tmp_path)[second]
+    assert row["status"] == "interrupted" and "before it started" in row["message"] and "queue_place" not in row
     wait_for(lambda: listed(mtm_env, tmp_path)[first]["epoch"] >= 1)
     mtm(["stop", first, "--wait", "60"], mtm_env, tmp_path)
-    rows = wait_for(lambda: (rows := listed(mtm_env, tmp_path))[second]["status"] == "interrupted" and rows)
-    assert rows[second]["epoch"] == 0 and "before it started" in rows[second]["message"]
+    assert listed(mtm_env, tmp_path)[second]["epoch"] == 0   # it never ran
     mtm(["resume", second, "--detach"], mtm_env, tmp_path)   # resuming forgets the old stop request
     wait_for(lambda: listed(mtm_env, tmp_path)[second]["epoch"] >= 1)
     mtm(["stop", second, "--wait", "60"], mtm_env, tmp_path)

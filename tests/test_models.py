@@ -75,3 +75,28 @@ def test_pretrained_grey_input_is_repeated_to_three_channels(tmp_path, monkeypat
     assert torch.equal(model.backbone.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
     e, _ = model.eval()(torch.randn(2, 1, 36, 36))
     assert e.shape == (2, 4)
+
+
+@pytest.mark.parametrize("head", ["mtm", "pure"])
+def test_heads_run_in_float32_under_bf16_autocast(head):
+    """The backbone may run in bf16, but e and the logits must not be rounded to bf16: that rounding
+    would put a floor under the cluster size σ. So under autocast the heads give float32 outputs equal
+    to the float32 heads applied to the (bf16) features."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(backbone="convnet", head=head, width=4, dim=1351), in_channels=1,
+                        num_classes=10).eval()
+    x = torch.randn(4, 1, 36, 36)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        e, logits = model(x)
+        features = model.backbone(x.contiguous(memory_format=torch.channels_last))
+    assert features.dtype == torch.bfloat16   # the autocast really reaches the backbone
+    with torch.no_grad():
+        expected_e = model.embed(features.float())
+        expected_logits = model.classifier(features.float()) if head == "pure" else None
+        bf16_e = model.embed(features.float()).bfloat16().float()
+    assert e.dtype == torch.float32
+    assert torch.equal(e, expected_e)
+    if head == "pure":
+        assert logits.dtype == torch.float32 and torch.equal(logits, expected_logits)
+    else:   # a bf16 head would have differed
+        assert not torch.equal(e, bf16_e)

@@ -178,8 +178,8 @@ class ComposeScreen(Screen):
     def launch_run(self, spec: Spec) -> None:
         store = self.app.store
         run_id = create_run(store, spec, status="queued")
-        jobs.launch(store, run_id)
-        self.app.call_from_thread(self.notify, f"run {run_id} launched in the background")
+        jobs.enqueue(store, run_id)
+        self.app.call_from_thread(self.notify, f"run {run_id} queued in the background")
         self.app.call_from_thread(self.app.pop_screen)
 
     @work(thread=True, group="compose")

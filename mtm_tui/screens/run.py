@@ -14,7 +14,7 @@ from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
-from mtm_tui.rows import status
+from mtm_tui.rows import gpu_memory, status
 from mtm_tui.widgets.charts import RUN_CHARTS, classifiers_of
 
 LOG_LINES = 12
@@ -70,6 +70,8 @@ class RunScreen(PollingScreen):
         self.query_one("#run-header", Static).update(
             f"[b]{self.run_id}[/b] {row['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}  "
             f"{row['dataset']} · {row['backbone']} · {row['loss']}  device {row.get('device') or '-'}"
+            + (f"  GPU {gpu_memory(records[-1])} GB" if records and "gpu_mem_allocated_gb" in records[-1] else "")
+            + (f" {records[-1]['gpu_util_pct']:.0f}%" if records and "gpu_util_pct" in records[-1] else "")
             + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else ""))
         self.draw_active()
         self._best_vs_last(records)

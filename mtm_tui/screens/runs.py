@@ -60,7 +60,7 @@ class RunsScreen(PollingScreen):
         super().on_mount()
 
     def fetch(self) -> list[dict[str, Any]]:
-        return self.app.store.rows()
+        return jobs.with_queue_places(self.app.store.rows())
 
     def show(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows

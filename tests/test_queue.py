@@ -1,0 +1,76 @@
+"""The queue of detached runs and its slots, with real runs in real processes."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from test_lifecycle import listed, mtm, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_five_runs_on_two_slots_never_overlap_more_than_two_and_all_finish(mtm_env, tmp_path):
+    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "5", "--slots", "2", "--set", "train.epochs=2"],
+                             mtm_env, tmp_path).stdout)
+    run_ids = started["run_ids"]
+    assert len(run_ids) == 5
+    places = [listed(mtm_env, tmp_path)[i].get("queue_place") for i in run_ids]
+    assert [p for p in places if p] == sorted(p for p in places if p)   # first queued, first placed
+
+    rows = wait_for(lambda: all((r := listed(mtm_env, tmp_path))[i]["status"] == "finished" for i in run_ids) and r,
+                    timeout=240)
+    assert {rows[i]["slot"] for i in run_ids} <= {0, 1}
+    assert all(rows[i]["epoch"] == 2 for i in run_ids)
+    # At every run's start, at most one other run was between its own start and end.
+    spans = [(rows[i]["started"], rows[i]["ended"]) for i in run_ids]
+    for start, _ in spans:
+        assert sum(s <= start < e for s, e in spans) <= 2
+
+
+def test_a_killed_worker_frees_its_slot_for_the_next_queued_run(mtm_env, tmp_path):
+    def detach(epochs):
+        return json.loads(mtm(["run", "-d", "--json", "--slots", "2", "--set", f"train.epochs={epochs}"],
+                              mtm_env, tmp_path).stdout)["run_id"]
+
+    long_a, long_b, short = detach(40), detach(40), detach(1)
+    rows = wait_for(lambda: all((r := listed(mtm_env, tmp_path))[i]["status"] == "running" and r[i]["pid"]
+                                for i in (long_a, long_b)) and r)
+    assert rows[short]["status"] == "queued" and rows[short]["queue_place"] == 1
+    os.kill(rows[long_b]["pid"], signal.SIGKILL)
+    rows = wait_for(lambda: (r := listed(mtm_env, tmp_path))[short]["status"] == "finished" and r, timeout=120)
+    assert rows[long_b]["status"] == "interrupted"
+    assert rows[long_a]["status"] == "running"   # the short run took the freed slot, not the live one's
+    assert rows[short]["slot"] == rows[long_b]["slot"]
+    mtm(["stop", long_a, "--wait", "60"], mtm_env, tmp_path)
+
+
+def test_each_gpu_slot_pins_its_run_with_cuda_visible_devices(mtm_env, tmp_path):
+    """On a CPU machine two pretend GPUs still show the pinning: each run's process sees only its
+    slot's GPU (torch finds no CUDA here, so the runs train on the CPU)."""
+    env = {**mtm_env, "CUDA_VISIBLE_DEVICES": "0,1"}
+    run_ids = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--gpus", "0,1", "--set", "train.epochs=1"],
+                             env, tmp_path).stdout)["run_ids"]
+    rows = wait_for(lambda: all((r := listed(env, tmp_path))[i]["status"] == "finished" for i in run_ids) and r)
+    assert sorted(rows[i]["slot_device"] for i in run_ids) == ["gpu:0", "gpu:1"]
+    for run_id in run_ids:
+        log = (tmp_path / "home" / "runs" / run_id / "log.txt").read_text()
+        assert f"CUDA_VISIBLE_DEVICES='{rows[run_id]['slot_device'][4:]}'" in log
+
+
+@pytest.mark.parametrize("args, says", [
+    (["-d", "--gpus", "7"], "--gpus 7: no GPU 7 here; visible GPUs: none"),
+    (["-d", "--per-gpu", "0"], "--per-gpu 0: give at least 1 slot per GPU"),
+    (["-d", "--slots", "2", "--gpus", "0"], "--slots gives CPU slots; it cannot be combined with --gpus"),
+    (["--slots", "2"], "add --detach"),
+])
+def test_bad_slot_options_are_one_line_and_write_nothing(mtm_env, tmp_path, args, says):
+    env = {k: v for k, v in mtm_env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["PATH"] = "/usr/bin:/bin"   # no nvidia-smi: no GPU is visible
+    out = mtm(["run", *args], env, tmp_path, check=False)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0]
+    assert not (tmp_path / "home" / "runs").exists() and not (tmp_path / "home" / "queue").exists()
+
