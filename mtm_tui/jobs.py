@@ -95,12 +95,15 @@ def configure_slots(store: Store, devices: list[str]) -> None:
 
 
 def configured_slots(store: Store) -> list[str]:
-    """This home's slots; the default plan until `configure_slots` (or --gpus/--slots) sets them."""
+    """This home's slots. The first enqueue sets the default plan, where --gpus/--slots set none."""
     path = _queue_dir(store) / "slots.json"
     try:
         return list(json.loads(path.read_text())["slots"]) or ["cpu"]
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return plan_slots()
+    except FileNotFoundError:
+        configure_slots(store, plan_slots())
+        return configured_slots(store)
+    except (ValueError, KeyError, TypeError):
+        raise MtmError(f"{path} is not a slot list; delete it, or set the slots again with --gpus or --slots") from None
 
 
 @contextlib.contextmanager
@@ -118,16 +121,6 @@ def _try_lock(path: Path) -> Iterator[Any]:
         yield fh
     finally:
         fh.close()   # closing our descriptor releases the lock unless a worker inherited it
-
-
-def busy_slots(store: Store) -> list[int]:
-    """Slots whose lock a live worker holds."""
-    busy = []
-    for index in range(len(configured_slots(store))):
-        with _try_lock(_queue_dir(store) / f"slot-{index}.lock") as fh:
-            if fh is None:
-                busy.append(index)
-    return busy
 
 
 # --- the queue ----------------------------------------------------------------------------------
@@ -161,6 +154,7 @@ def _mtm(*args: str) -> list[str]:
 def enqueue(store: Store, run_ids: str | list[str]) -> list[Path]:
     """Put stored runs at the back of the queue; returns their log files."""
     run_ids = [run_ids] if isinstance(run_ids, str) else run_ids
+    configured_slots(store)   # the pool's slots are known before it starts
     for run_id in run_ids:
         store.update(run_id, status="queued", queued=time.time(), pid=None, message="")
     ensure_pool(store)
@@ -196,7 +190,8 @@ def _drain_while_queued(store: Store) -> None:
         waiting = queued(store.rows())
         if not waiting and not children:
             return
-        for index, device in enumerate(configured_slots(store)):
+        slots = configured_slots(store)
+        for index, device in enumerate(slots):
             if not waiting:
                 break
             with _try_lock(_queue_dir(store) / f"slot-{index}.lock") as slot:
@@ -205,15 +200,18 @@ def _drain_while_queued(store: Store) -> None:
                 row = waiting.pop(0)
                 if store.transition(row["id"], "queued", status="running", slot=index, slot_device=device, pid=None,
                                     host=socket.gethostname(), message=f"starting in slot {index} ({device})"):
-                    children.append(_start_worker(store, row["id"], index, device, slot.fileno()))
+                    children.append(_start_worker(store, row["id"], device, slot.fileno(), slots.count("cpu")))
         time.sleep(POLL_S)
 
 
-def _start_worker(store: Store, run_id: str, index: int, device: str, lock_fd: int) -> subprocess.Popen:
-    """A worker for one claimed run, holding the slot's lock (an inherited descriptor)."""
+def _start_worker(store: Store, run_id: str, device: str, lock_fd: int, cpu_slots: int) -> subprocess.Popen:
+    """A worker for one claimed run, holding the slot's lock (an inherited descriptor). A GPU slot's
+    run sees only its GPU; CPU slots see none, and share the cores (torch's threads) between them."""
+    env = {"CUDA_VISIBLE_DEVICES": device.removeprefix("gpu:") if device != "cpu" else ""}
+    if device == "cpu":
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
     process = _spawn(_mtm("worker", run_id, "--home", str(store.home.resolve())), store.run_dir(run_id) / LOG,
-                     env={"CUDA_VISIBLE_DEVICES": device.removeprefix("gpu:") if device != "cpu" else ""},
-                     pass_fds=(lock_fd,))
+                     env=env, pass_fds=(lock_fd,))
     store.update(run_id, pid=process.pid)
     return process
 

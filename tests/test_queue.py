@@ -9,11 +9,11 @@ import pytest
 from test_lifecycle import listed, mtm, wait_for
 
 pytestmark = pytest.mark.slow
+SMALL = ["--set", "train.epochs=1", "--set", "model.width=4", "--set", "model.dim=16"]   # a run is mostly its start
 
 
 def test_five_runs_on_two_slots_never_overlap_more_than_two_and_all_finish(mtm_env, tmp_path):
-    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "5", "--slots", "2", "--set", "train.epochs=2"],
-                             mtm_env, tmp_path).stdout)
+    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "5", "--slots", "2", *SMALL], mtm_env, tmp_path).stdout)
     run_ids = started["run_ids"]
     assert len(run_ids) == 5
     places = [listed(mtm_env, tmp_path)[i].get("queue_place") for i in run_ids]
@@ -22,7 +22,7 @@ def test_five_runs_on_two_slots_never_overlap_more_than_two_and_all_finish(mtm_e
     rows = wait_for(lambda: all((r := listed(mtm_env, tmp_path))[i]["status"] == "finished" for i in run_ids) and r,
                     timeout=240)
     assert {rows[i]["slot"] for i in run_ids} <= {0, 1}
-    assert all(rows[i]["epoch"] == 2 for i in run_ids)
+    assert all(rows[i]["epoch"] == 1 for i in run_ids)
     # At every run's start, at most one other run was between its own start and end.
     spans = [(rows[i]["started"], rows[i]["ended"]) for i in run_ids]
     for start, _ in spans:
@@ -34,7 +34,7 @@ def test_a_killed_worker_frees_its_slot_for_the_next_queued_run(mtm_env, tmp_pat
         return json.loads(mtm(["run", "-d", "--json", "--slots", "2", "--set", f"train.epochs={epochs}"],
                               mtm_env, tmp_path).stdout)["run_id"]
 
-    long_a, long_b, short = detach(40), detach(40), detach(1)
+    long_a, long_b, short = detach(40), detach(40), detach(1)   # quick-start epochs: about a second each
     rows = wait_for(lambda: all((r := listed(mtm_env, tmp_path))[i]["status"] == "running" and r[i]["pid"]
                                 for i in (long_a, long_b)) and r)
     assert rows[short]["status"] == "queued" and rows[short]["queue_place"] == 1
@@ -50,8 +50,7 @@ def test_each_gpu_slot_pins_its_run_with_cuda_visible_devices(mtm_env, tmp_path)
     """On a CPU machine two pretend GPUs still show the pinning: each run's process sees only its
     slot's GPU (torch finds no CUDA here, so the runs train on the CPU)."""
     env = {**mtm_env, "CUDA_VISIBLE_DEVICES": "0,1"}
-    run_ids = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--gpus", "0,1", "--set", "train.epochs=1"],
-                             env, tmp_path).stdout)["run_ids"]
+    run_ids = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--gpus", "0,1", *SMALL], env, tmp_path).stdout)["run_ids"]
     rows = wait_for(lambda: all((r := listed(env, tmp_path))[i]["status"] == "finished" for i in run_ids) and r)
     assert sorted(rows[i]["slot_device"] for i in run_ids) == ["gpu:0", "gpu:1"]
     for run_id in run_ids:
