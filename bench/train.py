@@ -24,7 +24,7 @@ import time
 import torch
 
 from mtm_engine.config import load_spec
-from mtm_engine.data import RESIZE, CROP, _TORCHVISION, _torchvision_split, load_dataset
+from mtm_engine.data import _TORCHVISION, CROP, RESIZE, _torchvision_split, load_dataset
 from mtm_engine.losses import get_loss
 from mtm_engine.models import build_model
 from mtm_engine.train import make_optimiser, resolve_device, train_one_epoch

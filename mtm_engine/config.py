@@ -31,6 +31,8 @@ CLASSIFIERS_FOR_HEAD = {
     "pure": ("cos", "euc", "pure"),
 }
 CLASSIFIERS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
+MAX_DIM = 65_536        # d beyond this is a typo, not an experiment (and would not fit in memory)
+MAX_SEED = 2**31 - 1    # the batch-order seed, seed * 100_003 + epoch, stays within torch's 64 bits
 
 
 @dataclass
@@ -186,6 +188,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def _read_toml(path: str | Path | None) -> dict[str, Any]:
     path = Path(path) if path is not None else quickstart_path()
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a directory; give the path of a TOML experiment file in it")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; give the path of a TOML experiment file")
     try:
@@ -288,7 +292,7 @@ def validate(spec: Spec) -> Spec:
     )
     _check(0.0 <= d.val_fraction < 1.0,
            f"data.val_fraction = {d.val_fraction}: must be in [0, 1), e.g. 0.2 (0: no validation split)")
-    _check(m.dim >= 1, f"model.dim = {m.dim}: must be at least 1 (the paper searches 200..2000)")
+    _check(1 <= m.dim <= MAX_DIM, f"model.dim = {m.dim}: must be 1..{MAX_DIM} (our search space is 200..2000)")
     _check(m.width >= 1, f"model.width = {m.width}: must be at least 1")
     _check(m.depth >= 1, f"model.depth = {m.depth}: must be at least 1")
     _check(
@@ -309,7 +313,8 @@ def validate(spec: Spec) -> Spec:
     _check(lo.eps >= 0.0, f"loss.eps = {lo.eps}: must be at least 0, e.g. 1e-8")
     _check(t.epochs >= 1, f"train.epochs = {t.epochs}: must be at least 1")
     _check(t.batch_size >= 1, f"train.batch_size = {t.batch_size}: must be at least 1, e.g. 100")
-    _check(t.lr > 0.0, f"train.lr = {t.lr}: must be above 0, e.g. 0.001")
+    _check(0.0 < t.lr <= 10.0, f"train.lr = {t.lr}: must be above 0 and at most 10, e.g. 0.001")
+    _check(0 <= t.seed <= MAX_SEED, f"train.seed = {t.seed}: must be 0..{MAX_SEED}")
     _check(0.0 <= t.momentum < 1.0, f"train.momentum = {t.momentum}: must be in [0, 1)")
     _check(t.weight_decay >= 0.0, f"train.weight_decay = {t.weight_decay}: must be at least 0, e.g. 5e-4")
     _check(0.0 <= t.warmup_epochs < t.epochs,
@@ -327,6 +332,8 @@ def validate(spec: Spec) -> Spec:
         f"train.device = {t.device!r}: choose auto, cpu, cuda, cuda:N or mps",
     )
     allowed = CLASSIFIERS_FOR_HEAD[m.head]
+    _check(len(set(ev.classifiers)) == len(ev.classifiers),
+           f"eval.classifiers = {list(ev.classifiers)}: a classifier is named twice; name each once")
     for name in ev.classifiers:
         _check(
             name in allowed,

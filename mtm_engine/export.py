@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 from mtm_engine.config import BACKBONES, LOSSES
+from mtm_engine.records import differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
 COLUMNS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
@@ -67,10 +68,6 @@ def _config_key(spec: dict[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def _flatten(spec: dict[str, Any]) -> dict[str, Any]:
-    return {f"{s}.{k}": v for s, values in spec.items() if isinstance(values, dict) for k, v in values.items()}
-
-
 def build_tables(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], selection: str = "val") -> list[Table]:
     """runs: (spec dict, epoch records) pairs. Returns one table per dataset, rows in paper order."""
     groups: dict[str, dict[str, list]] = {}
@@ -113,8 +110,8 @@ def _labels(configs: dict[str, list]) -> dict[str, str]:
         if len(keys) == 1:
             labels[keys[0]] = label
             continue
-        flat = {k: _flatten(configs[k][0][0]) for k in keys}
-        differing = sorted({name for k in keys for name in flat[k] if len({str(flat[o].get(name)) for o in keys}) > 1})
+        flat = {k: flatten_spec(configs[k][0][0]) for k in keys}
+        differing = differing_keys(configs[k][0][0] for k in keys)
         for k in keys:
             labels[k] = f"{label} ({', '.join(f'{name}={flat[k].get(name)}' for name in differing)})"
     return labels
@@ -196,8 +193,8 @@ def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str
     columns = [c for c in COLUMNS if records and f"test_acc_{c}" in records[0]]
     lines = [f"# Run {meta['id']}: {meta['name']}", "",
              f"status **{row['status']}**, {row.get('epoch', 0)}/{row['epochs']} epochs, device {row.get('device')}, "
-             f"seed {meta['seed']}, git {meta.get('git') or '-'}", "", "## Spec", "", "| key | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in _flatten(spec).items()]
+             f"seed {meta['seed']}, git {meta.get('git') or '-'}{' + source.patch (dirty)' if meta.get('git_dirty') else ''}", "", "## Spec", "", "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in flatten_spec(spec).items()]
     lines += ["", "## Final figures (test accuracy %)", "", "| selection | " + " | ".join(columns) + " |",
               "|---" * (len(columns) + 1) + "|"]
     for selection in SELECTIONS:

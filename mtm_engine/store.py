@@ -42,6 +42,7 @@ LIVE = ("queued", "running")
 HEARTBEAT_S = 30.0             # a live run refreshes its heartbeat this often
 STALE_AFTER_S = 5 * HEARTBEAT_S
 RUN_FILE, CHECKPOINT, LOG, STOP = "run.json", "checkpoint.pt", "log.txt", "stop"
+DEAD_MESSAGE = "the run's process ended without finishing; mtm resume continues it"
 
 
 class StoreError(MtmError):
@@ -64,6 +65,8 @@ class AtomicJSONStorage(Storage):
             text = self.path.read_text()
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise StoreError(f"{self.path} is a directory, not an mtm store file; move it out of the store") from None
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -77,23 +80,41 @@ class AtomicJSONStorage(Storage):
 
     def write(self, data: dict[str, Any]) -> None:
         data["_mtm"] = {"1": {"format": FORMAT, "kind": self.kind}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        with writing(self.path, tmp):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as fh:
+                json.dump(data, fh, separators=(",", ":"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
 
     def close(self) -> None:
         pass
 
 
 @contextlib.contextmanager
+def writing(path: Path, tmp: Path | None = None) -> Iterator[None]:
+    """A write to `path` that fails (full disk, read-only or missing folder) becomes one StoreError
+    line, and leaves no temporary file behind."""
+    try:
+        yield
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; free some space, or choose a writable "
+                         f"home with --home or MTM_HOME") from None
+
+
+@contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive inter-process lock for changing `path` (a sibling .lock file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
+    lock = path.with_name(f".{path.name}.lock")
+    with writing(lock):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a")
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -105,6 +126,21 @@ def _open(path: Path, kind: str) -> TinyDB:
     """Open a store file for a change (under its lock). The caching middleware makes the change
     one read and one atomic write, at close, however many TinyDB operations it takes."""
     return TinyDB(str(path), storage=CachingMiddleware(AtomicJSONStorage), kind=kind)
+
+
+def process_start(pid: int) -> int | None:
+    """When the process started (clock ticks since boot, /proc/PID/stat field 22), or None where
+    that cannot be read. A pid with another start time is another process: pids are reused."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner(pid: int | None = None) -> dict[str, Any]:
+    """The row fields that name the process owning a run: host, pid and its start time."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "pid_start": process_start(pid)}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -171,16 +207,21 @@ class Store:
         """A status change (status, pid, message, device, ...): the run file, then its index row."""
         self._write_index_row(self._change_run(run_id, lambda db: None, updated=time.time(), **fields))
 
-    def transition(self, run_id: str, expected: str, **fields: Any) -> bool:
-        """Change the run's row only if its status is still `expected` (compare-and-set under the
-        run's lock): a queued run is claimed by one slot, or taken out of the queue, never both."""
+    def transition(self, run_id: str, expected: str | tuple[str, ...], **fields: Any) -> bool:
+        """Change the run's row only if its status (a dead live run counts as interrupted) is one of
+        `expected`: a compare-and-set under the run's lock, so a queued run is claimed by one slot or
+        taken out of the queue, never both, and a run is resumed by one process only."""
+        expected = (expected,) if isinstance(expected, str) else expected
+        return self._change_if(run_id, lambda row: self._shown(row)["status"] in expected, fields)
+
+    def _change_if(self, run_id: str, accept: Callable[[dict[str, Any]], bool], fields: dict[str, Any]) -> bool:
         path = self._run_file(run_id)
         with _locked(path):
             try:
                 row = self._read_run(run_id)["row"]["1"]
             except StoreError:
                 return False   # deleted meanwhile
-            if row["status"] != expected:
+            if not accept(row):
                 return False
             with _open(path, "run") as db:
                 now = time.time()
@@ -217,37 +258,48 @@ class Store:
     # --- reading --------------------------------------------------------------------------------
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every run's row, oldest first. Live runs are read from their own files (fresh epochs),
-        and those whose process died are shown, and recorded, as interrupted."""
+        """Every run's row, oldest first. Live runs are read from their own files (fresh epochs);
+        those whose process died are shown as interrupted. Reading writes nothing: see `reap`."""
+        rows = [self._fresh(row) if row["status"] in LIVE else row for row in self._index_rows()]
+        return sorted(rows, key=lambda r: r["created"])
+
+    def _index_rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         folder = self.home / "index"
         if folder.is_dir():
             for path in sorted(folder.glob("*.json")):
                 data = AtomicJSONStorage(str(path), "index").read() or {}
                 rows.extend(data.get("runs", {}).values())
-        rows = [self._fresh(row) if row["status"] in LIVE else row for row in rows]
-        return sorted(rows, key=lambda r: r["created"])
+        return rows
 
     def _fresh(self, row: dict[str, Any]) -> dict[str, Any]:
         with contextlib.suppress(StoreError):   # a run deleted while we read keeps its index copy
             row = self._read_run(row["id"])["row"]["1"]
-        return self._mark_if_dead(row)
+        return self._shown(row)
 
-    def _mark_if_dead(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A live run whose process died without saying so (SIGKILL, reboot) is interrupted:
-        its pid is gone from this host, or (on another host) its heartbeat has stopped."""
+    def is_dead(self, row: dict[str, Any]) -> bool:
+        """A live run whose process is gone: on this host, its pid has ended or now belongs to
+        another process (another start time); on another host, its heartbeat has stopped."""
         if row["status"] not in LIVE:
-            return row
+            return False
         if row.get("host") == socket.gethostname() and row.get("pid"):
-            dead = not _pid_alive(row["pid"])
-        else:
-            dead = time.time() - row.get("heartbeat", row["created"]) > STALE_AFTER_S
-        if dead:
-            row = {**row, "status": "interrupted",
-                   "message": "the run's process ended without finishing; mtm resume continues it"}
-            with contextlib.suppress(StoreError):
-                self.update(row["id"], status="interrupted", message=row["message"])
-        return row
+            return not _pid_alive(row["pid"]) or (
+                row.get("pid_start") is not None and process_start(row["pid"]) != row["pid_start"])
+        return time.time() - row.get("heartbeat", row["created"]) > STALE_AFTER_S
+
+    def _shown(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as it truly stands: a dead live run is shown interrupted, flagged `dead` until
+        `reap` records it so."""
+        if not self.is_dead(row):
+            return row
+        return {**row, "status": "interrupted", "message": DEAD_MESSAGE, "dead": True}
+
+    def reap(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Record the runs among `rows` (as read) whose process died as interrupted; returns their ids.
+        The only read that writes: `mtm list`, `mtm stop` and the TUI's poll call it, and go on where
+        the home is read-only."""
+        return [row["id"] for row in rows if row.get("dead") and self._change_if(
+            row["id"], self.is_dead, {"status": "interrupted", "pid": None, "message": DEAD_MESSAGE})]
 
     def resolve(self, prefix: str) -> str:
         """A full run id from an unambiguous prefix."""
@@ -262,7 +314,7 @@ class Store:
 
     def row(self, run_id: str) -> dict[str, Any]:
         """One run's current row, from its own file."""
-        return self._mark_if_dead(self._read_run(run_id)["row"]["1"])
+        return self._shown(self._read_run(run_id)["row"]["1"])
 
     def meta(self, run_id: str) -> dict[str, Any]:
         return self._read_run(run_id)["meta"]["1"]
@@ -275,7 +327,7 @@ class Store:
         """(meta, row, records) from one read of the run's file."""
         data = self._read_run(run_id)
         records = sorted(data.get("epochs", {}).values(), key=lambda r: r["epoch"])
-        return data["meta"]["1"], self._mark_if_dead(data["row"]["1"]), records
+        return data["meta"]["1"], self._shown(data["row"]["1"]), records
 
     def _read_run(self, run_id: str) -> dict[str, Any]:
         data = AtomicJSONStorage(str(self._run_file(run_id)), "run").read()
@@ -325,7 +377,7 @@ class Store:
             (self.run_dir(run_id) / STOP).unlink()
 
 
-_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<|=)\s*(.+?)\s*$")
+_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<|=)\s*([^<>=!\s].*?)\s*$")
 
 
 def parse_where(text: str) -> Callable[[dict[str, Any]], bool]:

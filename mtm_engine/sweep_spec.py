@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from mtm_engine.config import (
-    SECTIONS, Spec, _build, _build_section, _check, _read_toml, parse_override, spec_from_dict, validate,
+    SECTIONS,
+    Spec,
+    _build,
+    _build_section,
+    _check,
+    _read_toml,
+    parse_override,
+    spec_from_dict,
+    validate,
 )
 from mtm_engine.errors import ConfigError
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,18 @@ from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split, augment, batches, flips, load_dataset
 from mtm_engine.errors import ConfigError
 from mtm_engine.geometry import (
-    class_centres, class_embedding_gap, embedding_snapshot, geometry, mean_pairwise_distance,
+    class_centres,
+    class_embedding_gap,
+    embedding_snapshot,
+    geometry,
+    mean_pairwise_distance,
 )
 from mtm_engine.losses import get_loss
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.results import summarise
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
+BEST = "best.pt"               # the validation-selected epoch: the weights behind the reported numbers
 SNAPSHOTS = {"last": "embedding-last.json", "best": "embedding-best.json"}   # see write_snapshot
 PROGRESS_STEPS = 50   # BatchProgress events per epoch, at most
 
@@ -115,18 +121,49 @@ def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:   # a failed write (a full disk) leaves no temporary file
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path, model: MovingTargetsNet) -> dict[str, Any]:
+    """Load a checkpoint's state and its weights into `model`; a damaged or foreign file, or one
+    of another network, is one ConfigError line that names the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+    except FileNotFoundError:
+        raise ConfigError(f"checkpoint {path} is missing") from None
+    except Exception as exc:   # unpickling, zip and shape errors differ by torch version; all mean "not this run's"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"checkpoint {path} is damaged or belongs to another network ({reason[:160]}); "
+                          f"move it aside (resume then starts the run again from epoch 1)") from None
+    return state
+
+
+def keep_best(checkpoint: Path) -> None:
+    """Copy the checkpoint just written to best.pt, as atomically (temp file, fsync, rename)."""
+    best = checkpoint.with_name(BEST)
+    tmp = best.with_suffix(".tmp")
+    try:
+        with open(checkpoint, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, best)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,
                     schedule: torch.optim.lr_scheduler.LRScheduler) -> int:
     """Restore model, optimiser, schedule and RNG states; return the last completed epoch."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    state = read_checkpoint(path, model)
     optimiser.load_state_dict(state["optimizer"])
     if "schedule" in state:   # checkpoints from before schedules existed had a constant rate
         schedule.load_state_dict(state["schedule"])
@@ -369,10 +406,12 @@ def fit(
         # Record first, then checkpoint: a kill between the two re-runs this epoch on resume, and
         # the store replaces its record (same seed, same numbers) rather than losing it.
         records.append(record)
-        write_snapshot(run_dir, snapshot, epoch, best=summarise(records, spec.classifiers[:1])["val"]
-                       .get(spec.classifiers[0], {}).get("epoch") == epoch)
+        best = summarise(records, spec.classifiers[:1])["val"].get(spec.classifiers[0], {}).get("epoch") == epoch
+        write_snapshot(run_dir, snapshot, epoch, best=best)
         sink.emit(EpochEnded(epoch, record))
         save_checkpoint(checkpoint, model, optimiser, schedule, epoch)
+        if best:
+            keep_best(checkpoint)
         sink.emit(CheckpointSaved(epoch, checkpoint))
         if should_stop() and epoch < spec.train.epochs:
             return RunResult("interrupted", records, summarise(records, spec.classifiers),

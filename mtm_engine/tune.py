@@ -24,10 +24,10 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from mtm_engine.config import FOLDER_PREFIX, Spec, spec_from_dict
-from mtm_engine.sweep_spec import TuneSpec
 from mtm_engine.errors import MtmError
 from mtm_engine.runner import create_run, summary_fields
 from mtm_engine.store import Store
+from mtm_engine.sweep_spec import TuneSpec
 
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
 # sweep id -> where the driver prints trial events. Module state, not callback state: a restored
@@ -109,7 +109,7 @@ class StoreCallback(tune.Callback):
 
     def run_id(self, trial) -> str:
         """Stable per trial, so a restored sweep finds its trials' runs instead of duplicating them."""
-        return hashlib.sha1(f"{self.sweep_id}/{trial.trial_id}".encode()).hexdigest()[:8]
+        return hashlib.sha1(f"{self.sweep_id}/{trial.trial_id}".encode()).hexdigest()[:32]
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         store, run_id = Store(self.home), self.run_id(trial)

@@ -3,8 +3,6 @@ the work. It never imports torch or ray: training runs in separate processes."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -64,18 +62,18 @@ class MtmApp(App):
 
 
 def main() -> None:
-    """Entry point: `mtm-tui [--home DIR]` (or MTM_HOME)."""
-    args = sys.argv[1:]
-    home = os.environ.get("MTM_HOME", "mtm-home")
-    if args[:1] in (["-h"], ["--help"]):
-        print("usage: mtm-tui [--home DIR]   (the store's folder; default ./mtm-home or $MTM_HOME)")
-        return
-    if args[:1] == ["--home"] and len(args) > 1:
-        home = args[1]
-    elif args:
-        print(f"error: unknown argument {args[0]!r}; usage: mtm-tui [--home DIR]", file=sys.stderr)
-        sys.exit(1)
-    MtmApp(home).run()
+    """Entry point: `mtm-tui [--home DIR]` (or MTM_HOME). Typer parses it as `mtm` does (--home=DIR too)."""
+    import typer
+
+    cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+    @cli.command()
+    def tui(home: Path = typer.Option(Path("mtm-home"), "--home", envvar="MTM_HOME", show_envvar=True,
+                                      help="Folder of the store, checkpoints and logs.")) -> None:
+        """The terminal workbench of the Moving Targets Model."""
+        MtmApp(home).run()
+
+    cli()
 
 
 if __name__ == "__main__":

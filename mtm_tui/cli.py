@@ -6,10 +6,12 @@ Engine errors (`MtmError`) are caught in one place, `main`, and printed as one l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,14 +23,27 @@ from mtm_engine.errors import MtmError
 from mtm_tui.progress import ProgressSink, TextSink, result_table
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-    help="mtm: train and study the Moving Targets Model from the terminal.",
+    # Help texts are plain text: rich markup would swallow "[default: ...]" and "[tune]".
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="mtm: train and study the Moving Targets Model from the terminal.\n\nAny command takes --debug "
+         "(anywhere on the line) to show a traceback instead of a one-line error.",
 )
 console = Console()
 err_console = Console(stderr=True)
 
 HOME = typer.Option(None, "--home", envvar="MTM_HOME", show_envvar=True,
                     help="Folder of the store, checkpoints and logs [default: ./mtm-home].")
+
+def _complete_run_ids(incomplete: str) -> list[str]:
+    """Shell completion of run ids, from the store of MTM_HOME (or ./mtm-home)."""
+    from mtm_engine.store import Store
+
+    runs = Store(os.environ.get("MTM_HOME", "mtm-home")).home / "runs"
+    return sorted(p.name[:8] for p in runs.glob(f"{incomplete}*")) if runs.is_dir() else []
+
+
+RUN = typer.Argument(..., help="Run id or unique prefix.", autocompletion=_complete_run_ids)
+
 
 def _print_version(value: bool) -> None:
     if not value:
@@ -47,7 +62,7 @@ def _print_version(value: bool) -> None:
 def _commands(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                            help="Print the versions of mtm and torch, and the CUDA devices seen.")
               ) -> None:
-    """Train and study the Moving Targets Model. Add --debug to any command for tracebacks."""
+    """Train and study the Moving Targets Model."""
 
 
 def open_store(home: Optional[Path]):
@@ -57,13 +72,19 @@ def open_store(home: Optional[Path]):
 
 
 def _foreground(store, run_id: str, spec, *, resume: bool, as_json: bool):
+    """Execute a run here. Ctrl-C leaves it interrupted (its last whole epoch checkpointed) and ends
+    mtm with one line and exit code 130."""
     from mtm_engine.runner import execute
     from mtm_engine.train import NullSink
 
-    if as_json:
-        return execute(store, run_id, NullSink(), resume=resume)
-    with ProgressSink(spec.train.epochs, spec.classifiers) as sink:
-        return execute(store, run_id, sink, resume=resume)
+    try:
+        if as_json:
+            return execute(store, run_id, NullSink(), resume=resume)
+        with ProgressSink(spec.train.epochs, spec.classifiers) as sink:
+            return execute(store, run_id, sink, resume=resume)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; resume with `mtm resume {run_id[:8]}`", markup=False)
+        raise typer.Exit(130) from None
 
 
 def _report(run_id: str, spec, result, as_json: bool) -> None:
@@ -80,7 +101,7 @@ def _report(run_id: str, spec, result, as_json: bool) -> None:
         console.print(result_table(result.summary, spec.classifiers))
     if result.status != "finished":
         if not as_json:
-            err_console.print(f"run {run_id} {result.status}: {result.message}", markup=False)
+            err_console.print(f"run {run_id[:8]} {result.status}: {result.message}", markup=False)
         raise typer.Exit(1)
 
 
@@ -107,6 +128,9 @@ def run(
     from mtm_engine.config import load_spec
     from mtm_engine.runner import create_run
 
+    tune_keys = [o for o in set_ if o.startswith("tune.")]
+    if tune_keys:
+        raise MtmError(f"--set {tune_keys[0]}: tune.* keys only apply to `mtm tune`; drop it from `mtm run`")
     spec = load_spec(config, overrides=set_)
     specs = [dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=spec.train.seed + i))
              for i in range(seeds)]
@@ -123,7 +147,7 @@ def run(
             print(json.dumps({"run_ids": run_ids, "run_id": run_ids[0], "status": "queued", "log": str(logs[0])}))
         else:
             for run_id, log in zip(run_ids, logs):
-                console.print(f"run [bold]{run_id}[/] (seed {store.meta(run_id)['seed']}) queued; log: {log}")
+                console.print(f"run [bold]{run_id[:8]}[/] (seed {store.meta(run_id)['seed']}) queued; log: {log}")
             console.print(f"slots: {', '.join(jobs.configured_slots(store))}; watch with `mtm list` or "
                           "`mtm show RUN`; stop with `mtm stop RUN`", markup=False)
         return
@@ -133,7 +157,7 @@ def run(
     for s in specs:
         run_id = create_run(store, s, status="running")
         if not json_:
-            console.print(f"run [bold]{run_id}[/] ({s.name}, seed {s.train.seed}): {s.data.dataset}, "
+            console.print(f"run [bold]{run_id[:8]}[/] ({s.name}, seed {s.train.seed}): {s.data.dataset}, "
                           f"{s.model.backbone}, {s.loss.name}, {s.train.epochs} epochs; store {store.home}")
         result = _foreground(store, run_id, s, resume=False, as_json=json_)
         results.append((run_id, result))
@@ -192,42 +216,105 @@ def pool(home: Optional[Path] = HOME) -> None:
     jobs.drain(open_store(home))
 
 
-def _filtered(store, status, dataset, loss, where, sweep) -> list[dict[str, Any]]:
-    from mtm_engine.store import parse_where
+class Status(str, Enum):
+    queued = "queued"
+    running = "running"
+    finished = "finished"
+    failed = "failed"
+    diverged = "diverged"
+    interrupted = "interrupted"
 
+
+class Format(str, Enum):
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+
+
+class Select(str, Enum):
+    val = "val"
+    final = "final"
+    max_test = "max-test"
+
+
+class Checkpoint(str, Enum):
+    best = "best"
+    last = "last"
+
+
+class Split(str, Enum):
+    val = "val"
+    test = "test"
+
+
+def _named(value: Optional[str], names: dict[str, str], what: str) -> Optional[str]:
+    """A dataset or loss as typed: its name, or the code the tables show (F-MNIST, PP), any case."""
+    if value is None:
+        return None
+    lookup = {k.lower(): k for k in names} | {v.lower(): k for k, v in names.items()}
+    try:
+        return lookup[value.lower()]
+    except KeyError:
+        raise MtmError(f"--{what} {value}: unknown; choose one of "
+                       f"{', '.join(f'{k} ({v})' for k, v in names.items())}") from None
+
+
+def _filtered(store, status, dataset, loss, where, sweep, tags=()) -> list[dict[str, Any]]:
+    from mtm_engine.export import DATASET_TITLES, LOSS_CODES
+    from mtm_engine.store import parse_where
     from mtm_tui.jobs import with_queue_places
 
+    dataset = dataset if dataset is None or dataset.startswith("folder:") else _named(dataset, DATASET_TITLES, "dataset")
+    loss = _named(loss, LOSS_CODES, "loss")
     predicates = [parse_where(w) for w in where]
-    rows = with_queue_places(store.rows())
+    rows = store.rows()
+    with contextlib.suppress(MtmError):   # a read-only home still lists (dead runs shown as interrupted)
+        store.reap(rows)
+    rows = with_queue_places(rows)
     return [r for r in rows
             if (not status or r["status"] in status) and (not dataset or r["dataset"] == dataset)
             and (not loss or r["loss"] == loss) and (not sweep or r.get("sweep") == sweep)
+            and set(tags) <= set(r.get("tags") or ())
             and all(p(r) for p in predicates)]
 
 
 FILTERS = {
     "status": typer.Option([], "--status", help="Only runs with this status (repeatable)."),
-    "dataset": typer.Option(None, "--dataset", help="Only runs on this dataset."),
-    "loss": typer.Option(None, "--loss", help="Only runs with this loss."),
+    "dataset": typer.Option(None, "--dataset", help="Only runs on this dataset (its name or code: fashion-mnist "
+                                                    "or F-MNIST)."),
+    "loss": typer.Option(None, "--loss", help="Only runs with this loss (its name or code: push_pull or PP)."),
     "where": typer.Option([], "--where", help="A condition on a field, e.g. 'best_val>0.9' (repeatable)."),
     "sweep": typer.Option(None, "--sweep", help="Only the trials of this sweep."),
+    "tag": typer.Option([], "--tag", help="Only runs with this tag (repeatable: all of them)."),
 }
 
 
 @app.command("list")
 def list_(
-    status: list[str] = FILTERS["status"], dataset: Optional[str] = FILTERS["dataset"],
+    status: list[Status] = FILTERS["status"], dataset: Optional[str] = FILTERS["dataset"],
     loss: Optional[str] = FILTERS["loss"], where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
+    tag: list[str] = FILTERS["tag"],
+    sort: Optional[str] = typer.Option(None, "--sort", help="Sort by a field of --json (best_val, created, ...); "
+                                                            "-FIELD sorts descending [default: created]."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Show the first N runs (after sorting)."),
     json_: bool = typer.Option(False, "--json", help="A JSON list of runs, for scripts."),
     home: Optional[Path] = HOME,
 ) -> None:
     """List the runs in the store."""
-    rows = _filtered(open_store(home), status, dataset, loss, where, sweep)
+    rows = _filtered(open_store(home), status, dataset, loss, where, sweep, tag)
+    if sort:
+        field, descending = sort.lstrip("-"), sort.startswith("-")
+        if rows and all(field not in r for r in rows):
+            raise MtmError(f"--sort {sort}: unknown field {field!r}; fields: {', '.join(sorted(rows[0]))}")
+        present = [r for r in rows if r.get(field) is not None]
+        rows = sorted(present, key=lambda r: r[field], reverse=descending) + [r for r in rows if r.get(field) is None]
+    rows = rows[:limit] if limit else rows
     if json_:
         print(json.dumps(rows))
         return
     if not rows:
-        console.print("no runs; start one with `mtm run`")
+        filtered = status or dataset or loss or where or sweep or tag
+        console.print("no runs match" if filtered else "no runs; start one with `mtm run`", markup=False)
         return
     from mtm_tui.rows import COLUMNS, row_cells
 
@@ -246,7 +333,7 @@ def list_(
 
 
 @app.command()
-def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
+def show(run: str = RUN,
          json_: bool = typer.Option(False, "--json", help="The run as one JSON object."),
          home: Optional[Path] = HOME) -> None:
     """Show a run: its spec, per-epoch figures, best vs last, and its log tail."""
@@ -287,8 +374,121 @@ def show(run: str = typer.Argument(..., help="Run id or unique prefix."),
         console.print("\n".join(tail), markup=False, highlight=False)
 
 
+@app.command("eval")
+def eval_(run: str = RUN,
+          checkpoint: Checkpoint = typer.Option(Checkpoint.best, "--checkpoint",
+                                                help="best (the validation-selected epoch) or last."),
+          split: Split = typer.Option(Split.test, "--split", help="The split to evaluate."),
+          json_: bool = typer.Option(False, "--json", help="One JSON object: recomputed and recorded figures."),
+          home: Optional[Path] = HOME) -> None:
+    """Recompute a run's accuracies and geometry from its kept weights, beside what it recorded."""
+    from mtm_engine.analysis import evaluate_checkpoint
+    from mtm_engine.config import spec_from_dict
+
+    checkpoint, split = checkpoint.value, split.value
+    store = open_store(home)
+    run_id = store.resolve(run)
+    meta, _, records = store.run(run_id)
+    epoch, record = evaluate_checkpoint(spec_from_dict(meta["spec"]), store.run_dir(run_id), checkpoint)
+    stored = next((r for r in records if r["epoch"] == epoch), {})
+    keys = [k for k in record if k.startswith(f"{split}_")]
+    if json_:
+        print(json.dumps({"run_id": run_id, "checkpoint": checkpoint, "epoch": epoch, "split": split,
+                          "recomputed": {k: record[k] for k in keys}, "recorded": {k: stored.get(k) for k in keys}}))
+        return
+    table = Table(title=f"run {run_id[:8]}: {split} split from the {checkpoint} checkpoint (epoch {epoch})",
+                  box=None, header_style="bold")
+    for column in ("measure", "recomputed", "recorded", ""):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for k in keys:
+        same = stored.get(k) == record[k]
+        table.add_row(k[len(split) + 1:], f"{record[k]:.6g}", "-" if k not in stored else f"{stored[k]:.6g}",
+                      "equal" if same else "differs")
+    console.print(table)
+
+
 @app.command()
-def stop(run: str = typer.Argument(..., help="Run id or unique prefix."),
+def logs(run: str = RUN,
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until the run ends."),
+         home: Optional[Path] = HOME) -> None:
+    """Print a run's log (what a detached run printed)."""
+    from mtm_engine.store import LIVE, LOG
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    path = store.run_dir(run_id) / LOG
+    if not path.exists():
+        raise MtmError(f"run {run_id[:8]} has no log: it ran in the foreground (its figures: `mtm show {run_id[:8]}`)")
+    with open(path, errors="replace") as fh:
+        while True:
+            chunk = fh.read()
+            if chunk:
+                print(chunk, end="", flush=True)
+            elif not follow or store.row(run_id)["status"] not in LIVE:
+                return
+            else:
+                time.sleep(0.5)
+
+
+@app.command()
+def tag(run: str = RUN, tags: list[str] = typer.Argument(..., help="Tags to add (or remove with --untag)."),
+        untag: bool = typer.Option(False, "--untag", help="Remove these tags instead."),
+        home: Optional[Path] = HOME) -> None:
+    """Tag a run (mtm list --tag TAG shows the runs with a tag)."""
+    store = open_store(home)
+    run_id = store.resolve(run)
+    have = list(store.row(run_id).get("tags") or [])
+    new = [t for t in have if t not in tags] if untag else have + [t for t in dict.fromkeys(tags) if t not in have]
+    store.update(run_id, tags=new)
+    console.print(f"run {run_id[:8]} tags: {', '.join(new) or '(none)'}", markup=False)
+
+
+@app.command()
+def note(run: str = RUN, text: str = typer.Argument(..., help="The note; an empty string removes it."),
+         home: Optional[Path] = HOME) -> None:
+    """Attach a note to a run (shown by mtm show; --where 'note=...' filters on it)."""
+    store = open_store(home)
+    run_id = store.resolve(run)
+    store.update(run_id, note=text)
+    console.print(f"run {run_id[:8]} note: {text or '(removed)'}", markup=False)
+
+
+@app.command()
+def diff(a: str = RUN, b: str = RUN,
+         json_: bool = typer.Option(False, "--json", help="One JSON object."),
+         home: Optional[Path] = HOME) -> None:
+    """Two runs side by side: the spec keys that differ, then their best figures."""
+    from mtm_engine.records import classifiers_in, differing_keys, flatten_spec
+    from mtm_engine.results import summarise
+
+    store = open_store(home)
+    runs = [(store.resolve(x),) + store.run(store.resolve(x)) for x in (a, b)]
+    keys = differing_keys(meta["spec"] for _, meta, _, _ in runs)
+    best = {}
+    for run_id, _, _, records in runs:
+        summary = summarise(records, classifiers_in(records))["val"]
+        best[run_id] = {c: {"epoch": v["epoch"], "val_acc": v["val_acc"], "test_acc": v["test_acc"]}
+                        for c, v in summary.items()}
+    if json_:
+        print(json.dumps({"runs": [r[0] for r in runs],
+                          "spec": {k: [flatten_spec(meta["spec"]).get(k) for _, meta, _, _ in runs] for k in keys},
+                          "best": best}))
+        return
+    table = Table(box=None, header_style="bold")
+    table.add_column("")
+    for run_id, meta, row, _ in runs:
+        table.add_column(f"{run_id[:8]} {meta['name']}")
+    for k in keys:
+        table.add_row(k, *(repr(flatten_spec(meta["spec"]).get(k)) for _, meta, _, _ in runs))
+    for c in dict.fromkeys(c for figures in best.values() for c in figures):
+        table.add_row(f"{c} val/test (epoch)", *(
+            f"{100 * f[c]['val_acc']:.2f}/{100 * f[c]['test_acc']:.2f} ({f[c]['epoch']})"
+            if c in (f := best[run_id]) and f[c]["val_acc"] is not None else "-" for run_id, *_ in runs))
+    console.print(table if keys or best else "the two runs have the same spec and no records")
+
+
+@app.command()
+def stop(run: str = RUN,
          wait: float = typer.Option(0.0, "--wait", help="Wait up to this many seconds for the run to stop."),
          home: Optional[Path] = HOME) -> None:
     """Stop a run gracefully: its last whole epoch stays checkpointed; it becomes `interrupted`."""
@@ -297,37 +497,40 @@ def stop(run: str = typer.Argument(..., help="Run id or unique prefix."),
 
     store = open_store(home)
     run_id = store.resolve(run)
-    jobs.stop(store, run_id)
+    done = jobs.stop(store, run_id)
     deadline = time.time() + wait
     while wait and time.time() < deadline and store.row(run_id)["status"] in LIVE:
         time.sleep(0.5)
     status = store.row(run_id)["status"]
-    console.print(f"run {run_id}: " + (f"stopped ({status}); `mtm resume {run_id}` continues it" if status not in LIVE
-                                       else "stop requested; it stops after the current batch"))
+    short = run_id[:8]
+    console.print(f"run {short}: " + (f"{done}: stopped ({status}); `mtm resume {short}` continues it"
+                                      if status not in LIVE else f"{done}; it stops after the current batch"),
+                  markup=False)
 
 
 @app.command()
-def resume(run: str = typer.Argument(..., help="Run id or unique prefix."),
+def resume(run: str = RUN,
            detach: bool = typer.Option(False, "--detach", "-d", help="Continue in the background."),
            json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result."),
            home: Optional[Path] = HOME) -> None:
     """Continue an interrupted (or failed) run from its last checkpoint."""
     from mtm_engine.config import spec_from_dict
+    from mtm_engine.store import owner
     from mtm_tui import jobs
 
     store = open_store(home)
     run_id = store.resolve(run)
     if detach:
         log = jobs.resume_detached(store, run_id)
-        console.print(f"run [bold]{run_id}[/] resumes in the background; log: {log}")
+        console.print(f"run [bold]{run_id[:8]}[/] queued to resume in the background; log: {log}")
         return
-    jobs.check_resumable(store, run_id)
+    jobs.claim_for_resume(store, run_id, status="running", **owner())
     spec = spec_from_dict(store.meta(run_id)["spec"])
     _report(run_id, spec, _foreground(store, run_id, spec, resume=True, as_json=json_), json_)
 
 
 @app.command()
-def rm(run: str = typer.Argument(..., help="Run id or unique prefix."),
+def rm(run: str = RUN,
        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
        home: Optional[Path] = HOME) -> None:
     """Delete a run: its records, checkpoint and log."""
@@ -345,24 +548,20 @@ def rm(run: str = typer.Argument(..., help="Run id or unique prefix."),
 @app.command()
 def export(
     run: Optional[str] = typer.Argument(None, help="One run's report instead of the result tables."),
-    format_: str = typer.Option("markdown", "--format", help="markdown, csv or json."),
+    format_: Format = typer.Option(Format.markdown, "--format", help="The output format."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of the terminal."),
-    select: str = typer.Option("val", "--select", help="val (validation-selected epoch), final, or max-test "
-                                                       "(the paper's protocol, optimistic)."),
+    select: Select = typer.Option(Select.val, "--select", help="val (validation-selected epoch), final, or max-test "
+                                                              "(the paper's protocol, optimistic)."),
     compare_paper: bool = typer.Option(False, "--compare-paper", help="Put the paper's figures beside ours."),
-    status: list[str] = typer.Option(["finished"], "--status", help="Runs with this status (repeatable)."),
+    status: list[Status] = typer.Option([Status.finished], "--status", help="Runs with this status (repeatable)."),
     dataset: Optional[str] = FILTERS["dataset"], loss: Optional[str] = FILTERS["loss"],
     where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
     home: Optional[Path] = HOME,
 ) -> None:
     """Export result tables in the layout of the paper's Tables 6-7 (or one run's report)."""
     from mtm_engine import export as ex
-    from mtm_engine.results import SELECTIONS
 
-    if format_ not in ("markdown", "csv", "json"):
-        raise MtmError(f"--format {format_!r}: choose markdown, csv or json")
-    if select not in SELECTIONS:
-        raise MtmError(f"--select {select!r}: choose {', '.join(SELECTIONS)}")
+    format_, select = format_.value, select.value
     store = open_store(home)
     if run is not None:
         run_id = store.resolve(run)
@@ -381,8 +580,11 @@ def export(
     if out is None:
         print(text, end="" if text.endswith("\n") else "\n")
     else:
-        out.write_text(text)
-        err_console.print(f"wrote {out}")
+        from mtm_engine.store import writing
+
+        with writing(out):
+            out.write_text(text)
+        err_console.print(f"wrote {out.resolve()}", markup=False)
 
 
 @app.command("tune")
@@ -401,8 +603,8 @@ def tune_(
     """Search hyperparameters with Ray Tune (HyperOpt, ASHA, plateau stopping); every trial is a run."""
     from mtm_engine.sweep_spec import load_sweep
 
-    overrides = list(set_) + ([f"tune.num_samples={samples}"] if samples else []) + (
-        [f"tune.max_epochs={epochs}"] if epochs else [])
+    overrides = list(set_) + ([f"tune.num_samples={samples}"] if samples is not None else []) + (
+        [f"tune.max_epochs={epochs}"] if epochs is not None else [])
     store = open_store(home)
     spec, settings = load_sweep(config, overrides)   # validates before Ray starts
     from mtm_engine.tune import run_sweep
@@ -456,7 +658,7 @@ def plot(
     runs: list[str] = typer.Argument(None, help="Run ids or prefixes; or choose runs with the filters."),
     out: Path = typer.Option(Path("figures"), "--out", help="Folder for the figures."),
     format_: list[str] = typer.Option(["png", "svg"], "--format", help="png, svg, pdf (repeatable)."),
-    status: list[str] = typer.Option(["finished"], "--status", help="Runs with this status (repeatable)."),
+    status: list[Status] = typer.Option([Status.finished], "--status", help="Runs with this status (repeatable)."),
     dataset: Optional[str] = FILTERS["dataset"], loss: Optional[str] = FILTERS["loss"],
     where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
     home: Optional[Path] = HOME,
@@ -489,7 +691,10 @@ def main() -> None:
     except MtmError as exc:
         if debug:
             raise
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        if "--json" in sys.argv:   # scripts parse stdout: the error is JSON too
+            print(json.dumps({"error": str(exc)}))
+        else:
+            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted; `mtm resume RUN` continues from the last checkpoint", markup=False)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mtm_engine.errors import MtmError
-from mtm_engine.store import LIVE, LOG, Store
+from mtm_engine.store import LIVE, LOG, Store, owner
 
 QUEUE_DIR = "queue"
 POLL_S = 1.0   # how often the pool looks at the queue
@@ -152,11 +152,9 @@ def _mtm(*args: str) -> list[str]:
 
 
 def enqueue(store: Store, run_ids: str | list[str]) -> list[Path]:
-    """Put stored runs at the back of the queue; returns their log files."""
+    """Start draining new queued runs (create_run made them `queued`); returns their log files."""
     run_ids = [run_ids] if isinstance(run_ids, str) else run_ids
     configured_slots(store)   # the pool's slots are known before it starts
-    for run_id in run_ids:
-        store.update(run_id, status="queued", queued=time.time(), pid=None, message="")
     ensure_pool(store)
     return [store.run_dir(run_id) / LOG for run_id in run_ids]
 
@@ -212,7 +210,7 @@ def _start_worker(store: Store, run_id: str, device: str, lock_fd: int, cpu_slot
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
     process = _spawn(_mtm("worker", run_id, "--home", str(store.home.resolve())), store.run_dir(run_id) / LOG,
                      env=env, pass_fds=(lock_fd,))
-    store.update(run_id, pid=process.pid)
+    store.update(run_id, **owner(process.pid))
     return process
 
 
@@ -225,30 +223,41 @@ def launch_sweep(store: Store, config: Path, args: list[str] = ()) -> Path:
     return log
 
 
-def stop(store: Store, run_id: str) -> None:
-    """Take a queued run out of the queue, or ask a running one to stop after its current batch
-    (its last whole epoch stays checkpointed)."""
+def stop(store: Store, run_id: str) -> str:
+    """Take a queued run out of the queue, record a run whose process is gone as interrupted, or
+    ask a running one to stop after its current batch (its last whole epoch stays checkpointed).
+    Returns what it did, in words."""
     if store.transition(run_id, "queued", status="interrupted", message="stopped before it started; mtm resume "
                                                                          "starts it"):
-        return
+        return "taken out of the queue"
+    if store.reap([store.row(run_id)]):
+        return "its process had ended already; recorded as interrupted"
     row = store.row(run_id)
     if row["status"] not in LIVE:
         raise MtmError(f"run {run_id} is not running (status {row['status']}); nothing to stop")
     store.request_stop(run_id)
+    return "stop requested"
 
 
-def check_resumable(store: Store, run_id: str) -> None:
-    """Refuse a live or finished run; otherwise forget its old stop request, so it can run."""
-    row = store.row(run_id)
-    if row["status"] in LIVE:
-        raise MtmError(f"run {run_id} is still {row['status']}; stop it first with `mtm stop {run_id}`")
-    if row["status"] == "finished":
+RESUMABLE = ("interrupted", "failed", "diverged")
+
+
+def claim_for_resume(store: Store, run_id: str, **fields: Any) -> None:
+    """Atomically make a stopped run this caller's (`fields`: its new status and owner), so that two
+    resumes of one run never both train it; the loser gets one line saying who has it."""
+    if not store.transition(run_id, RESUMABLE, message="", **fields):
+        row = store.row(run_id)
+        if row["status"] == "running":
+            raise MtmError(f"run {run_id} is running (pid {row.get('pid') or '?'} on {row.get('host')}); "
+                           f"`mtm stop {run_id}` stops it")
+        if row["status"] == "queued":
+            raise MtmError(f"run {run_id} is queued already; `mtm stop {run_id}` takes it out of the queue")
         raise MtmError(f"run {run_id} has finished all its epochs; nothing to resume")
     store.clear_stop(run_id)
 
 
 def resume_detached(store: Store, run_id: str) -> Path:
-    check_resumable(store, run_id)
+    claim_for_resume(store, run_id, status="queued", queued=time.time(), pid=None)
     return enqueue(store, run_id)[0]
 
 

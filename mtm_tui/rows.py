@@ -38,7 +38,7 @@ def status(value: str, place: int | None = None) -> str:
 
 def row_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
     """One string per COLUMNS entry."""
-    return (row["id"], row["name"], status(row["status"], row.get("queue_place")), DATASET_TITLES.get(row["dataset"], row["dataset"]),
+    return (row["id"][:8], row["name"], status(row["status"], row.get("queue_place")), DATASET_TITLES.get(row["dataset"], row["dataset"]),
             BACKBONE_SHORT.get(row["backbone"], row["backbone"]), LOSS_CODES.get(row["loss"], row["loss"]),
             str(row.get("dim") or "-"), f"{row['epoch']}/{row['epochs']}", pct(row.get("best_val")),
             pct(row.get("test_acc")), age(now - row["created"]), row.get("sweep") or "")

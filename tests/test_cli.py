@@ -43,3 +43,20 @@ def test_seeds_run_one_after_another_and_report_mean_and_std(mtm_env, tmp_path):
     assert set(result["test_accuracy_mean"]) == {"cos", "cos_ce", "euc", "euc_ce"}
     listed = json.loads(run_mtm(["list", "--json"], mtm_env, tmp_path).stdout)
     assert sorted(r["seed"] for r in listed) == [0, 1]
+
+
+def test_a_run_records_its_provenance(mtm_env, tmp_path):
+    """Commit, dirty flag and the patch of a dirty tree (from a checkout), package and torch versions,
+    and the device; an installed wheel has no git, and records none."""
+    from importlib import metadata
+
+    run_id = json.loads(run_mtm(["run", "--json", "--set", "train.epochs=1", "--set", "model.width=4"],
+                                mtm_env, tmp_path).stdout)["run_id"]
+    shown = json.loads(run_mtm(["show", run_id, "--json"], mtm_env, tmp_path).stdout)
+    assert shown["versions"]["mtm"] == metadata.version("mtm") and shown["versions"]["torch"]
+    assert shown["device"] == "cpu"
+    patch = tmp_path / "home" / "runs" / run_id / "source.patch"
+    if shown["git"] is None:   # installed from the wheel
+        assert shown["git_dirty"] is None and not patch.exists()
+    else:
+        assert len(shown["git"]) == 40 and shown["git_dirty"] == patch.exists()

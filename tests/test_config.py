@@ -2,8 +2,8 @@ import pytest
 
 from mtm_engine import config
 from mtm_engine.config import load_spec, spec_from_dict
-from mtm_engine.sweep_spec import load_sweep
 from mtm_engine.errors import ConfigError
+from mtm_engine.sweep_spec import load_sweep
 
 
 def test_quickstart_is_shipped_and_valid():

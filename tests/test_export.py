@@ -4,6 +4,7 @@ import json
 import subprocess
 
 from conftest import MTM
+
 from mtm_engine.config import load_spec
 from mtm_engine.export import build_tables, to_markdown
 from mtm_engine.runner import create_run

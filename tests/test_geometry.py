@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from mtm_engine.geometry import (
-    centre_distance, centre_separation, class_centres, class_embedding_gap, cluster_size, geometry,
+    centre_distance,
+    centre_separation,
+    class_centres,
+    class_embedding_gap,
+    cluster_size,
+    geometry,
     median_cosine,
 )
 

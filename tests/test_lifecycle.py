@@ -3,11 +3,11 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
-
 from conftest import MTM
 
 EPOCHS = 6
@@ -94,3 +94,40 @@ def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):
     mtm(["resume", second, "--detach"], mtm_env, tmp_path)   # resuming forgets the old stop request
     wait_for(lambda: listed(mtm_env, tmp_path)[second]["epoch"] >= 1)
     mtm(["stop", second, "--wait", "60"], mtm_env, tmp_path)
+
+
+def test_ctrl_c_of_mtm_run_says_how_to_resume_and_exits_130(mtm_env, tmp_path):
+    process = subprocess.Popen(MTM + ["run", "--set", "train.epochs=40"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=mtm_env, cwd=tmp_path)
+    run_id = wait_for(lambda: next(iter(listed(mtm_env, tmp_path)), None))
+    wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == f"interrupted; resume with `mtm resume {run_id[:8]}`"
+    assert listed(mtm_env, tmp_path)[run_id]["status"] == "interrupted"
+
+
+def test_two_resumes_of_one_run_never_both_train(mtm_env, tmp_path):
+    run_id = json.loads(mtm(["run", "-d", "--json", "--set", "train.epochs=40"], mtm_env, tmp_path).stdout)["run_id"]
+    wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
+    mtm(["stop", run_id, "--wait", "60"], mtm_env, tmp_path)
+    first = subprocess.Popen(MTM + ["resume", run_id], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=mtm_env, cwd=tmp_path)
+    wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["status"] == "running")
+    second = mtm(["resume", run_id], mtm_env, tmp_path, check=False)
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [
+        f"error: run {run_id} is running (pid {first.pid} on {socket.gethostname()}); "
+        f"`mtm stop {run_id}` stops it"]
+    mtm(["stop", run_id, "--wait", "60"], mtm_env, tmp_path)
+    first.wait(timeout=60)
+
+
+def test_stop_of_a_run_whose_process_is_gone_records_it_interrupted(mtm_env, tmp_path):
+    run_id = json.loads(mtm(["run", "-d", "--json", "--set", "train.epochs=40"], mtm_env, tmp_path).stdout)["run_id"]
+    pid = wait_for(lambda: (r := listed(mtm_env, tmp_path)[run_id])["status"] == "running" and r["pid"])
+    os.kill(pid, signal.SIGKILL)
+    out = mtm(["stop", run_id], mtm_env, tmp_path)
+    assert "its process had ended already; recorded as interrupted: stopped (interrupted)" in out.stdout
+    assert json.loads(mtm(["show", run_id, "--json"], mtm_env, tmp_path).stdout)["status"] == "interrupted"

@@ -8,9 +8,10 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from conftest import MTM, ROOT
+
 import mtm_engine
 import mtm_tui
-from conftest import MTM, ROOT
 
 PACKAGES = ("mtm_engine", "mtm_tui")
 SHIPPED = {".py", ".tcss", ".toml", ".json"}

@@ -5,7 +5,6 @@ import os
 import signal
 
 import pytest
-
 from test_lifecycle import listed, mtm, wait_for
 
 pytestmark = pytest.mark.slow

@@ -2,15 +2,17 @@
 
 import json
 import multiprocessing as mp
+import os
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import MTM
 
 from mtm_engine.errors import MtmError
-from mtm_engine.store import Store, StoreError, parse_where
+from mtm_engine.store import Store, StoreError, owner, parse_where
 
 
 def _row(**over):
@@ -84,19 +86,84 @@ def test_a_corrupt_run_file_is_named(tmp_path):
         store.append_epoch("abcd1234", {"epoch": 1}, {"epoch": 1})
 
 
-def test_a_dead_running_run_shows_as_interrupted(tmp_path):
+def test_a_dead_running_run_shows_as_interrupted_and_reading_writes_nothing(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     store = Store(tmp_path)
     store.create_run("deadpid0", {"spec": {}, "seed": 0}, _row(pid=dead.pid))
-    store.create_run("alivepid", {"spec": {}, "seed": 0}, _row(pid=subprocess.os.getpid()))
+    store.create_run("alivepid", {"spec": {}, "seed": 0}, _row(**owner()))
+    store.create_run("reusedpid", {"spec": {}, "seed": 0}, _row(**{**owner(), "pid_start": owner()["pid_start"] - 1}))
     store.create_run("farstale", {"spec": {}, "seed": 0}, _row(host="elsewhere", pid=1))
     store.create_run("farfresh", {"spec": {}, "seed": 0}, _row(host="elsewhere", pid=1))
     store.update("farstale", heartbeat=time.time() - 3600)
-    status = {r["id"]: r["status"] for r in store.rows()}
-    assert status == {"deadpid0": "interrupted", "alivepid": "running", "farstale": "interrupted",
-                      "farfresh": "running"}
-    assert store.meta("deadpid0") and Store(tmp_path).row("deadpid0")["status"] == "interrupted"   # persisted
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*.json")}
+    rows = store.rows()
+    status = {r["id"]: r["status"] for r in rows}
+    # a pid that lives on but started at another time is another process: the run's is gone
+    assert status == {"deadpid0": "interrupted", "alivepid": "running", "reusedpid": "interrupted",
+                      "farstale": "interrupted", "farfresh": "running"}
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.json")} == files   # reads are pure
+    assert sorted(store.reap(rows)) == ["deadpid0", "farstale", "reusedpid"]
+    assert Store(tmp_path).row("deadpid0")["status"] == "interrupted"   # now recorded
+    assert "dead" not in Store(tmp_path).row("deadpid0") and store.reap(store.rows()) == []
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small filesystem of its own (256 KiB), to fill up or to make read-only."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _dead_run(home) -> None:
+    from mtm_engine.config import load_spec
+    from mtm_engine.runner import create_run
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    create_run(Store(home), load_spec(), status="running", run_id="deadpid0")
+    Store(home).update("deadpid0", pid=dead.pid)
+
+
+def test_a_full_home_fails_in_one_line_and_leaves_no_temporary_file(tmpfs, mtm_env):
+    _dead_run(tmpfs)
+    fd = os.open(tmpfs / "filler", os.O_WRONLY | os.O_CREAT)   # fill the disk
+    with pytest.raises(OSError, match="No space left"):
+        while True:
+            os.write(fd, b"x" * 4096)
+    os.close(fd)
+    env = {**mtm_env, "MTM_HOME": str(tmpfs)}
+    listed = subprocess.run(MTM + ["list", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["status"] == "interrupted"
+    for args in (["run", "--set", "train.epochs=1"], ["rm", "deadpid0", "--yes"]):
+        out = subprocess.run(MTM + args, capture_output=True, text=True, env=env, timeout=120)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1 and "cannot write" in lines[0] and "No space left" in lines[0]
+    assert not [p for p in tmpfs.rglob("*.tmp")]
+
+
+def test_a_read_only_home_still_lists_shows_and_exports(tmpfs, mtm_env):
+    _dead_run(tmpfs)
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    env = {**mtm_env, "MTM_HOME": str(tmpfs)}
+    for args in (["list"], ["show", "dead"], ["export", "--status", "interrupted"]):
+        out = subprocess.run(MTM + args, capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr
+        assert out.returncode == 0 or out.stderr.startswith("error: no runs with records"), out.stderr
+    out = subprocess.run(MTM + ["stop", "dead"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        out.stderr.strip()] and "Read-only file system" in out.stderr
+
+
+def test_two_claims_of_one_run_never_both_win(tmp_path):
+    store = Store(tmp_path)
+    store.create_run("stopped0", {"spec": {}, "seed": 0}, _row(status="interrupted"))
+    wins = [store.transition("stopped0", ("interrupted", "failed"), status="running", **owner()) for _ in range(2)]
+    assert wins == [True, False] and store.row("stopped0")["pid"] == os.getpid()
 
 
 def test_prefixes_resolve_or_list_the_candidates(tmp_path):

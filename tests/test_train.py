@@ -5,6 +5,7 @@ import torch
 
 from mtm_engine.config import load_spec
 from mtm_engine.data import Dataset, Split, load_dataset
+from mtm_engine.errors import ConfigError
 from mtm_engine.train import CHECKPOINT, EpochEnded, RunDiverged, fit
 
 
@@ -79,3 +80,30 @@ def test_should_stop_interrupts_after_a_whole_epoch(digits, tmp_path):
     result = fit(load_spec(overrides=["train.epochs=3"]), tmp_path, StopAfterFirst(), data=digits,
                  should_stop=lambda: bool(epochs_done) or next(stops))
     assert result.status == "interrupted" and [r["epoch"] for r in result.records] == [1]
+
+
+def test_the_kept_best_and_last_weights_reproduce_the_recorded_epochs_exactly(tmp_path):
+    from mtm_engine.analysis import evaluate_checkpoint
+
+    spec = load_spec(overrides=["train.epochs=3", "model.width=4", "model.dim=16", "train.lr=0.003"])
+    result = fit(spec, tmp_path)
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "checkpoint.pt").exists()
+    best_epoch = result.summary["val"][spec.classifiers[0]]["epoch"]
+    for which, expected_epoch in (("best", best_epoch), ("last", 3)):
+        epoch, record = evaluate_checkpoint(spec, tmp_path, which)
+        stored = result.records[epoch - 1]
+        assert epoch == expected_epoch
+        assert {k: record[k] for k in stored if k in record} == {k: stored[k] for k in stored if k in record}
+        assert any(k.startswith("test_acc_") for k in record)
+
+
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path):
+    spec = load_spec(overrides=["train.epochs=1", "model.width=4", "model.dim=16"])
+    fit(spec, tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=f"checkpoint {tmp_path / 'checkpoint.pt'} is damaged"):
+        fit(load_spec(overrides=["train.epochs=2", "model.width=4", "model.dim=16"]), tmp_path, resume=True)
+    fit(spec, tmp_path / "other")   # a checkpoint of another network
+    (tmp_path / "other" / "checkpoint.pt").replace(tmp_path / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="belongs to another network"):
+        fit(load_spec(overrides=["train.epochs=2", "model.width=8", "model.dim=16"]), tmp_path, resume=True)

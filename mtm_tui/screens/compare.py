@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from mtm_engine.records import differing_keys, flatten_spec
 from mtm_engine.results import summarise
 from mtm_tui.screens.base import PollingScreen
 from mtm_tui.widgets.charts import classifiers_of, lines
@@ -23,14 +22,6 @@ METRICS = {
     "6": ("centre separation (test)", "test_centre_separation", True),
     "7": ("median cosine (test)", "test_median_cosine", False),
 }
-
-
-def differing(specs: dict[str, dict[str, Any]]) -> list[str]:
-    """The configuration keys (section.key) whose values are not all equal."""
-    flat = {rid: {f"{s}.{k}": v for s, d in spec.items() if isinstance(d, dict) for k, v in d.items()}
-            for rid, spec in specs.items()}
-    keys = sorted({k for f in flat.values() for k in f})
-    return [k for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1]
 
 
 class CompareScreen(PollingScreen):
@@ -56,13 +47,13 @@ class CompareScreen(PollingScreen):
         self.runs = runs
         self.draw()
         specs = {rid: meta["spec"] for rid, (meta, _, _) in runs.items()}
-        keys = differing(specs) if len(runs) > 1 else []
+        keys = differing_keys(specs.values()) if len(runs) > 1 else []
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_columns("run", "name", "status", *keys, "classifier", "best epoch", "val (best)", "test (best)",
                           "test (last)")
         for rid, (meta, row, records) in runs.items():
-            flat = {f"{s}.{k}": v for s, d in meta["spec"].items() if isinstance(d, dict) for k, v in d.items()}
+            flat = flatten_spec(meta["spec"])
             classifiers = classifiers_of(records)
             summary = summarise(records, classifiers[:1])
             sel = summary["val"].get(classifiers[0]) if classifiers else None

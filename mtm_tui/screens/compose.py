@@ -17,9 +17,9 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from mtm_engine.config import CHOICES, DATASETS, SECTIONS, Spec, quickstart_path, spec_from_dict, spec_to_toml
-from mtm_engine.sweep_spec import TuneSpec, load_sweep, validate_sweep
 from mtm_engine.errors import MtmError
 from mtm_engine.runner import create_run
+from mtm_engine.sweep_spec import TuneSpec, load_sweep, validate_sweep
 from mtm_tui import jobs
 
 # The [tune] keys the form offers; the search space comes from the preset (or the paper's).

@@ -13,8 +13,8 @@ from textual_plotext import PlotextPlot
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
-from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 from mtm_tui.rows import gpu_memory, status
+from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 from mtm_tui.widgets.charts import RUN_CHARTS, classifiers_of
 
 LOG_LINES = 12

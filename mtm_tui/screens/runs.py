@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from mtm_engine.errors import MtmError
 from mtm_tui import jobs
 from mtm_tui.rows import COLUMNS as ROW_COLUMNS
 from mtm_tui.rows import row_cells
@@ -60,7 +62,10 @@ class RunsScreen(PollingScreen):
         super().on_mount()
 
     def fetch(self) -> list[dict[str, Any]]:
-        return jobs.with_queue_places(self.app.store.rows())
+        rows = self.app.store.rows()
+        with contextlib.suppress(MtmError):   # record dead runs where the home is writable
+            self.app.store.reap(rows)
+        return jobs.with_queue_places(rows)
 
     def show(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows

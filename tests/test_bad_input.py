@@ -1,0 +1,42 @@
+"""Damaged or odd input: one line on stderr, exit 1, no traceback, nothing written."""
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import MTM
+
+CASES = [
+    (["run", "--set", "train.seed=99999999999"], "train.seed = 99999999999: must be 0..2147483647"),
+    (["run", "--set", "train.lr=1e300"], "train.lr = 1e+300: must be above 0 and at most 10"),
+    (["run", "--set", "model.dim=10000000"], "model.dim = 10000000: must be 1..65536"),
+    (["run", "--set", "eval.classifiers=cos,cos"], "a classifier is named twice"),
+    (["run", "--set", "tune.num_samples=3"], "tune.* keys only apply to `mtm tune`"),
+    (["run", "."], "is a directory; give the path of a TOML experiment file"),
+    (["tune", "--samples", "0", "--epochs", "0"], "tune.num_samples = 0: must be at least 1"),
+    (["list", "--where", "x>>1"], "expected FIELD OP VALUE"),
+    (["list", "--dataset", "F-MNIST-ish"], "--dataset F-MNIST-ish: unknown; choose one of"),
+]
+
+
+@pytest.mark.parametrize("args, says", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_is_one_line_and_exit_1(args, says, mtm_env, tmp_path):
+    out = subprocess.run(MTM + args, capture_output=True, text=True, env=mtm_env, cwd=tmp_path, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
+    assert not (tmp_path / "home" / "runs").exists()
+
+
+def test_errors_of_json_commands_are_json(mtm_env, tmp_path):
+    out = subprocess.run(MTM + ["show", "nope", "--json"], capture_output=True, text=True, env=mtm_env, cwd=tmp_path)
+    assert out.returncode == 1 and json.loads(out.stdout) == {
+        "error": f"no run 'nope' in {tmp_path / 'home'}; `mtm list` shows the runs"}
+
+
+def test_a_wrong_choice_exits_2_and_help_lists_the_choices(mtm_env, tmp_path):
+    out = subprocess.run(MTM + ["list", "--status", "bogus"], capture_output=True, text=True, env=mtm_env)
+    assert out.returncode == 2 and "'bogus' is not one of 'queued', 'running'" in out.stderr
+    shown = subprocess.run(MTM + ["export", "--help"], capture_output=True, text=True, env=mtm_env).stdout
+    assert "markdown|csv|json" in shown and "val|final|max-test" in shown and "[default: ./mtm-home]" in \
+        subprocess.run(MTM + ["list", "--help"], capture_output=True, text=True, env=mtm_env).stdout
