@@ -394,11 +394,10 @@ def parse_where(text: str) -> Callable[[dict[str, Any]], bool]:
            "==": lambda a, b: a == b, "=": lambda a, b: a == b, "!=": lambda a, b: a != b}
 
     def predicate(row: dict[str, Any]) -> bool:
-        if field not in row:
-            raise StoreError(f"--where {text!r}: unknown field {field!r}; fields: {', '.join(sorted(row))}")
-        have = row[field]
+        have = row.get(field)   # a field only some runs have (note, tags): the others do not match
         if have is None or isinstance(value, float) != isinstance(have, (int, float)):
             return False
         return ops[op](have, value)
 
+    predicate.field = field   # type: ignore[attr-defined]  (checked against the rows by the caller)
     return predicate

@@ -3,7 +3,10 @@ the work. It never imports torch or ray: training runs in separate processes."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +41,19 @@ class MtmApp(App):
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
 
+    @property
+    def crash_log(self) -> Path:
+        return Path.home() / ".cache" / "mtm" / "tui-crash.log"
+
+    def _handle_exception(self, error: Exception) -> None:
+        """A crash ends the app with exit code 1 (Textual's own), and its traceback goes to a log file
+        that `main` names, so that it survives the terminal being restored."""
+        with contextlib.suppress(OSError):
+            self.crash_log.parent.mkdir(parents=True, exist_ok=True)
+            self.crash_log.write_text(time.strftime("%Y-%m-%d %H:%M:%S ") + "".join(
+                traceback.format_exception(type(error), error, error.__traceback__)))
+        super()._handle_exception(error)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -71,7 +87,11 @@ def main() -> None:
     def tui(home: Path = typer.Option(Path("mtm-home"), "--home", envvar="MTM_HOME", show_envvar=True,
                                       help="Folder of the store, checkpoints and logs.")) -> None:
         """The terminal workbench of the Moving Targets Model."""
-        MtmApp(home).run()
+        app = MtmApp(home)
+        app.run()
+        if app.return_code:
+            print(f"mtm-tui stopped on an error; its traceback is in {app.crash_log}", file=sys.stderr)
+            raise typer.Exit(app.return_code)
 
     cli()
 

@@ -268,6 +268,10 @@ def _filtered(store, status, dataset, loss, where, sweep, tags=()) -> list[dict[
     loss = _named(loss, LOSS_CODES, "loss")
     predicates = [parse_where(w) for w in where]
     rows = store.rows()
+    fields = {k for r in rows for k in r}
+    for text, predicate in zip(where, predicates):
+        if rows and predicate.field not in fields:
+            raise MtmError(f"--where {text!r}: unknown field {predicate.field!r}; fields: {', '.join(sorted(fields))}")
     with contextlib.suppress(MtmError):   # a read-only home still lists (dead runs shown as interrupted)
         store.reap(rows)
     rows = with_queue_places(rows)

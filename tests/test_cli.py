@@ -60,3 +60,31 @@ def test_a_run_records_its_provenance(mtm_env, tmp_path):
         assert shown["git_dirty"] is None and not patch.exists()
     else:
         assert len(shown["git"]) == 40 and shown["git_dirty"] == patch.exists()
+
+
+def test_tags_notes_sort_limit_diff_logs_and_eval(mtm_env, tmp_path):
+    small = ["--set", "train.epochs=2", "--set", "model.width=4", "--set", "model.dim=16"]
+    a = json.loads(run_mtm(["run", "--json", *small], mtm_env, tmp_path).stdout)["run_id"]
+    b = json.loads(run_mtm(["run", "--json", *small, "--set", "train.lr=0.003"], mtm_env, tmp_path).stdout)["run_id"]
+    assert run_mtm(["tag", a[:8], "baseline", "cpu"], mtm_env, tmp_path).returncode == 0
+    assert run_mtm(["tag", a[:8], "cpu", "--untag"], mtm_env, tmp_path).returncode == 0
+    assert run_mtm(["note", b[:8], "higher lr"], mtm_env, tmp_path).returncode == 0
+
+    def ids(*args):
+        return [r["id"] for r in json.loads(run_mtm(["list", "--json", *args], mtm_env, tmp_path).stdout)]
+
+    assert ids("--tag", "baseline") == [a] and ids("--tag", "cpu") == []
+    assert ids("--where", "note=higher lr") == [b]
+    assert ids("--sort", "-created", "--limit", "1") == [b] and ids("--sort", "created") == [a, b]
+    unknown = run_mtm(["list", "--where", "nosuchfield>1"], mtm_env, tmp_path)
+    assert unknown.returncode == 1 and "unknown field 'nosuchfield'" in unknown.stderr
+    nothing = run_mtm(["list", "--tag", "absent"], mtm_env, tmp_path)
+    assert nothing.returncode == 0 and nothing.stdout.strip() == "no runs match"
+
+    diff = json.loads(run_mtm(["diff", a[:8], b[:8], "--json"], mtm_env, tmp_path).stdout)
+    assert diff["spec"] == {"train.lr": [0.002, 0.003]} and set(diff["best"][a]) == {"cos", "cos_ce", "euc", "euc_ce"}
+    no_log = run_mtm(["logs", a[:8]], mtm_env, tmp_path)
+    assert no_log.returncode == 1 and "it ran in the foreground" in no_log.stderr
+
+    evaluated = json.loads(run_mtm(["eval", a[:8], "--checkpoint", "last", "--json"], mtm_env, tmp_path).stdout)
+    assert evaluated["epoch"] == 2 and evaluated["recomputed"] == evaluated["recorded"]

@@ -3,6 +3,7 @@ from a fixture store, and the real `mtm-tui` in a terminal (tmux)."""
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -222,3 +223,70 @@ def test_mtm_tui_in_a_real_terminal(fixture_home, tmp_path):
         assert subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+# --- regressions: the app never crashes in normal use ------------------------------------------------
+
+def test_a_run_with_no_epochs_shows_every_chart_without_crashing(tmp_path):
+    """Log-scale charts with no data crashed plotext (a queued or just-launched run's σ & ρ tab)."""
+    store = Store(tmp_path / "home")
+    run_id = create_run(store, load_spec(), status="queued")
+    app = _app(tmp_path / "home")
+
+    async def flow():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await _settle(pilot, 0.5)
+            app.open_run(run_id)
+            await _settle(pilot, 0.5)
+            for _ in range(7):   # every tab, the log-scale ones included
+                await pilot.press("right")
+                await _settle(pilot, 0.3)
+            assert isinstance(app.screen, RunScreen) and app.return_code is None
+    asyncio.run(flow())
+
+
+def test_failed_writes_are_notifications_not_crashes(fixture_home, tmp_path):
+    (tmp_path / "experiments").write_text("a file where compose would make a folder")
+    app = _app(fixture_home)
+    messages = []
+
+    async def flow():
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.notify = lambda message, **kw: messages.append(message)
+            await _settle(pilot, 0.5)
+            await pilot.press("e")
+            await _settle(pilot, 1.0)
+            app.screen.query_one("#path", Input).value = "/nonexistent/dir/out.md"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: any("cannot write /nonexistent/dir/out.md" in m for m in messages))
+            await pilot.press("escape")
+            await pilot.press("c")
+            await until(pilot, lambda: app.screen.query("#f-train--epochs"))
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: any("cannot write" in m and "experiments" in m for m in messages[1:]))
+            assert app.return_code is None
+    asyncio.run(flow())
+
+
+def test_no_screen_binds_a_key_that_text_inputs_use():
+    """ctrl+k launched a sweep but every Input took it as "delete to the end of the line"."""
+    from mtm_tui.screens.compose import ComposeScreen
+    from mtm_tui.screens.export import ExportScreen
+
+    input_keys = {key for binding in Input.BINDINGS for key in binding.key.split(",")}
+    for screen in (ComposeScreen, ExportScreen):
+        keys = {key for binding in screen.BINDINGS for key in binding.key.split(",")}
+        assert not keys & input_keys, (screen.__name__, keys & input_keys)
+
+
+def test_a_crash_exits_non_zero_and_keeps_its_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = tmp_path / "home"
+    out = subprocess.run([sys.executable, "-c", (
+        "import sys; from mtm_tui.app import MtmApp, main; "
+        "MtmApp.on_mount = lambda self: 1 / 0; sys.argv = ['mtm-tui', '--home', sys.argv[1]]; main()"), str(home)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
+    log = tmp_path / ".cache" / "mtm" / "tui-crash.log"
+    assert out.returncode == 1
+    assert f"mtm-tui stopped on an error; its traceback is in {log}" in out.stderr
+    assert "ZeroDivisionError" in log.read_text()

@@ -19,6 +19,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from mtm_engine.config import CHOICES, DATASETS, SECTIONS, Spec, quickstart_path, spec_from_dict, spec_to_toml
 from mtm_engine.errors import MtmError
 from mtm_engine.runner import create_run
+from mtm_engine.store import writing
 from mtm_engine.sweep_spec import TuneSpec, load_sweep, validate_sweep
 from mtm_tui import jobs
 
@@ -45,7 +46,7 @@ class ComposeScreen(Screen):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("ctrl+s", "save", "Save TOML"),
         Binding("ctrl+l", "launch", "Launch run"),
-        Binding("ctrl+k", "sweep", "Launch sweep"),
+        Binding("ctrl+r", "sweep", "Launch sweep"),   # not ctrl+k: every Input deletes to the end of the line with it
     ]
 
     def __init__(self):
@@ -74,7 +75,7 @@ class ComposeScreen(Screen):
         with Horizontal(id="compose-buttons"):
             yield Button("Save TOML (ctrl+s)", id="save", compact=True)
             yield Button("Launch run (ctrl+l)", id="launch", variant="success", compact=True)
-            yield Button("Launch sweep (ctrl+k)", id="sweep", variant="primary", compact=True)
+            yield Button("Launch sweep (ctrl+r)", id="sweep", variant="primary", compact=True)
         yield Footer()
 
     def _row(self, key: str, widget) -> ComposeResult:
@@ -168,24 +169,39 @@ class ComposeScreen(Screen):
             path = self.app.store.home / "composed" / f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.toml"
             self.launch_sweep(path, self._toml())
 
+    def _write(self, path: Path, text: str) -> bool:
+        """Write a TOML file off the UI thread; a failure (a folder that cannot be made, a full disk)
+        is a notification, never a crash."""
+        try:
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        except MtmError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return False
+        return True
+
     @work(thread=True, group="compose")
     def save(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        self.app.call_from_thread(self.notify, f"saved {path}")
+        if self._write(path, text):
+            self.app.call_from_thread(self.notify, f"saved {path.resolve()}")
 
     @work(thread=True, group="compose")
     def launch_run(self, spec: Spec) -> None:
         store = self.app.store
-        run_id = create_run(store, spec, status="queued")
-        jobs.enqueue(store, run_id)
-        self.app.call_from_thread(self.notify, f"run {run_id} queued in the background")
+        try:
+            run_id = create_run(store, spec, status="queued")
+            jobs.enqueue(store, run_id)
+        except MtmError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self.notify, f"run {run_id[:8]} queued in the background")
         self.app.call_from_thread(self.app.pop_screen)
 
     @work(thread=True, group="compose")
     def launch_sweep(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        if not self._write(path, text):
+            return
         log = jobs.launch_sweep(self.app.store, path)
         self.app.call_from_thread(self.notify, f"sweep launched; its trials appear on the Runs screen (log {log})")
         self.app.call_from_thread(self.app.pop_screen)

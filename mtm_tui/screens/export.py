@@ -14,6 +14,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Markdown, Sele
 from mtm_engine import export as ex
 from mtm_engine.errors import MtmError
 from mtm_engine.results import SELECTIONS
+from mtm_engine.store import writing
 
 
 class ExportScreen(Screen):
@@ -75,5 +76,11 @@ class ExportScreen(Screen):
         preview = self.query_one("#preview", Markdown)
         self.app.call_from_thread(preview.update, shown if tables else "no finished runs yet")
         if path is not None:
-            path.write_text(text)
+            path = path.expanduser().resolve()
+            try:
+                with writing(path):
+                    path.write_text(text)
+            except MtmError as exc:   # a missing folder or a full disk: say so, keep the app
+                self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+                return
             self.app.call_from_thread(self.notify, f"wrote {path} ({len(tables)} tables)")

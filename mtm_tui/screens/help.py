@@ -19,7 +19,7 @@ another SSH session, a Ray sweep) appear within a second or two.
 |---|---|
 | **Runs** | `enter` open · `space` mark · `m` compare marked · `v` embedding · `x` stop · `R` resume · `d` delete · `c` compose · `e` export · `s` sort (or click a header) · `g` group by sweep · `/` filter |
 | **Run** | `←` `→` charts · `v` embedding · `x` stop · `R` resume · `esc` back |
-| **Compose** | pick a preset, edit the fields (checked as you type) · `ctrl+s` save TOML · `ctrl+l` launch run · `ctrl+k` launch sweep · `esc` back |
+| **Compose** | pick a preset, edit the fields (checked as you type) · `ctrl+s` save TOML · `ctrl+l` launch run · `ctrl+r` launch sweep · `esc` back |
 | **Compare** | `1`-`7` metric · `esc` back |
 | **Embedding** | `b` best / last epoch · `esc` back |
 | **Export** | choose options · `ctrl+r` preview · `ctrl+s` write the file · `esc` back |

@@ -11,13 +11,13 @@ from textual_plotext import PlotextPlot
 COLOURS = ("blue+", "red+", "green+", "orange+", "magenta+", "cyan+", "yellow+", "white", "gray", "blue")
 
 
-def _reset(widget: PlotextPlot, title: str, xlabel: str = "epoch", ylabel: str = "", log_y: bool = False):
+def _reset(widget: PlotextPlot, title: str, xlabel: str = "epoch", ylabel: str = ""):
     plt = widget.plt
     plt.clear_data()
     plt.title(title)
     plt.xlabel(xlabel)
     plt.ylabel(ylabel)
-    plt.yscale("log" if log_y else "linear")
+    plt.yscale("linear")
     return plt
 
 
@@ -30,7 +30,7 @@ def _finite(xs: Iterable[Any], ys: Iterable[Any], log_y: bool) -> tuple[list, li
 def lines(widget: PlotextPlot, title: str, series: dict[str, tuple[list, list]], *, xlabel: str = "epoch",
           ylabel: str = "", log_y: bool = False, scatter: bool = False) -> None:
     """One line (or scatter) per named series of (x, y)."""
-    plt = _reset(widget, title, xlabel, ylabel, log_y)
+    plt = _reset(widget, title, xlabel, ylabel)
     drawn = 0
     for i, (label, (xs, ys)) in enumerate(series.items()):
         xs, ys = _finite(xs, ys, log_y)
@@ -39,8 +39,10 @@ def lines(widget: PlotextPlot, title: str, series: dict[str, tuple[list, list]],
         draw = plt.scatter if scatter or len(xs) == 1 else plt.plot
         draw(xs, ys, label=label, color=COLOURS[i % len(COLOURS)], marker="braille" if not scatter else "dot")
         drawn += 1
-    if not drawn:
+    if not drawn:   # an empty log-scale plot crashes plotext (reverse_scale of no data): stay linear
         plt.title(f"{title}: waiting for the first epoch")
+    elif log_y:
+        plt.yscale("log")
     widget.refresh()
 
 
