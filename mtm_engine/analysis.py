@@ -10,7 +10,8 @@ from mtm_engine.config import Spec
 from mtm_engine.data import load_dataset
 from mtm_engine.errors import ConfigError
 from mtm_engine.models import build_model
-from mtm_engine.train import BEST, CHECKPOINT, evaluate, read_checkpoint, resolve_device
+from mtm_engine.records import BEST, CHECKPOINT
+from mtm_engine.train import evaluate, read_checkpoint, resolve_device
 
 CHECKPOINTS = {"best": BEST, "last": CHECKPOINT}
 

@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from mtm_engine.config import BACKBONES, LOSSES
-from mtm_engine.records import differing_keys, flatten_spec
+from mtm_engine.records import acc_key, differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
 COLUMNS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
@@ -87,7 +87,7 @@ def build_tables(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], select
                 for _, records in members:
                     chosen = select_epoch(records, column, selection)
                     if chosen is not None:
-                        values.append(100.0 * chosen[f"test_acc_{column}"])
+                        values.append(100.0 * chosen[acc_key("test", column)])
                 if values:
                     row.cells[column] = values
             rows.append((_order(members[0][0]), row))
@@ -190,7 +190,7 @@ def to_json(tables: list[Table], selection: str) -> str:
 def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str, Any]]) -> str:
     """A one-run Markdown report: spec, per-epoch metrics and the final figures."""
     spec = meta["spec"]
-    columns = [c for c in COLUMNS if records and f"test_acc_{c}" in records[0]]
+    columns = [c for c in COLUMNS if records and acc_key("test", c) in records[0]]
     lines = [f"# Run {meta['id']}: {meta['name']}", "",
              f"status **{row['status']}**, {row.get('epoch', 0)}/{row['epochs']} epochs, device {row.get('device')}, "
              f"seed {meta['seed']}, git {meta.get('git') or '-'}{' + source.patch (dirty)' if meta.get('git_dirty') else ''}", "", "## Spec", "", "| key | value |", "|---|---|"]
@@ -201,9 +201,9 @@ def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str
         cells = []
         for c in columns:
             chosen = select_epoch(records, c, selection)
-            cells.append(f"{100 * chosen[f'test_acc_{c}']:.2f} (ep {chosen['epoch']})" if chosen else "-")
+            cells.append(f"{100 * chosen[acc_key('test', c)]:.2f} (ep {chosen['epoch']})" if chosen else "-")
         lines.append(f"| {selection} | " + " | ".join(cells) + " |")
-    metrics = ["train_loss", *(f"{s}_acc_{c}" for c in columns for s in ("val", "test")),
+    metrics = ["train_loss", *(acc_key(s, c) for c in columns for s in ("val", "test")),
                "test_cluster_size", "test_centre_distance", "test_centre_separation", "test_median_cosine",
                "epoch_time_s"]
     metrics = [m for m in metrics if records and m in records[0]]

@@ -51,22 +51,6 @@ def geometry(e: Tensor, y: Tensor) -> dict[str, float]:
     }
 
 
-def cluster_size(e: Tensor, y: Tensor) -> float:
-    return geometry(e, y)["cluster_size"]
-
-
-def centre_distance(e: Tensor, y: Tensor) -> float:
-    return geometry(e, y)["centre_distance"]
-
-
-def centre_separation(e: Tensor, y: Tensor) -> float:
-    return geometry(e, y)["centre_separation"]
-
-
-def median_cosine(e: Tensor, y: Tensor) -> float:
-    return geometry(e, y)["median_cosine"]
-
-
 def embedding_snapshot(e: Tensor, y: Tensor, centres: Tensor, class_embeddings: Tensor | None,
                        max_points: int = 2000, seed: int = 0) -> dict:
     """A small 2-D picture of the embedding space, like the paper's Figs. 2-3, as plain data.

@@ -7,14 +7,117 @@ readers that compare runs flatten it to "section.key".
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol, TypedDict
 
 SPLITS = ("val", "test")
+
+# The files a run keeps beside its run.json (HOME/runs/<id>/)
+CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
+BEST = "best.pt"               # the validation-selected epoch: the weights behind the reported numbers
+SNAPSHOTS = {"last": "embedding-last.json", "best": "embedding-best.json"}   # 2-D embedding snapshots
 
 
 def acc_key(split: str, classifier: str) -> str:
     """The record key of a classifier's accuracy on a split, e.g. val_acc_cos."""
     return f"{split}_acc_{classifier}"
+
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measure of the catalogue: how every reader names, labels and scales it."""
+    name: str          # the record key without its split ("acc": a classifier's accuracy)
+    label: str
+    symbol: str
+    log: bool          # drawn on a log scale (the paper's Figs. 15-19)
+    figure: str = ""   # the paper's figure or table
+    per_split: bool = True
+
+    def key(self, split: str = "test", classifier: str = "cos") -> str:
+        """The record key, e.g. test_cluster_size, or val_acc_cos for the accuracy."""
+        if self.name == "acc":
+            return acc_key(split, classifier)
+        return f"{split}_{self.name}" if self.per_split else self.name
+
+
+METRICS = {m.name: m for m in (
+    Metric("acc", "accuracy", "acc", False, "Tables 6-7"),
+    Metric("train_loss", "training loss", "L", False, per_split=False),
+    Metric("cluster_size", "cluster size", "σ", True, "Fig. 15"),
+    Metric("centre_distance", "centre distance", "ρ", True, "Fig. 16"),
+    Metric("centre_separation", "centre separation", "mean |g_k - g_l|", True, "Figs. 18-19"),
+    Metric("median_cosine", "median cosine", "cos", False),
+)}
+
+
+class RunMeta(TypedDict, total=False):
+    """What a run is: written once, at creation (run.json's meta table)."""
+    id: str
+    name: str
+    spec: dict[str, Any]           # config.Spec.to_dict(): a run can be re-created from it
+    seed: int
+    versions: dict[str, str]       # python, mtm, torch, torchvision, ray, tinydb
+    git: str | None                # the commit of the mtm source (None: an installed wheel)
+    git_dirty: bool | None         # then source.patch beside run.json holds the diff
+    sweep: str | None
+    trial_id: str
+    trial_config: dict[str, Any]
+    refit_of: str
+
+
+class RunRow(TypedDict, total=False):
+    """Where a run stands: what `mtm list` shows (run.json's row table, copied to the index)."""
+    id: str
+    name: str
+    status: str                    # queued | running | finished | failed | diverged | interrupted
+    dataset: str
+    backbone: str
+    loss: str
+    head: str
+    dim: int | None
+    lr: float
+    r: float
+    seed: int
+    epochs: int
+    primary: str                   # the classifier of best_val and test_acc
+    epoch: int                     # epochs recorded
+    best_epoch: int | None
+    best_val: float | None
+    test_acc: float | None
+    sweep: str | None
+    host: str
+    pid: int | None
+    pid_start: int | None          # with pid: the owning process (pids are reused)
+    device: str | None
+    slot: int
+    slot_device: str               # gpu:<id> or cpu: the queue slot it ran in
+    message: str
+    shard: str
+    created: float
+    updated: float
+    heartbeat: float
+    queued: float
+    started: float
+    ended: float
+    tags: list[str]
+    note: str
+
+
+class EpochRecord(TypedDict, total=False):
+    """One epoch (run.json's epochs table). Besides these: acc_key(split, classifier) and
+    f"{split}_{metric}" for each per-split Metric, {split}_ce_gap and ce_separation (MTM heads)."""
+    epoch: int
+    train_loss: float
+    lr: float
+    train_time_s: float
+    eval_time_s: float
+    epoch_time_s: float
+    images_per_s: float
+    gpu_mem_allocated_gb: float    # on CUDA only
+    gpu_mem_reserved_gb: float
+    gpu_util_pct: float            # with nvidia-ml-py
 
 
 def classifiers_in(records: Iterable[dict[str, Any]]) -> tuple[str, ...]:
@@ -35,3 +138,59 @@ def differing_keys(specs: Iterable[dict[str, Any]]) -> list[str]:
     flat = [flatten_spec(spec) for spec in specs]
     keys = sorted({k for f in flat for k in f})
     return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+
+# --- events: what the training loop reports to its sink (paper Algorithm 1's progress) ------------
+
+@dataclass
+class RunStarted:
+    device: str
+    parameters: int
+    sizes: dict[str, int]   # images per split
+    start_epoch: int        # 1 unless resumed
+
+
+@dataclass
+class BatchProgress:
+    epoch: int
+    batch: int
+    batches: int
+    loss: float             # mean per-instance loss of the latest batch
+
+
+@dataclass
+class EpochEnded:
+    epoch: int
+    record: dict[str, Any]  # every metric of the epoch, flat: see `evaluate`
+
+
+@dataclass
+class CheckpointSaved:
+    epoch: int
+    path: Path              # the run's checkpoint file, now holding this epoch
+
+
+@dataclass
+class RunDiverged:
+    epoch: int
+    message: str
+
+
+Event = RunStarted | BatchProgress | EpochEnded | CheckpointSaved | RunDiverged
+
+
+class Sink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class NullSink:
+    def emit(self, event: Event) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    status: str                      # finished | diverged | interrupted
+    records: list[dict[str, Any]]    # every epoch's record, earlier runs of a resumed run included
+    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""

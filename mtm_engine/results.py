@@ -9,26 +9,21 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from mtm_engine.records import acc_key, classifiers_in
+
 SELECTIONS = ("val", "final", "max-test")
-
-
-def classifiers_in(records: list[dict[str, Any]]) -> list[str]:
-    """The classifiers that have accuracies in these records, in record order."""
-    if not records:
-        return []
-    return [key[len("test_acc_"):] for key in records[0] if key.startswith("test_acc_")]
 
 
 def select_epoch(records: list[dict[str, Any]], classifier: str, selection: str = "val") -> dict[str, Any] | None:
     """The record chosen for `classifier`: best validation accuracy (earliest on ties), the last
     epoch, or the best test accuracy (the paper's max-over-test, optimistic). A run without a
     validation split (a refit) has nothing to select on: "val" gives its last epoch."""
-    rows = [r for r in records if f"test_acc_{classifier}" in r]
+    rows = [r for r in records if acc_key("test", classifier) in r]
     if not rows:
         return None
-    if selection == "final" or selection == "val" and f"val_acc_{classifier}" not in rows[-1]:
+    if selection == "final" or selection == "val" and acc_key("val", classifier) not in rows[-1]:
         return rows[-1]
-    key = f"val_acc_{classifier}" if selection == "val" else f"test_acc_{classifier}"
+    key = acc_key("val" if selection == "val" else "test", classifier)
     return max(rows, key=lambda r: (r[key], -r["epoch"]))
 
 
@@ -41,6 +36,6 @@ def summarise(records: list[dict[str, Any]], classifiers: Iterable[str] | None =
         for c in classifiers:
             row = select_epoch(records, c, selection)
             if row is not None:
-                summary[selection][c] = {"epoch": row["epoch"], "val_acc": row.get(f"val_acc_{c}"),
-                                         "test_acc": row[f"test_acc_{c}"]}
+                summary[selection][c] = {"epoch": row["epoch"], "val_acc": row.get(acc_key("val", c)),
+                                         "test_acc": row[acc_key("test", c)]}
     return summary

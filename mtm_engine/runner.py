@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtm_engine.config import Spec, spec_from_dict
+from mtm_engine.records import EpochEnded, Event, RunResult, RunStarted, Sink, acc_key
 from mtm_engine.results import select_epoch
 from mtm_engine.store import HEARTBEAT_S, Store, owner, writing
 
@@ -70,8 +71,8 @@ def summary_fields(spec: Spec, records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "epoch": max((r["epoch"] for r in records), default=0),
         "best_epoch": best["epoch"] if best else None,
-        "best_val": best.get(f"val_acc_{primary}") if best else None,
-        "test_acc": best[f"test_acc_{primary}"] if best else None,
+        "best_val": best.get(acc_key("val", primary)) if best else None,
+        "test_acc": best[acc_key("test", primary)] if best else None,
     }
 
 
@@ -97,13 +98,11 @@ def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str |
 class StoreSink:
     """Records the engine's events in the store, then passes them on to `display`."""
 
-    def __init__(self, store: Store, run_id: str, spec: Spec, display: Any = None):
+    def __init__(self, store: Store, run_id: str, spec: Spec, display: Sink | None = None):
         self.store, self.run_id, self.spec, self.display = store, run_id, spec, display
         self.records: list[dict[str, Any]] = []
 
-    def emit(self, event: Any) -> None:
-        from mtm_engine.train import EpochEnded, RunStarted
-
+    def emit(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             # Records past the checkpoint belong to an epoch that is about to run again.
             self.store.drop_epochs_after(self.run_id, event.start_epoch - 1)
@@ -126,13 +125,13 @@ class _Heartbeat(threading.Thread):
             self.store.heartbeat(self.run_id)
 
 
-def execute(store: Store, run_id: str, display: Any = None, *, resume: bool = False):
+def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: bool = False) -> RunResult:
     """Run (or resume) a stored run in this process, keeping its status true to what happens.
 
     SIGTERM and a stop request (`mtm stop`) end it gracefully: the last whole epoch stays
     checkpointed and recorded, and the status becomes `interrupted`.
     """
-    from mtm_engine.train import RunResult, fit  # here: importing the runner needs no torch
+    from mtm_engine.train import fit  # here: importing the runner needs no torch
 
     spec = spec_from_dict(store.meta(run_id)["spec"])
     if store.stop_requested(run_id):   # stopped while it waited in the queue

@@ -35,13 +35,13 @@ from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
 from mtm_engine.errors import MtmError
+from mtm_engine.records import SNAPSHOTS
 
 FORMAT = 1
-STATUSES = ("queued", "running", "finished", "failed", "diverged", "interrupted")
 LIVE = ("queued", "running")
 HEARTBEAT_S = 30.0             # a live run refreshes its heartbeat this often
 STALE_AFTER_S = 5 * HEARTBEAT_S
-RUN_FILE, CHECKPOINT, LOG, STOP = "run.json", "checkpoint.pt", "log.txt", "stop"
+RUN_FILE, LOG, STOP = "run.json", "log.txt", "stop"
 DEAD_MESSAGE = "the run's process ended without finishing; mtm resume continues it"
 
 
@@ -167,6 +167,9 @@ class Store:
 
     def run_dir(self, run_id: str) -> Path:
         return self.home / "runs" / run_id
+
+    def exists(self, run_id: str) -> bool:
+        return self._run_file(run_id).exists()
 
     def _run_file(self, run_id: str) -> Path:
         return self.run_dir(run_id) / RUN_FILE
@@ -337,7 +340,7 @@ class Store:
 
     def snapshot(self, run_id: str, which: str = "last") -> dict[str, Any] | None:
         """The run's embedding snapshot ("last" or "best" epoch), or None before its first epoch."""
-        path = self.run_dir(run_id) / f"embedding-{which}.json"
+        path = self.run_dir(run_id) / SNAPSHOTS[which]
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:

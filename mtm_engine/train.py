@@ -8,9 +8,8 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -28,68 +27,23 @@ from mtm_engine.geometry import (
 )
 from mtm_engine.losses import get_loss
 from mtm_engine.models import MovingTargetsNet, build_model
+from mtm_engine.records import (
+    BEST,
+    CHECKPOINT,
+    SNAPSHOTS,
+    BatchProgress,
+    CheckpointSaved,
+    EpochEnded,
+    NullSink,
+    RunDiverged,
+    RunResult,
+    RunStarted,
+    Sink,
+    acc_key,
+)
 from mtm_engine.results import summarise
 
-CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
-BEST = "best.pt"               # the validation-selected epoch: the weights behind the reported numbers
-SNAPSHOTS = {"last": "embedding-last.json", "best": "embedding-best.json"}   # see write_snapshot
 PROGRESS_STEPS = 50   # BatchProgress events per epoch, at most
-
-
-# --- events -------------------------------------------------------------------------------------
-
-@dataclass
-class RunStarted:
-    device: str
-    parameters: int
-    sizes: dict[str, int]   # images per split
-    start_epoch: int        # 1 unless resumed
-
-
-@dataclass
-class BatchProgress:
-    epoch: int
-    batch: int
-    batches: int
-    loss: float             # mean per-instance loss of the latest batch
-
-
-@dataclass
-class EpochEnded:
-    epoch: int
-    record: dict[str, Any]  # every metric of the epoch, flat: see `evaluate`
-
-
-@dataclass
-class CheckpointSaved:
-    epoch: int
-    path: Path              # the run's checkpoint file, now holding this epoch
-
-
-@dataclass
-class RunDiverged:
-    epoch: int
-    message: str
-
-
-Event = RunStarted | BatchProgress | EpochEnded | CheckpointSaved | RunDiverged
-
-
-class Sink(Protocol):
-    def emit(self, event: Event) -> None: ...
-
-
-class NullSink:
-    def emit(self, event: Event) -> None:
-        pass
-
-
-@dataclass
-class RunResult:
-    status: str                      # finished | diverged | interrupted
-    records: list[dict[str, Any]]    # every epoch's record, earlier runs of a resumed run included
-    summary: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
 
 
 # --- devices and checkpoints --------------------------------------------------------------------
@@ -299,7 +253,7 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
         e, logits = embed(model, split.x, spec)
         for classifier in spec.classifiers:
             pred = predict(classifier, e, centres=G, class_embeddings=C, logits=logits)
-            record[f"{name}_acc_{classifier}"] = (pred == split.y).float().mean().item()
+            record[acc_key(name, classifier)] = (pred == split.y).float().mean().item()
         record.update({f"{name}_{k}": v for k, v in geometry(e, split.y).items()})
         if C is not None:
             record[f"{name}_ce_gap"] = class_embedding_gap(C, class_centres(e, split.y, data.num_classes))

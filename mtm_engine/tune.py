@@ -25,6 +25,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from mtm_engine.config import FOLDER_PREFIX, Spec, spec_from_dict
 from mtm_engine.errors import MtmError
+from mtm_engine.records import CHECKPOINT, CheckpointSaved, EpochEnded, acc_key
 from mtm_engine.runner import create_run, summary_fields
 from mtm_engine.store import Store
 from mtm_engine.sweep_spec import TuneSpec
@@ -68,8 +69,6 @@ class _ReportSink:
         self.record: dict[str, Any] | None = None
 
     def emit(self, event: Any) -> None:
-        from mtm_engine.train import CheckpointSaved, EpochEnded
-
         if isinstance(event, EpochEnded):
             self.record = event.record
         elif isinstance(event, CheckpointSaved) and self.record is not None:
@@ -79,7 +78,7 @@ class _ReportSink:
 def _trial(config: dict[str, Any], base: dict[str, Any], cpus: float) -> None:
     import torch
 
-    from mtm_engine.train import CHECKPOINT, fit
+    from mtm_engine.train import fit
 
     torch.set_num_threads(max(1, int(cpus)))
     spec = _trial_spec(base, config)
@@ -114,7 +113,7 @@ class StoreCallback(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         store, run_id = Store(self.home), self.run_id(trial)
         spec = _trial_spec(self.base, trial.config)
-        if not (store.run_dir(run_id) / "run.json").exists():
+        if not store.exists(run_id):
             create_run(store, spec, status="running", sweep=self.sweep_id, run_id=run_id,
                        extra={"trial_id": trial.trial_id, "trial_config": trial.config})
         else:
@@ -132,7 +131,7 @@ class StoreCallback(tune.Callback):
         spec = _trial_spec(self.base, trial.config)
         store.append_epoch(run_id, record, {**summary_fields(spec, records), "pid": result.get("pid"),
                                             "host": result.get("hostname")})
-        metric = f"val_acc_{spec.classifiers[0]}"
+        metric = acc_key("val", spec.classifiers[0])
         self._tell(f"trial {run_id} epoch {record['epoch']}/{spec.train.epochs} {metric} {record.get(metric, 0):.4f}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -196,7 +195,7 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     base["data"]["root"] = str(Path(spec.data.root).expanduser().resolve())
     if spec.data.dataset.startswith(FOLDER_PREFIX):
         base["data"]["dataset"] = FOLDER_PREFIX + str(Path(spec.data.dataset[len(FOLDER_PREFIX):]).expanduser().resolve())
-    metric, mode = f"val_acc_{t.metric}", "max"
+    metric, mode = acc_key("val", t.metric), "max"
     storage = (store.home / "sweeps" / sweep_id).resolve()
     if not resume:
         store.save_sweep(sweep_id, {"id": sweep_id, "name": spec.name, "spec": base, "tune": t.to_dict(),
@@ -250,7 +249,7 @@ def sweep_summary(store: Store, sweep_id: str) -> dict[str, Any]:
     scored = [r for r in rows if r["best_val"] is not None]
     best = max(scored, key=lambda r: r["best_val"]) if scored else None
     summary: dict[str, Any] = {"sweep_id": sweep_id, "name": saved["name"], "trials": len(rows), "status": counts,
-                               "metric": f"val_acc_{saved['tune']['metric']}", "best": None}
+                               "metric": acc_key("val", saved["tune"]["metric"]), "best": None}
     if best is not None:
         meta = store.meta(best["id"])
         summary["best"] = {"run_id": best["id"], "config": meta.get("trial_config", {}), "best_val": best["best_val"],

@@ -74,8 +74,8 @@ def open_store(home: Optional[Path]):
 def _foreground(store, run_id: str, spec, *, resume: bool, as_json: bool):
     """Execute a run here. Ctrl-C leaves it interrupted (its last whole epoch checkpointed) and ends
     mtm with one line and exit code 130."""
+    from mtm_engine.records import NullSink
     from mtm_engine.runner import execute
-    from mtm_engine.train import NullSink
 
     try:
         if as_json:
@@ -341,6 +341,7 @@ def show(run: str = RUN,
          json_: bool = typer.Option(False, "--json", help="The run as one JSON object."),
          home: Optional[Path] = HOME) -> None:
     """Show a run: its spec, per-epoch figures, best vs last, and its log tail."""
+    from mtm_engine.records import acc_key, classifiers_in
     from mtm_engine.results import summarise
     from mtm_engine.store import LOG
     from mtm_tui.rows import gpu_memory, pct, status
@@ -358,7 +359,7 @@ def show(run: str = RUN,
             console.print(f"[bold]{section}[/] " + "  ".join(f"{k}={v!r}" for k, v in values.items()),
                           highlight=False)
     if records:
-        classifiers = tuple(k[len("test_acc_"):] for k in records[0] if k.startswith("test_acc_"))
+        classifiers = classifiers_in(records)
         table = Table(title="per epoch: val/test accuracy %, test cluster size σ and centre distance ρ",
                       box=None, header_style="bold")
         gpu = "gpu_mem_allocated_gb" in records[-1]   # only runs on CUDA have GPU figures
@@ -366,7 +367,7 @@ def show(run: str = RUN,
             table.add_column(column, justify="right", no_wrap=True)
         for r in records:
             table.add_row(str(r["epoch"]), f"{r['train_loss']:.4g}",
-                          *(f"{pct(r.get(f'val_acc_{c}'), 1)}/{pct(r[f'test_acc_{c}'], 1)}" for c in classifiers),
+                          *(f"{pct(r.get(acc_key('val', c)), 1)}/{pct(r[acc_key('test', c)], 1)}" for c in classifiers),
                           f"{r['test_cluster_size']:.3g}", f"{r['test_centre_distance']:.3g}", f"{r['epoch_time_s']:.1f}",
                           *((gpu_memory(r), f"{r['gpu_util_pct']:.0f}" if "gpu_util_pct" in r else "-") if gpu else ()))
         console.print(table)

@@ -8,17 +8,16 @@ from typing import Any
 
 from mtm_engine.errors import MtmError
 from mtm_engine.export import row_label
+from mtm_engine.records import METRICS, classifiers_in
 
-# figure name -> (title, record key, y label, log scale); {c} is the run's first classifier
+# figure name -> (title, metric of records.METRICS); accuracy is the run's first classifier's
 FIGURES = {
-    "accuracy": ("Test accuracy over epochs (validation dashed)", "test_acc_{c}", "accuracy", False),
-    "cluster_size": ("Cluster size σ over epochs (test split)", "test_cluster_size", "σ", True),
-    "centre_distance": ("Centre distance ρ over epochs (test split)", "test_centre_distance", "ρ", True),
-    "centre_separation": ("Centre separation over epochs (test split; Figs. 18-19)", "test_centre_separation",
-                          "mean |g_k - g_l|", True),
-    "median_cosine": ("Median cosine similarity over epochs (test split)", "test_median_cosine", "median cosine", False),
+    "accuracy": ("Test accuracy over epochs (validation dashed)", METRICS["acc"]),
+    "cluster_size": ("Cluster size σ over epochs (test split)", METRICS["cluster_size"]),
+    "centre_distance": ("Centre distance ρ over epochs (test split)", METRICS["centre_distance"]),
+    "centre_separation": ("Centre separation over epochs (test split; Figs. 18-19)", METRICS["centre_separation"]),
+    "median_cosine": ("Median cosine similarity over epochs (test split)", METRICS["median_cosine"]),
 }
-
 
 def _pyplot():
     try:
@@ -36,7 +35,7 @@ def _label(meta: dict[str, Any]) -> str:
 
 
 def _first_classifier(records: list[dict[str, Any]]) -> str:
-    return next((k[len("test_acc_"):] for k in records[0] if k.startswith("test_acc_")), "cos")
+    return next(iter(classifiers_in(records)), "cos")
 
 
 def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | None], out: Path,
@@ -56,16 +55,18 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
             written.append(path)
         plt.close(fig)
 
-    for name, (title, pattern, ylabel, log) in FIGURES.items():
+    for name, (title, metric) in FIGURES.items():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for meta, _, records in runs:
-            key = pattern.format(c=_first_classifier(records))
+            classifier = _first_classifier(records)
             epochs = [r["epoch"] for r in records]
-            line, = ax.plot(epochs, [r.get(key) for r in records], marker=".", label=_label(meta))
+            line, = ax.plot(epochs, [r.get(metric.key("test", classifier)) for r in records], marker=".",
+                            label=_label(meta))
             if name == "accuracy":
-                val = key.replace("test_", "val_")
-                ax.plot(epochs, [r.get(val) for r in records], linestyle="--", color=line.get_color())
-        ax.set(title=title, xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
+                ax.plot(epochs, [r.get(metric.key("val", classifier)) for r in records], linestyle="--",
+                        color=line.get_color())
+        ax.set(title=title, xlabel="epoch", ylabel=metric.symbol if metric.name != "acc" else metric.label,
+               yscale="log" if metric.log else "linear")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         save(fig, name)

@@ -8,17 +8,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mtm_engine.records import BatchProgress, EpochEnded, Event, RunDiverged, RunStarted, acc_key
+
 console = Console()
 
 
 def epoch_line(record: dict[str, Any], epochs: int, classifiers: tuple[str, ...]) -> str:
-    split = "val" if f"val_acc_{classifiers[0]}" in record else "test"   # a refit has no validation split
-    accs = " ".join(f"{c} {record[f'{split}_acc_{c}']:.4f}" for c in classifiers)
+    split = "val" if acc_key("val", classifiers[0]) in record else "test"   # a refit has no validation split
+    accs = " ".join(f"{c} {record[acc_key(split, c)]:.4f}" for c in classifiers)
     return (f"epoch {record['epoch']}/{epochs} loss {record['train_loss']:.5g} {split} {accs} "
             f"{record['images_per_s']:,.0f} img/s {record['epoch_time_s']:.1f}s")
 
 
-def started_line(event: Any) -> str:
+def started_line(event: RunStarted) -> str:
     sizes = ", ".join(f"{k} {v}" for k, v in event.sizes.items())
     resumed = f"; resuming at epoch {event.start_epoch}" if event.start_epoch > 1 else ""
     return f"device {event.device}, {event.parameters:,} parameters, images: {sizes}{resumed}"
@@ -30,9 +32,7 @@ class TextSink:
     def __init__(self, epochs: int, classifiers: tuple[str, ...], out: TextIO | None = None):
         self.epochs, self.classifiers, self.out = epochs, classifiers, out
 
-    def emit(self, event: Any) -> None:
-        from mtm_engine.train import EpochEnded, RunDiverged, RunStarted
-
+    def emit(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             print(started_line(event), file=self.out, flush=True)
         elif isinstance(event, EpochEnded):
@@ -60,9 +60,7 @@ class ProgressSink(TextSink):
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    def emit(self, event: Any) -> None:
-        from mtm_engine.train import BatchProgress, EpochEnded, RunDiverged, RunStarted
-
+    def emit(self, event: Event) -> None:
         say = self.progress.console.print
         if isinstance(event, RunStarted):
             say(started_line(event), markup=False)

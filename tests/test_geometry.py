@@ -3,15 +3,23 @@ import math
 import pytest
 import torch
 
-from mtm_engine.geometry import (
-    centre_distance,
-    centre_separation,
-    class_centres,
-    class_embedding_gap,
-    cluster_size,
-    geometry,
-    median_cosine,
-)
+from mtm_engine.geometry import class_centres, class_embedding_gap, geometry
+
+
+def cluster_size(e, y):
+    return geometry(e, y)["cluster_size"]
+
+
+def centre_distance(e, y):
+    return geometry(e, y)["centre_distance"]
+
+
+def centre_separation(e, y):
+    return geometry(e, y)["centre_separation"]
+
+
+def median_cosine(e, y):
+    return geometry(e, y)["median_cosine"]
 
 # Class 0 at (1, 0) +- (1, 0); class 1 at (0, 5) +- (0, 2): centres g0 = (1, 0), g1 = (0, 5).
 E = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, 7.0], [0.0, 5.0]])

@@ -6,7 +6,8 @@ import torch
 from mtm_engine.config import load_spec
 from mtm_engine.data import Dataset, Split, load_dataset
 from mtm_engine.errors import ConfigError
-from mtm_engine.train import CHECKPOINT, EpochEnded, RunDiverged, fit
+from mtm_engine.records import CHECKPOINT
+from mtm_engine.train import EpochEnded, RunDiverged, fit
 
 
 class Recorder:

@@ -7,26 +7,25 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
-from mtm_engine.records import differing_keys, flatten_spec
+from mtm_engine.records import METRICS, classifiers_in, differing_keys, flatten_spec
 from mtm_engine.results import summarise
 from mtm_tui.screens.base import PollingScreen
-from mtm_tui.widgets.charts import classifiers_of, lines
+from mtm_tui.widgets.charts import lines
 
-# key -> (label, record key pattern, log scale); {c} is the run's first classifier
-METRICS = {
-    "1": ("validation accuracy", "val_acc_{c}", False),
-    "2": ("test accuracy", "test_acc_{c}", False),
-    "3": ("training loss", "train_loss", False),
-    "4": ("cluster size σ (test)", "test_cluster_size", True),
-    "5": ("centre distance ρ (test)", "test_centre_distance", True),
-    "6": ("centre separation (test)", "test_centre_separation", True),
-    "7": ("median cosine (test)", "test_median_cosine", False),
+# key -> (label, metric, split); accuracies are of each run's first classifier
+CHOICES = {
+    "1": ("validation accuracy", METRICS["acc"], "val"),
+    "2": ("test accuracy", METRICS["acc"], "test"),
+    "3": ("training loss", METRICS["train_loss"], "test"),
+    "4": ("cluster size σ (test)", METRICS["cluster_size"], "test"),
+    "5": ("centre distance ρ (test)", METRICS["centre_distance"], "test"),
+    "6": ("centre separation (test)", METRICS["centre_separation"], "test"),
+    "7": ("median cosine (test)", METRICS["median_cosine"], "test"),
 }
-
 
 class CompareScreen(PollingScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
-                *(Binding(k, f"metric('{k}')", label, show=k in "1345") for k, (label, _, _) in METRICS.items())]
+                *(Binding(k, f"metric('{k}')", label, show=k in "1345") for k, (label, _, _) in CHOICES.items())]
 
     def __init__(self, run_ids: list[str]):
         super().__init__()
@@ -54,7 +53,7 @@ class CompareScreen(PollingScreen):
                           "test (last)")
         for rid, (meta, row, records) in runs.items():
             flat = flatten_spec(meta["spec"])
-            classifiers = classifiers_of(records)
+            classifiers = classifiers_in(records)
             summary = summarise(records, classifiers[:1])
             sel = summary["val"].get(classifiers[0]) if classifiers else None
             figures = (["-"] * 5 if sel is None else
@@ -65,13 +64,12 @@ class CompareScreen(PollingScreen):
             f"{len(runs)} runs; keys 1-7 choose the metric; the table shows only the keys that differ")
 
     def draw(self) -> None:
-        label, pattern, log_y = METRICS[self.metric]
+        label, metric, split = CHOICES[self.metric]
         series = {}
         for rid, (_, row, records) in self.runs.items():
-            classifiers = classifiers_of(records) or ["cos"]
-            key = pattern.format(c=classifiers[0])
-            series[f"{rid} {row['name']}"] = ([r["epoch"] for r in records], [r.get(key) for r in records])
-        lines(self.query_one(PlotextPlot), f"{label} (first classifier of each run)", series, log_y=log_y)
+            key = metric.key(split, next(iter(classifiers_in(records)), "cos"))
+            series[f"{rid[:8]} {row['name']}"] = ([r["epoch"] for r in records], [r.get(key) for r in records])
+        lines(self.query_one(PlotextPlot), f"{label} (first classifier of each run)", series, log_y=metric.log)
 
     def action_metric(self, key: str) -> None:
         self.metric = key

@@ -10,12 +10,13 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
+from mtm_engine.records import classifiers_in
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
 from mtm_tui.rows import gpu_memory, status
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
-from mtm_tui.widgets.charts import RUN_CHARTS, classifiers_of
+from mtm_tui.widgets.charts import RUN_CHARTS
 
 LOG_LINES = 12
 
@@ -95,7 +96,7 @@ class RunScreen(PollingScreen):
         table.clear(columns=True)
         table.add_columns("classifier", "best epoch", "val acc", "test acc (best)", "test acc (last)",
                           "max test (optimistic)")
-        summary = summarise(records, classifiers_of(records))
+        summary = summarise(records, classifiers_in(records))
         for c, sel in summary["val"].items():
             val = "-" if sel["val_acc"] is None else f"{sel['val_acc']:.4f}"
             table.add_row(c, str(sel["epoch"]), val, f"{sel['test_acc']:.4f}", f"{summary['final'][c]['test_acc']:.4f}",

@@ -8,6 +8,8 @@ from typing import Any, Iterable
 
 from textual_plotext import PlotextPlot
 
+from mtm_engine.records import acc_key, classifiers_in
+
 COLOURS = ("blue+", "red+", "green+", "orange+", "magenta+", "cyan+", "yellow+", "white", "gray", "blue")
 
 
@@ -53,16 +55,12 @@ def metric_series(records: list[dict[str, Any]], keys: dict[str, str]) -> dict[s
             if any(key in r for r in records)}
 
 
-def classifiers_of(records: list[dict[str, Any]]) -> list[str]:
-    return [k[len("test_acc_"):] for k in (records[0] if records else {}) if k.startswith("test_acc_")]
-
-
 # The run screen's charts: name -> (title, drawer). Each drawer takes (widget, records).
 def accuracy(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
     keys = {}
-    for c in classifiers_of(records):
-        keys[f"val {c}"] = f"val_acc_{c}"
-        keys[f"test {c}"] = f"test_acc_{c}"
+    for c in classifiers_in(records):
+        keys[f"val {c}"] = acc_key("val", c)
+        keys[f"test {c}"] = acc_key("test", c)
     lines(widget, "accuracy per classifier (validation and test)", metric_series(records, keys), ylabel="accuracy")
 
 
