@@ -91,12 +91,6 @@ def _cache_dir() -> Path:
     return Path(base) / "mtm" / "datasets"
 
 
-def _writable(folder: Path) -> bool:
-    """By the folder's write bits, not os.access: root may write anywhere, but a folder shipped
-    without write bits (a shared, read-only data set) must not gain extracted files."""
-    return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
-
-
 def _expected_files(cls: type) -> tuple[Path, list[str]]:
     """(sub-folder of root, archive names) that torchvision reads for `cls`."""
     if hasattr(cls, "resources"):   # MNIST family: ROOT/<ClassName>/raw/*.gz
@@ -113,12 +107,16 @@ def _torchvision_split(name: str, spec: DataSpec, train: bool):
     sub, archives = _expected_files(cls)
     with contextlib.suppress(RuntimeError):
         return cls(str(root), train=train, download=False)
-    # Not extracted yet. If the archives are here but the folder is read-only (e.g. a shared
-    # data folder), extract through links in a writable mirror; torchvision then checks the md5
-    # and extracts without touching the network.
+    # Not extracted yet. If the archives are here, the data root is only read: never write into it
+    # (a shared data folder, writable or not), but extract through links in a mirror in the cache;
+    # torchvision then checks the md5 and extracts without touching the network.
     base = root
     present = [a for a in archives if (root / sub / a).is_file()]
-    if present and not _writable(root / sub):
+    corrupt = [a for a in present if not _intact(cls, root / sub / a)]
+    if corrupt:
+        raise DataError(f"{root / sub / corrupt[0]} is damaged (its md5 is not torchvision's); replace it with an "
+                        f"intact copy{'' if spec.download else ', or delete it and set data.download = true'}")
+    if present:
         base = _cache_dir() / cls_name.lower() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
         (base / sub).mkdir(parents=True, exist_ok=True)
         for a in present:
@@ -134,6 +132,16 @@ def _torchvision_split(name: str, spec: DataSpec, train: bool):
     except (RuntimeError, OSError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise DataError(_missing(name, root / sub, archives, reason)) from None
+
+
+def _intact(cls: type, archive: Path) -> bool:
+    """Whether an archive has the md5 torchvision knows for it (a damaged one would make torchvision
+    download a fresh copy: never, offline or with data.download = false)."""
+    from torchvision.datasets.utils import check_integrity
+
+    md5 = dict((Path(url).name, md5) for url, md5 in getattr(cls, "resources", ())).get(archive.name) \
+        or getattr(cls, "tgz_md5", None)
+    return md5 is None or check_integrity(str(archive), md5)
 
 
 def _missing(name: str, folder: Path, archives: list[str], reason: str) -> str:
@@ -188,8 +196,13 @@ def _load_folder(spec: DataSpec) -> RawData:
             ds = ImageFolder(str(folder))
         except (FileNotFoundError, OSError) as exc:
             raise DataError(f"{folder}: not an image folder ({exc}); lay it out as <class>/<image>") from None
-        images = [TF.center_crop(TF.resize(TF.pil_to_tensor(img), [RESIZE], antialias=True), [CROP])
-                  for img, _ in ds]
+        images = []
+        for file, _ in ds.samples:
+            try:
+                img = ds.loader(file)
+            except OSError as exc:   # PIL's UnidentifiedImageError among them
+                raise DataError(f"{file} is not an image ({type(exc).__name__}); remove it from {folder}") from None
+            images.append(TF.center_crop(TF.resize(TF.pil_to_tensor(img), [RESIZE], antialias=True), [CROP]))
         return torch.stack(images).float().div_(255.0), torch.as_tensor(ds.targets), ds.classes
 
     if (path / "train").is_dir() and (path / "test").is_dir():
@@ -226,6 +239,12 @@ def load_dataset(spec: DataSpec) -> Dataset:
     if loader is None:
         raise DataError(f"data.dataset = {name!r}: unknown; choose one of {', '.join(LOADERS)}, or folder:<path>")
     raw = loader(spec)
+    if len(raw.classes) < 2:
+        raise DataError(f"data.dataset = {name!r}: {len(raw.classes)} class; a classifier needs at least 2")
+    n_train = len(raw.train_y) - (max(1, round(len(raw.train_y) * spec.val_fraction)) if spec.val_fraction else 0)
+    if n_train < len(raw.classes) or len(raw.test_y) == 0:
+        raise DataError(f"data.dataset = {name!r}: {len(raw.train_y)} training and {len(raw.test_y)} test images are "
+                        f"too few for the splits (validation {spec.val_fraction:g}); add images")
     mean, std = raw.mean, raw.std
     if mean is None or std is None:   # measured on the training images only
         mean = tuple(raw.train_x.mean(dim=(0, 2, 3)).tolist())

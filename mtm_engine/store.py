@@ -76,6 +76,10 @@ class AtomicJSONStorage(Storage):
         if marker.get("format") != FORMAT or marker.get("kind") != self.kind:
             raise StoreError(f"{self.path} is not an mtm {self.kind} file; move it aside, or choose "
                              f"another home with --home or MTM_HOME")
+        problem = _shape_problem(self.kind, data)
+        if problem:
+            raise StoreError(f"store file {self.path} has the wrong shape ({problem}); move it aside or restore it "
+                             f"from a backup; mtm will not overwrite it")
         return data
 
     def write(self, data: dict[str, Any]) -> None:
@@ -91,6 +95,32 @@ class AtomicJSONStorage(Storage):
 
     def close(self) -> None:
         pass
+
+
+ROW_KEYS = ("id", "status", "created")
+
+
+def _shape_problem(kind: str, data: dict[str, Any]) -> str | None:
+    """What is wrong with a store file's tables, or None. Only what readers index is checked."""
+    def table(name: str) -> dict[str, Any]:
+        value = data.get(name, {})
+        return value if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()) else None
+
+    if kind == "index":
+        runs = table("runs")
+        if runs is None:
+            return "its runs table is not a table of rows"
+        bad = next((k for k, row in runs.items() if not all(key in row for key in ROW_KEYS)), None)
+        return f"row {bad} lacks one of {', '.join(ROW_KEYS)}" if bad else None
+    if kind == "run" and data.get("row") is not None:   # a file being created has no tables yet
+        meta, row, epochs = table("meta"), table("row"), table("epochs")
+        if meta is None or row is None or epochs is None or len(row) != 1 or len(meta) != 1:
+            return "it needs one meta row, one row and a table of epochs"
+        if not all(key in next(iter(row.values())) for key in ROW_KEYS) or "spec" not in next(iter(meta.values())):
+            return f"its row lacks one of {', '.join(ROW_KEYS)}, or its meta the spec"
+        if not all("epoch" in r for r in epochs.values()):
+            return "an epoch record lacks its epoch"
+    return None
 
 
 @contextlib.contextmanager

@@ -73,3 +73,57 @@ def test_image_folder_dataset(tmp_path):
 def test_missing_image_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_dataset(DataSpec(dataset=f"folder:{tmp_path / 'nope'}"))
+
+
+def _image_folder(root, classes=2, per_class=5):
+    for k in range(classes):
+        folder = root / f"class{k}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (30, 40), (255 * k, 0, 0)).save(folder / f"{i}.png")
+    return root
+
+
+def test_a_non_image_file_in_an_image_folder_is_named(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / "class1" / "notes.png").write_text("not a picture")
+    with pytest.raises(DataError, match=f"{root / 'class1' / 'notes.png'} is not an image"):
+        load_dataset(DataSpec(dataset=f"folder:{root}"))
+
+
+@pytest.mark.parametrize("classes, per_class, says", [(1, 10, "1 class; a classifier needs at least 2"),
+                                                      (2, 1, "too few for the splits")])
+def test_a_folder_with_one_class_or_too_few_images_is_refused(tmp_path, classes, per_class, says):
+    root = _image_folder(tmp_path / "imgs", classes, per_class)
+    with pytest.raises(DataError, match=says):
+        load_dataset(DataSpec(dataset=f"folder:{root}"))
+
+
+def test_a_damaged_archive_is_named_and_never_downloaded_again(tmp_path, monkeypatch):
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was touched")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    raw = tmp_path / "KMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (raw / name).write_bytes(b"\x1f\x8b truncated")
+    with pytest.raises(DataError, match=f"{raw / 'train-images-idx3-ubyte.gz'} is damaged"):
+        load_dataset(DataSpec(dataset="kmnist", root=str(tmp_path), download=False))
+
+
+def test_shared_archives_are_extracted_into_the_cache_even_where_the_root_is_writable(shared_data, tmp_path,
+                                                                                      monkeypatch):
+    """A data root that is only read is never written, whatever its mode (here: a writable copy)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "data" / "FashionMNIST" / "raw"
+    root.mkdir(parents=True)
+    for archive in (shared_data / "FashionMNIST" / "raw").glob("*.gz"):
+        (root / archive.name).symlink_to(archive)
+    before = sorted(p.name for p in root.iterdir())
+    data = load_dataset(DataSpec(dataset="fashion-mnist", root=str(tmp_path / "data")))
+    assert len(data.test) == 10000 and sorted(p.name for p in root.iterdir()) == before

@@ -184,3 +184,21 @@ def test_where_filters_compare_numbers_and_text():
     assert not parse_where("epoch<=3")({"epoch": 4})
     with pytest.raises(MtmError, match="expected FIELD OP VALUE"):
         parse_where("best_val")
+
+
+@pytest.mark.parametrize("damage, command, says", [
+    (lambda home: (home / "runs" / "abcd1234" / "run.json").write_text(
+        '{"_mtm": {"1": {"format": 1, "kind": "run"}}, "meta": {"1": {"spec": {}}}, "row": {"1": {"name": "x"}}, '
+        '"epochs": {}}'), "show", "has the wrong shape (its row lacks one of id, status, created"),
+    (lambda home: next((home / "index").glob("*.json")).write_text(
+        '{"_mtm": {"1": {"format": 1, "kind": "index"}}, "runs": {"1": {"id": "abcd1234"}}}'),
+     "list", "has the wrong shape (row 1 lacks one of id, status, created)"),
+    (lambda home: (home / "index" / "stray.json").mkdir(), "list", "is a directory, not an mtm store file"),
+])
+def test_store_files_of_the_wrong_shape_are_one_line(tmp_path, damage, command, says, mtm_env):
+    Store(tmp_path).create_run("abcd1234", {"spec": {}, "seed": 0}, _row(status="finished"))
+    damage(tmp_path)
+    out = subprocess.run(MTM + [command, *(["abcd1234"] if command == "show" else [])], capture_output=True,
+                         text=True, env={**mtm_env, "MTM_HOME": str(tmp_path)}, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and says in lines[0], out.stderr
