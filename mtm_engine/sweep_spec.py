@@ -114,7 +114,9 @@ def validate_sweep(spec: Spec, t: TuneSpec) -> TuneSpec:
             _check(kind != "loguniform" or values[0] > 0, f"tune.space.{key}: loguniform needs low > 0")
             _check(kind != "integer" or all(isinstance(v, int) for v in values),
                    f"tune.space.{key}: integer needs whole-number bounds, not {values}")
-        # Every value the search may draw must make a valid run: check the ends and the choices.
+        # Every value the search may draw must make a valid run: check the kind, the ends and the choices.
+        _check(kind not in ("uniform", "loguniform") or get_type_hints(SECTIONS[section])[name] is not int,
+               f"tune.space.{key}: {kind} draws fractional values, and {key} is a whole number; use integer")
         for value in values:
             raw = spec.to_dict()
             raw[section][name] = value

@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from mtm_engine.config import FOLDER_PREFIX, Spec, spec_from_dict
-from mtm_engine.errors import MtmError
+from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.records import CHECKPOINT, CheckpointSaved, EpochEnded, acc_key
 from mtm_engine.runner import create_run, summary_fields
 from mtm_engine.store import Store
@@ -112,7 +112,10 @@ class StoreCallback(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         store, run_id = Store(self.home), self.run_id(trial)
-        spec = _trial_spec(self.base, trial.config)
+        try:
+            spec = _trial_spec(self.base, trial.config)
+        except ConfigError:   # an invalid draw: the trial fails with this error (on_trial_error), the sweep goes on
+            spec = spec_from_dict(self.base)
         if not store.exists(run_id):
             create_run(store, spec, status="running", sweep=self.sweep_id, run_id=run_id,
                        extra={"trial_id": trial.trial_id, "trial_config": trial.config})

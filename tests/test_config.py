@@ -112,3 +112,6 @@ def test_sweep_settings_and_space_are_validated(tmp_path):
         load_sweep(bad)
     with pytest.raises(ConfigError, match="tune.search = 'grid'"):
         load_sweep(overrides=["tune.search=grid"])
+    bad.write_text('[tune.space]\n"model.dim" = {uniform = [16, 32]}\n')   # every draw would be fractional
+    with pytest.raises(ConfigError, match="uniform draws fractional values, and model.dim is a whole number"):
+        load_sweep(bad)

@@ -48,6 +48,9 @@ FAILING = """
 name = "failing"
 [model]
 dim = 16
+[loss]
+name = "proximity"
+r = 2.0
 [tune]
 search = "random"
 scheduler = "none"
@@ -55,15 +58,17 @@ num_samples = 1
 max_epochs = 1
 [tune.space]
 "data.dataset" = {grid = ["digits", "folder:/nonexistent-mtm-test"]}
+"loss.name" = {grid = ["proximity", "push_pull"]}   # push_pull with r = 2.0: an invalid draw
 """
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(mtm_env, tmp_path):
     (tmp_path / "failing.toml").write_text(FAILING)
     summary = json.loads(mtm(["tune", "failing.toml", "--json"], mtm_env, tmp_path).stdout)
-    assert summary["status"] == {"finished": 1, "failed": 1}
+    assert summary["status"] == {"finished": 1, "failed": 3}
     failed = [r for r in trials(mtm_env, tmp_path, summary["sweep_id"]) if r["status"] == "failed"]
-    assert "folder /nonexistent-mtm-test does not exist" in failed[0]["message"]
+    assert any("folder /nonexistent-mtm-test does not exist" in r["message"] for r in failed)
+    assert sum("loss.r = 2.0: push_pull needs r < 1" in r["message"] for r in failed) == 2
 
 
 def test_an_interrupted_sweep_resumes_without_duplicates(mtm_env, tmp_path):
