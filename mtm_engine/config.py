@@ -28,7 +28,7 @@ LOSSES = MTM_LOSSES + PURE_LOSSES
 # Paper Table 6 columns; which head each classifier needs.
 CLASSIFIERS_FOR_HEAD = {
     "mtm": ("cos", "cos_ce", "euc", "euc_ce"),
-    "pure": ("cos", "euc", "pure"),
+    "pure": ("pure", "cos", "euc"),   # the first is the primary: what a pure head is scored (and tuned) by
 }
 CLASSIFIERS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
 MAX_DIM = 65_536        # d beyond this is a typo, not an experiment (and would not fit in memory)
@@ -186,7 +186,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _read_toml(path: str | Path | None) -> dict[str, Any]:
+def read_toml(path: str | Path | None) -> dict[str, Any]:
     path = Path(path) if path is not None else quickstart_path()
     if path.is_dir():
         raise ConfigError(f"config {path} is a directory; give the path of a TOML experiment file in it")
@@ -203,7 +203,7 @@ def _read_toml(path: str | Path | None) -> dict[str, Any]:
 def load_spec(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Read a TOML experiment (the quick start if `path` is None), apply overrides, validate.
     A [tune] section is allowed and ignored here (see sweep_spec.load_sweep)."""
-    return spec_from_dict(_read_toml(path), [o for o in overrides if not o.startswith("tune.")])
+    return spec_from_dict(read_toml(path), [o for o in overrides if not o.startswith("tune.")])
 
 
 def spec_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Spec:
@@ -217,10 +217,10 @@ def spec_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] =
         if section not in SECTIONS:
             raise ConfigError(f"--set {key}: unknown section {section!r}; choose one of {', '.join(SECTIONS)}")
         raw.setdefault(section, {})[name] = value
-    return validate(_build(raw))
+    return validate(build_spec(raw))
 
 
-def _build(raw: dict[str, Any]) -> Spec:
+def build_spec(raw: dict[str, Any]) -> Spec:
     unknown = set(raw) - set(SECTIONS) - {"name", "tune"}
     if unknown:
         raise ConfigError(
@@ -234,11 +234,11 @@ def _build(raw: dict[str, Any]) -> Spec:
         values = raw.get(section, {})
         if not isinstance(values, dict):
             raise ConfigError(f"{section} = {values!r}: must be a table, e.g. [{section}]")
-        sections[section] = _build_section(section, cls, values)
+        sections[section] = build_section(section, cls, values)
     return Spec(name=name, **sections)
 
 
-def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
+def build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
     hints = get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
@@ -273,7 +273,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     raise ConfigError(f"{key} = {value!r}: must be a list of names, e.g. [\"cos\", \"euc\"]")
 
 
-def _check(ok: bool, message: str) -> None:
+def check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
@@ -283,62 +283,62 @@ def validate(spec: Spec) -> Spec:
     for dotted, allowed in CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(spec, section), key)
-        _check(value in allowed, f"{dotted} = {value!r}: unknown; choose one of {', '.join(allowed)}")
+        check(value in allowed, f"{dotted} = {value!r}: unknown; choose one of {', '.join(allowed)}")
 
     d, m, lo, t, ev = spec.data, spec.model, spec.loss, spec.train, spec.eval
-    _check(
+    check(
         d.dataset in DATASETS or d.dataset.startswith(FOLDER_PREFIX) and len(d.dataset) > len(FOLDER_PREFIX),
         f"data.dataset = {d.dataset!r}: unknown; choose one of {', '.join(DATASETS)}, or folder:<path>",
     )
-    _check(0.0 <= d.val_fraction < 1.0,
+    check(0.0 <= d.val_fraction < 1.0,
            f"data.val_fraction = {d.val_fraction}: must be in [0, 1), e.g. 0.2 (0: no validation split)")
-    _check(1 <= m.dim <= MAX_DIM, f"model.dim = {m.dim}: must be 1..{MAX_DIM} (our search space is 200..2000)")
-    _check(m.width >= 1, f"model.width = {m.width}: must be at least 1")
-    _check(m.depth >= 1, f"model.depth = {m.depth}: must be at least 1")
-    _check(
+    check(1 <= m.dim <= MAX_DIM, f"model.dim = {m.dim}: must be 1..{MAX_DIM} (our search space is 200..2000)")
+    check(m.width >= 1, f"model.width = {m.width}: must be at least 1")
+    check(m.depth >= 1, f"model.depth = {m.depth}: must be at least 1")
+    check(
         not m.pretrained or m.backbone.startswith("resnet"),
         f"model.pretrained = true: only the resnet backbones have pretrained weights, not {m.backbone!r}",
     )
     losses_for_head = MTM_LOSSES if m.head == "mtm" else PURE_LOSSES
-    _check(
+    check(
         lo.name in losses_for_head,
         f"loss.name = {lo.name!r}: does not train a {m.head!r} head; choose one of {', '.join(losses_for_head)}",
     )
     if lo.name == "push_pull":
-        _check(
+        check(
             lo.r < 1.0,
             f"loss.r = {lo.r}: push_pull needs r < 1 (at r >= 1 the loss is unbounded below); try 0.95",
         )
-    _check(lo.r >= 0.0, f"loss.r = {lo.r}: must be at least 0")
-    _check(lo.eps >= 0.0, f"loss.eps = {lo.eps}: must be at least 0, e.g. 1e-8")
-    _check(t.epochs >= 1, f"train.epochs = {t.epochs}: must be at least 1")
-    _check(t.batch_size >= 1, f"train.batch_size = {t.batch_size}: must be at least 1, e.g. 100")
-    _check(0.0 < t.lr <= 10.0, f"train.lr = {t.lr}: must be above 0 and at most 10, e.g. 0.001")
-    _check(0 <= t.seed <= MAX_SEED, f"train.seed = {t.seed}: must be 0..{MAX_SEED}")
-    _check(0.0 <= t.momentum < 1.0, f"train.momentum = {t.momentum}: must be in [0, 1)")
-    _check(t.weight_decay >= 0.0, f"train.weight_decay = {t.weight_decay}: must be at least 0, e.g. 5e-4")
-    _check(0.0 <= t.warmup_epochs < t.epochs,
+    check(lo.r >= 0.0, f"loss.r = {lo.r}: must be at least 0")
+    check(lo.eps >= 0.0, f"loss.eps = {lo.eps}: must be at least 0, e.g. 1e-8")
+    check(t.epochs >= 1, f"train.epochs = {t.epochs}: must be at least 1")
+    check(t.batch_size >= 1, f"train.batch_size = {t.batch_size}: must be at least 1, e.g. 100")
+    check(0.0 < t.lr <= 10.0, f"train.lr = {t.lr}: must be above 0 and at most 10, e.g. 0.001")
+    check(0 <= t.seed <= MAX_SEED, f"train.seed = {t.seed}: must be 0..{MAX_SEED}")
+    check(0.0 <= t.momentum < 1.0, f"train.momentum = {t.momentum}: must be in [0, 1)")
+    check(t.weight_decay >= 0.0, f"train.weight_decay = {t.weight_decay}: must be at least 0, e.g. 5e-4")
+    check(0.0 <= t.warmup_epochs < t.epochs,
            f"train.warmup_epochs = {t.warmup_epochs}: must be in [0, train.epochs = {t.epochs})")
-    _check(t.ce_lr_mult > 0.0, f"train.ce_lr_mult = {t.ce_lr_mult}: must be above 0, e.g. 1")
-    _check(d.crop_padding >= 0, f"data.crop_padding = {d.crop_padding}: must be at least 0")
-    _check(m.scale > 0.0, f"model.scale = {m.scale}: must be above 0, e.g. 10")
-    _check(not m.normalize or m.head == "mtm",
+    check(t.ce_lr_mult > 0.0, f"train.ce_lr_mult = {t.ce_lr_mult}: must be above 0, e.g. 1")
+    check(d.crop_padding >= 0, f"data.crop_padding = {d.crop_padding}: must be at least 0")
+    check(m.scale > 0.0, f"model.scale = {m.scale}: must be above 0, e.g. 10")
+    check(not m.normalize or m.head == "mtm",
            "model.normalize = true: applies to class-embedding heads (model.head = \"mtm\") only")
-    _check(0.0 <= lo.label_smoothing < 1.0, f"loss.label_smoothing = {lo.label_smoothing}: must be in [0, 1)")
-    _check(lo.label_smoothing == 0.0 or lo.name == "cross_entropy",
+    check(0.0 <= lo.label_smoothing < 1.0, f"loss.label_smoothing = {lo.label_smoothing}: must be in [0, 1)")
+    check(lo.label_smoothing == 0.0 or lo.name == "cross_entropy",
            f"loss.label_smoothing = {lo.label_smoothing}: applies to cross_entropy (pure heads) only")
-    _check(
+    check(
         t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:"),
         f"train.device = {t.device!r}: choose auto, cpu, cuda, cuda:N or mps",
     )
     allowed = CLASSIFIERS_FOR_HEAD[m.head]
-    _check(len(set(ev.classifiers)) == len(ev.classifiers),
+    check(len(set(ev.classifiers)) == len(ev.classifiers),
            f"eval.classifiers = {list(ev.classifiers)}: a classifier is named twice; name each once")
     for name in ev.classifiers:
-        _check(
+        check(
             name in allowed,
             f"eval.classifiers: {name!r} does not apply to a {m.head!r} head; choose from {', '.join(allowed)}",
         )
-    _check(ev.batch_size >= 1, f"eval.batch_size = {ev.batch_size}: must be at least 1")
-    _check(ev.centre_samples >= 0, f"eval.centre_samples = {ev.centre_samples}: must be at least 0 (0: all)")
+    check(ev.batch_size >= 1, f"eval.batch_size = {ev.batch_size}: must be at least 1")
+    check(ev.centre_samples >= 0, f"eval.centre_samples = {ev.centre_samples}: must be at least 0 (0: all)")
     return spec

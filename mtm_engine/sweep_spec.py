@@ -11,11 +11,11 @@ from typing import Any, get_type_hints
 from mtm_engine.config import (
     SECTIONS,
     Spec,
-    _build,
-    _build_section,
-    _check,
-    _read_toml,
+    build_section,
+    build_spec,
+    check,
     parse_override,
+    read_toml,
     spec_from_dict,
     validate,
 )
@@ -73,7 +73,7 @@ def _flatten_space(space: dict[str, Any], prefix: str = "") -> dict[str, dict[st
 def load_sweep(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Spec, TuneSpec]:
     """An experiment file as a sweep: its spec (the base of every trial) and its [tune] section.
     `--set tune.num_samples=4` and the like override the [tune] keys."""
-    raw = _read_toml(path)
+    raw = read_toml(path)
     spec = spec_from_dict(raw, [o for o in overrides if not o.startswith("tune.")])
     tune_raw = dict(raw.get("tune", {}))
     if not isinstance(raw.get("tune", {}), dict):
@@ -83,45 +83,45 @@ def load_sweep(path: str | Path | None = None, overrides: list[str] | tuple[str,
             key, value = parse_override(text)
             tune_raw[key[len("tune."):]] = value
     space = tune_raw.pop("space", None)
-    tspec = _build_section("tune", TuneSpec, tune_raw)
+    tspec = build_section("tune", TuneSpec, tune_raw)
     tspec.space = _flatten_space(space) if space is not None else paper_space(spec)
     return spec, validate_sweep(spec, tspec)
 
 
 def validate_sweep(spec: Spec, t: TuneSpec) -> TuneSpec:
-    _check(t.num_samples >= 1, f"tune.num_samples = {t.num_samples}: must be at least 1 (the paper used 50)")
-    _check(t.max_epochs >= 1, f"tune.max_epochs = {t.max_epochs}: must be at least 1")
-    _check(t.search in ("hyperopt", "random"), f"tune.search = {t.search!r}: choose hyperopt or random")
-    _check(t.scheduler in ("asha", "none"), f"tune.scheduler = {t.scheduler!r}: choose asha or none")
-    _check(t.grace_period >= 1, f"tune.grace_period = {t.grace_period}: must be at least 1")
-    _check(t.plateau_results >= 2, f"tune.plateau_results = {t.plateau_results}: must be at least 2")
-    _check(t.cpus_per_trial > 0, f"tune.cpus_per_trial = {t.cpus_per_trial}: must be above 0")
-    _check(t.gpus_per_trial >= 0, f"tune.gpus_per_trial = {t.gpus_per_trial}: must be at least 0")
+    check(t.num_samples >= 1, f"tune.num_samples = {t.num_samples}: must be at least 1 (the paper used 50)")
+    check(t.max_epochs >= 1, f"tune.max_epochs = {t.max_epochs}: must be at least 1")
+    check(t.search in ("hyperopt", "random"), f"tune.search = {t.search!r}: choose hyperopt or random")
+    check(t.scheduler in ("asha", "none"), f"tune.scheduler = {t.scheduler!r}: choose asha or none")
+    check(t.grace_period >= 1, f"tune.grace_period = {t.grace_period}: must be at least 1")
+    check(t.plateau_results >= 2, f"tune.plateau_results = {t.plateau_results}: must be at least 2")
+    check(t.cpus_per_trial > 0, f"tune.cpus_per_trial = {t.cpus_per_trial}: must be above 0")
+    check(t.gpus_per_trial >= 0, f"tune.gpus_per_trial = {t.gpus_per_trial}: must be at least 0")
     if t.metric:
-        _check(t.metric in spec.classifiers,
+        check(t.metric in spec.classifiers,
                f"tune.metric = {t.metric!r}: not among the run's classifiers ({', '.join(spec.classifiers)})")
     else:
         t.metric = spec.classifiers[0]
     for key, rule in t.space.items():
         kind, values = next(iter(rule.items()))
         section, _, name = key.partition(".")
-        _check(section in SECTIONS and name in get_type_hints(SECTIONS[section]),
+        check(section in SECTIONS and name in get_type_hints(SECTIONS[section]),
                f"tune.space: {key!r} is not a configuration key (section.key, e.g. train.lr)")
-        _check(isinstance(values, list) and values, f"tune.space.{key}: {kind} needs a list, e.g. [1e-5, 1e-2]")
+        check(isinstance(values, list) and values, f"tune.space.{key}: {kind} needs a list, e.g. [1e-5, 1e-2]")
         if kind in ("loguniform", "uniform", "integer"):
-            _check(len(values) == 2 and all(isinstance(v, (int, float)) for v in values) and values[0] < values[1],
+            check(len(values) == 2 and all(isinstance(v, (int, float)) for v in values) and values[0] < values[1],
                    f"tune.space.{key}: {kind} needs [low, high] with low < high, not {values}")
-            _check(kind != "loguniform" or values[0] > 0, f"tune.space.{key}: loguniform needs low > 0")
-            _check(kind != "integer" or all(isinstance(v, int) for v in values),
+            check(kind != "loguniform" or values[0] > 0, f"tune.space.{key}: loguniform needs low > 0")
+            check(kind != "integer" or all(isinstance(v, int) for v in values),
                    f"tune.space.{key}: integer needs whole-number bounds, not {values}")
         # Every value the search may draw must make a valid run: check the kind, the ends and the choices.
-        _check(kind not in ("uniform", "loguniform") or get_type_hints(SECTIONS[section])[name] is not int,
+        check(kind not in ("uniform", "loguniform") or get_type_hints(SECTIONS[section])[name] is not int,
                f"tune.space.{key}: {kind} draws fractional values, and {key} is a whole number; use integer")
         for value in values:
             raw = spec.to_dict()
             raw[section][name] = value
             try:
-                validate(_build(raw))
+                validate(build_spec(raw))
             except ConfigError as exc:
                 raise ConfigError(f"tune.space.{key}: the value {value!r} would make an invalid run: {exc}") from None
     return t

@@ -4,6 +4,7 @@ the work. It never imports torch or ray: training runs in separate processes."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 import time
 import traceback
@@ -33,12 +34,15 @@ class MtmApp(App):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, home: str | Path = "mtm-home", clock: Callable[[], float] = time.time):
+    def __init__(self, home: str | Path = "mtm-home", clock: Callable[[], float] = time.time,
+                 host: str | None = None):
         super().__init__()
         self.store = Store(home)
-        self.clock = clock   # injectable, so that ages render the same in snapshot tests
+        self.clock = clock   # injectable, as the host is, so that snapshot tests render the same anywhere
+        self.host = host or socket.gethostname()
 
     def on_mount(self) -> None:
+        self.sub_title = f"{self.store.home} on {self.host}"   # which store, on which machine
         self.push_screen(RunsScreen())
 
     @property
@@ -87,13 +91,18 @@ def main() -> None:
     def tui(home: Path = typer.Option(Path("mtm-home"), "--home", envvar="MTM_HOME", show_envvar=True,
                                       help="Folder of the store, checkpoints and logs.")) -> None:
         """The terminal workbench of the Moving Targets Model."""
-        app = MtmApp(home)
-        app.run()
-        if app.return_code:
-            print(f"mtm-tui stopped on an error; its traceback is in {app.crash_log}", file=sys.stderr)
-            raise typer.Exit(app.return_code)
+        raise typer.Exit(run(home))
 
     cli()
+
+
+def run(home: Path) -> int:
+    """Run the app on a store; a crash is one line naming the file with its traceback, and exit 1."""
+    app = MtmApp(home.expanduser().resolve())
+    app.run()
+    if app.return_code:
+        print(f"mtm-tui stopped on an error; its traceback is in {app.crash_log}", file=sys.stderr)
+    return app.return_code or 0
 
 
 if __name__ == "__main__":

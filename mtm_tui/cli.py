@@ -18,6 +18,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mtm_engine.errors import MtmError
 from mtm_tui.progress import ProgressSink, TextSink, result_table
@@ -323,16 +324,20 @@ def list_(
     from mtm_tui.rows import COLUMNS, row_cells
 
     columns = COLUMNS[:-1]   # the sweep shows in --sweep and --json
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1))
-    for column in columns:
-        numeric = column in ("d", "epoch", "val%", "test%", "age")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis",
-                         max_width=8 if column == "name" and console.width < 100 else None,
-                         min_width={"id": 8, "status": 8, "name": 4, "backbone": 8, "d": 4, "epoch": 5, "val%": 5,
-                                    "test%": 5, "age": 3}.get(column))
     now = time.time()
-    for r in rows:
-        table.add_row(*row_cells(r, now)[:len(columns)])
+    cells = [row_cells(r, now)[:len(columns)] for r in rows]
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1))
+    # Every column but the name keeps its widest cell (numbers and statuses are never cut); the name
+    # gets what is left of the terminal's width.
+    widths = [max(len(Text.from_markup(c[i]).plain) for c in cells + [columns]) for i in range(len(columns))]
+    name = columns.index("name")
+    gaps = 2 * (len(columns) - 1)   # padding (0, 1): one space on each side of an inner border
+    widths[name] = max(4, min(widths[name], console.width - (sum(widths) - widths[name]) - gaps))
+    for column, width in zip(columns, widths):
+        table.add_column(column, justify="right" if column in ("d", "epoch", "val%", "test%", "age") else "left",
+                         no_wrap=True, overflow="ellipsis", min_width=width, max_width=width)
+    for c in cells:
+        table.add_row(*c)
     console.print(table)
 
 
@@ -682,9 +687,9 @@ def plot(
 @app.command()
 def tui(home: Optional[Path] = HOME) -> None:
     """Open the terminal UI (the same as `mtm-tui`)."""
-    from mtm_tui.app import MtmApp
+    from mtm_tui.app import run
 
-    MtmApp(home or Path("mtm-home")).run()
+    raise typer.Exit(run(home or Path("mtm-home")))
 
 
 def main() -> None:
@@ -704,6 +709,19 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; `mtm resume RUN` continues from the last checkpoint", markup=False)
         sys.exit(130)
+    except Exception as exc:   # not a user error, but still one line (the run, if any, is recorded failed)
+        if debug:
+            raise
+        what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if type(exc).__name__ in ("OutOfMemoryError", "MemoryError"):
+            line = f"out of memory ({what[:200]}); lower train.batch_size or model.dim, or use a smaller backbone"
+        else:
+            line = f"{type(exc).__name__}: {what[:300]} (add --debug for the traceback)"
+        if "--json" in sys.argv:
+            print(json.dumps({"error": line}))
+        else:
+            err_console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

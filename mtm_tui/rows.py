@@ -9,7 +9,7 @@ from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
 
 STATUS_STYLES = {"queued": "cyan", "running": "bold yellow", "finished": "green", "failed": "bold red",
                  "diverged": "magenta", "interrupted": "dim"}
-COLUMNS = ("id", "name", "status", "dataset", "backbone", "loss", "d", "epoch", "val%", "test%", "age", "sweep")
+COLUMNS = ("id", "name", "status", "dataset", "net", "loss", "d", "epoch", "val%", "test%", "age", "sweep")
 
 
 def age(seconds: float) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 
 import pytest
 from conftest import MTM
@@ -39,3 +40,21 @@ def test_a_wrong_choice_exits_2_and_help_lists_the_choices(mtm_env, tmp_path):
     shown = subprocess.run(MTM + ["export", "--help"], capture_output=True, text=True, env=mtm_env).stdout
     assert "markdown|csv|json" in shown and "val|final|max-test" in shown and "[default: ./mtm-home]" in \
         subprocess.run(MTM + ["list", "--help"], capture_output=True, text=True, env=mtm_env).stdout
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(mtm_env, tmp_path):
+    """Not a user error (here an exception inside the training loop: a loss that is not a loss), but
+    still one line, the run recorded failed; --debug shows the traceback."""
+    code = ("import sys, mtm_engine.losses as L; L.LOSSES['push_pull'] = lambda *a, **k: 1 / 0; "
+            "from mtm_tui.cli import main; sys.argv = ['mtm', *sys.argv[1:]]; main()")
+    args = ["run", "--set", "train.epochs=1", "--set", "model.width=4"]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=mtm_env, cwd=tmp_path)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and lines[-1] == "error: ZeroDivisionError: division by zero (add --debug for the traceback)"
+    assert "Traceback" not in out.stderr
+    listed = json.loads(subprocess.run(MTM + ["list", "--json"], capture_output=True, text=True, env=mtm_env,
+                                       cwd=tmp_path).stdout)
+    assert listed[0]["status"] == "failed" and "ZeroDivisionError" in listed[0]["message"]
+    debug = subprocess.run([sys.executable, "-c", code, *args, "--debug"], capture_output=True, text=True,
+                           env=mtm_env, cwd=tmp_path)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -88,3 +88,17 @@ def test_tags_notes_sort_limit_diff_logs_and_eval(mtm_env, tmp_path):
 
     evaluated = json.loads(run_mtm(["eval", a[:8], "--checkpoint", "last", "--json"], mtm_env, tmp_path).stdout)
     assert evaluated["epoch"] == 2 and evaluated["recomputed"] == evaluated["recorded"]
+
+
+def test_list_at_80_columns_cuts_no_number_and_no_status(mtm_env, tmp_path):
+    from mtm_engine.config import load_spec
+    from mtm_engine.runner import create_run
+    from mtm_engine.store import Store
+
+    store = Store(tmp_path / "home")
+    for name in ("a-rather-long-experiment-name", "x"):
+        run_id = create_run(store, load_spec(overrides=[f"name={name}"]), status="finished")
+        store.update(run_id, status="interrupted", best_val=1.0, test_acc=0.99443, epoch=15)
+    out = run_mtm(["list"], {**mtm_env, "COLUMNS": "80"}, tmp_path).stdout.splitlines()
+    assert out[0].split() == ["id", "name", "status", "dataset", "net", "loss", "d", "epoch", "val%", "test%", "age"]
+    assert all(len(line) <= 80 and "100.00" in line and "99.44" in line and "interrupted" in line for line in out[1:])

@@ -72,3 +72,16 @@ def test_bad_slot_options_are_one_line_and_write_nothing(mtm_env, tmp_path, args
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0]
     assert not (tmp_path / "home" / "runs").exists() and not (tmp_path / "home" / "queue").exists()
 
+
+
+def test_sigterm_stops_one_run_gracefully_and_its_sibling_seeds_stay_queued(mtm_env, tmp_path):
+    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--slots", "1", "--set", "train.epochs=40"],
+                             mtm_env, tmp_path).stdout)
+    first, second = started["run_ids"]
+    pid = wait_for(lambda: (r := listed(mtm_env, tmp_path)[first])["epoch"] >= 1 and r["pid"])
+    assert listed(mtm_env, tmp_path)[second]["status"] == "queued"
+    os.kill(pid, signal.SIGTERM)
+    row = wait_for(lambda: (r := listed(mtm_env, tmp_path)[first])["status"] == "interrupted" and r)
+    assert row["epoch"] >= 1 and "stopped" in row["message"]   # graceful: its whole epochs stay recorded
+    assert listed(mtm_env, tmp_path)[second]["status"] in ("queued", "running")   # a run of its own: not lost
+    mtm(["stop", second, "--wait", "60"], mtm_env, tmp_path)

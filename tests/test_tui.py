@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input
@@ -122,7 +123,8 @@ def fixture_home(tmp_path, monkeypatch):
 
 
 def _app(home):
-    return MtmApp(home, clock=lambda: NOW)
+    # relative to the current folder (tmp_path in the snapshot tests), so that the header reads the same anywhere
+    return MtmApp(Path(os.path.relpath(home)), clock=lambda: NOW, host="fixture")
 
 
 async def _settle(pilot, seconds=1.5):
@@ -290,3 +292,18 @@ def test_a_crash_exits_non_zero_and_keeps_its_traceback(tmp_path, monkeypatch):
     assert out.returncode == 1
     assert f"mtm-tui stopped on an error; its traceback is in {log}" in out.stderr
     assert "ZeroDivisionError" in log.read_text()
+
+
+def test_the_filter_matches_what_the_table_shows_word_by_word(fixture_home):
+    app = _app(fixture_home)
+
+    async def flow():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await _settle(pilot, 1.0)
+            screen = app.screen
+            for typed, expected in (("", 3), ("PP", 1), ("digits cross_entropy", 1), ("CNN pure", 1), ("push_pull", 1),
+                                    ("euclid E", 1), ("finished digits", 3), ("nothing-like-this", 0)):
+                screen.query_one("#filter", Input).value = typed
+                await pilot.pause(0.2)
+                assert len(screen.visible()) == expected, typed
+    asyncio.run(flow())

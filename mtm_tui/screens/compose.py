@@ -18,6 +18,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from mtm_engine.config import CHOICES, DATASETS, SECTIONS, Spec, quickstart_path, spec_from_dict, spec_to_toml
 from mtm_engine.errors import MtmError
+from mtm_engine.records import flatten_spec
 from mtm_engine.runner import create_run
 from mtm_engine.store import writing
 from mtm_engine.sweep_spec import TuneSpec, load_sweep, validate_sweep
@@ -112,8 +113,7 @@ class ComposeScreen(Screen):
             self.notify(str(exc), severity="error", timeout=8)
             return
         self.space = tune.space
-        values = {"name": spec.name, **{f"{s}.{k}": v for s, d in spec.to_dict().items() if isinstance(d, dict)
-                                        for k, v in d.items()},
+        values = {"name": spec.name, **flatten_spec(spec.to_dict()),
                   **{f"tune.{k}": getattr(tune, k) for k in TUNE_KEYS}}
         with self.prevent(Input.Changed, Select.Changed):
             for key, value in values.items():

@@ -10,16 +10,28 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mtm_engine.errors import MtmError
+from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
 from mtm_tui import jobs
 from mtm_tui.rows import COLUMNS as ROW_COLUMNS
 from mtm_tui.rows import row_cells
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 
+AGE_REFRESH_S = 5.0
 SHOWN = 500   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
 COLUMNS = ("", *ROW_COLUMNS)
-SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "backbone": "backbone",
+SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "net": "backbone",
                "loss": "loss", "d": "dim", "epoch": "epoch", "val%": "best_val", "test%": "test_acc", "age": "created",
                "sweep": "sweep"}
+
+
+def searchable(row: dict[str, Any]) -> str:
+    """What the filter matches: the row's fields as stored (fashion-mnist, push_pull) and as shown
+    (F-MNIST, PP), its tags and note. Every word typed must occur."""
+    shown = (row.get("id", ""), row.get("name", ""), row.get("status", ""), DATASET_TITLES.get(row["dataset"], ""),
+             BACKBONE_SHORT.get(row["backbone"], ""), LOSS_CODES.get(row["loss"], ""))
+    stored = (row["dataset"], row["backbone"], row["loss"], row.get("sweep") or "", row.get("note") or "",
+              *(row.get("tags") or ()))
+    return " ".join(map(str, shown + stored)).lower()
 
 
 def cells(row: dict[str, Any], now: float, marked: bool) -> tuple:
@@ -52,13 +64,15 @@ class RunsScreen(PollingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: type to match id, name, status, dataset, backbone, loss or sweep", id="filter")
+        yield Input(placeholder="filter: words to match (id, name, status, dataset, net, loss, sweep, tag, note)",
+                    id="filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
+        self.set_interval(AGE_REFRESH_S, self.redraw)   # ages move on while the store stands still
         super().on_mount()
 
     def fetch(self) -> list[dict[str, Any]]:
@@ -78,9 +92,8 @@ class RunsScreen(PollingScreen):
         self.query_one(DataTable).focus()
 
     def visible(self) -> list[dict[str, Any]]:
-        text = self.query_one("#filter", Input).value.strip().lower()
-        rows = [r for r in self.rows if not text or any(
-            text in str(r.get(k) or "").lower() for k in ("id", "name", "status", "dataset", "backbone", "loss", "sweep"))]
+        words = self.query_one("#filter", Input).value.lower().split()
+        rows = [r for r in self.rows if not words or all(word in searchable(r) for word in words)]
         field = SORT_FIELDS[self.sort_by]
         rows.sort(key=lambda r: (r.get(field) is None, r.get(field) if r.get(field) is not None else 0),
                   reverse=self.reverse)
@@ -101,8 +114,8 @@ class RunsScreen(PollingScreen):
         if header == self._header and list(content) == list(self._content):
             for run_id, values in content.items():
                 for label, old, new in zip(columns, self._content[run_id], values):
-                    if old != new:
-                        table.update_cell(run_id, label, new)
+                    if old != new:   # a longer status ("interrupted") widens its column rather than being cut
+                        table.update_cell(run_id, label, new, update_width=True)
         else:
             selected = self.selected_id()
             table.clear(columns=True)

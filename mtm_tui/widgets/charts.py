@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from textual_plotext import PlotextPlot
 
-from mtm_engine.records import acc_key, classifiers_in
+from mtm_engine.records import METRICS, acc_key, classifiers_in
 
 COLOURS = ("blue+", "red+", "green+", "orange+", "magenta+", "cyan+", "yellow+", "white", "gray", "blue")
 
@@ -69,15 +69,15 @@ def loss(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
 
 
 def size_and_distance(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    keys = {"cluster size σ (test)": "test_cluster_size", "centre distance ρ (test)": "test_centre_distance",
-            "cluster size σ (val)": "val_cluster_size", "centre distance ρ (val)": "val_centre_distance"}
+    size, distance = METRICS["cluster_size"], METRICS["centre_distance"]
+    keys = {f"{m.label} {m.symbol} ({split})": m.key(split) for split in ("test", "val") for m in (size, distance)}
     lines(widget, "cluster size σ and centre distance ρ (Figs. 15-16), log scale", metric_series(records, keys),
           log_y=True)
 
 
 def distance_vs_size(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    xs = [r.get("test_cluster_size") for r in records]
-    ys = [r.get("test_centre_distance") for r in records]
+    xs = [r.get(METRICS["cluster_size"].key("test")) for r in records]
+    ys = [r.get(METRICS["centre_distance"].key("test")) for r in records]
     top = max([v for v in xs + ys if v is not None and v > 0] or [1.0])
     lines(widget, "centre distance ρ against cluster size σ, test split (Fig. 17); line: ρ = σ",
           {"epochs": (xs, ys), "ρ = σ": ([1e-3, top], [1e-3, top])}, xlabel="cluster size σ", ylabel="ρ",
@@ -85,13 +85,14 @@ def distance_vs_size(widget: PlotextPlot, records: list[dict[str, Any]]) -> None
 
 
 def separation(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    keys = {"centre separation (test)": "test_centre_separation", "centre separation (val)": "val_centre_separation",
+    separation = METRICS["centre_separation"]
+    keys = {"centre separation (test)": separation.key("test"), "centre separation (val)": separation.key("val"),
             "class embedding separation": "ce_separation", "mean |c - g| (test)": "test_ce_gap"}
     lines(widget, "centre separation (Figs. 18-19), log scale", metric_series(records, keys), log_y=True)
 
 
 def median_cosine(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    keys = {"median cosine (test)": "test_median_cosine", "median cosine (val)": "val_median_cosine"}
+    keys = {f"median cosine ({split})": METRICS["median_cosine"].key(split) for split in ("test", "val")}
     lines(widget, "median cosine similarity to the class centre", metric_series(records, keys))
 
 
