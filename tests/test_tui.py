@@ -307,3 +307,23 @@ def test_the_filter_matches_what_the_table_shows_word_by_word(fixture_home):
                 await pilot.pause(0.2)
                 assert len(screen.visible()) == expected, typed
     asyncio.run(flow())
+
+
+def test_ages_move_on_and_an_updated_status_is_not_cut(fixture_home):
+    now = [NOW]
+    app = MtmApp(Path(os.path.relpath(fixture_home)), clock=lambda: now[0], host="fixture")
+    store = Store(fixture_home)
+
+    async def flow():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await _settle(pilot, 1.0)
+            table = app.screen.query_one("#runs")
+            assert table.get_cell("aaaa1111", "age") == "1h"
+            now[0] += 86400   # a day later, with nothing new in the store
+            await pilot.pause(6.0)
+            assert table.get_cell("aaaa1111", "age") == "1d"
+            store.update("aaaa1111", status="interrupted")
+            await until(pilot, lambda: "interrupted" in table.get_cell("aaaa1111", "status"))
+            column = next(c for c in table.columns.values() if str(c.key.value) == "status")
+            assert column.content_width >= len("interrupted")
+    asyncio.run(flow())
