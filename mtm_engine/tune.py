@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -163,8 +164,21 @@ def _error_line(trial) -> str:
 
 # --- the sweep ------------------------------------------------------------------------------------
 
-def _start_ray(address: str | None, dashboard: bool) -> None:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")        # a local, private cluster: no token dance
+def _probe(address: str) -> None:
+    """Fail at once, in one line, where nothing listens at HOST:PORT (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return   # "auto", or a ray:// URL: Ray's own lookup
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise MtmError(f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}); "
+                       f"start the head with `ray start --head --port={port}`, or give its address") from None
+
+
+def _start_ray(address: str | None, dashboard: bool, say: Callable[[str], None] | None) -> None:
+    """Join the cluster at `address` with the auth it asks for (RAY_AUTH_MODE and the token in the
+    environment, as the cluster's owner set them), or start a local node on 127.0.0.1."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")          # with verbose=0: Tune prints nothing; we do
     if ray.is_initialized():
@@ -172,15 +186,29 @@ def _start_ray(address: str | None, dashboard: bool) -> None:
     kwargs: dict[str, Any] = dict(include_dashboard=dashboard, log_to_driver=False, configure_logging=True,
                                   logging_level=logging.ERROR)
     if address:
-        ray.init(address=address, **kwargs)
-    else:   # a local node, reachable from this machine only
-        ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
+        _probe(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:   # ConnectionError, auth errors, timeouts: all mean "not joined"
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise MtmError(f"cannot join the Ray cluster at {address} ({reason}); check the address with `ray status` "
+                           f"on the head node, and set RAY_AUTH_MODE/RAY_AUTH_TOKEN as the cluster requires") from None
+        return
+    if "RAY_AUTH_MODE" not in os.environ:
+        # A node of our own, for this driver alone, on 127.0.0.1: Ray's token auth is turned off for it (said, not
+        # silent); set RAY_AUTH_MODE to keep Ray's own choice.
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        if say is not None:
+            say("Ray: a local node on 127.0.0.1, token auth off (set RAY_AUTH_MODE to change that)")
+    ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
 
 
 def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = None, resume: bool = False,
               address: str | None = None, dashboard: bool = False,
-              say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or, with resume, restore) a sweep; returns its summary with the best trial."""
+              say: Callable[[str], None] | None = None,
+              started: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run (or, with resume, restore) a sweep; returns its summary with the best trial. `started`
+    hears (sweep id, its [tune] settings) once Ray is up and the sweep is saved."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.hyperopt import HyperOptSearch
@@ -200,11 +228,12 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
         base["data"]["dataset"] = FOLDER_PREFIX + str(Path(spec.data.dataset[len(FOLDER_PREFIX):]).expanduser().resolve())
     metric, mode = acc_key("val", t.metric), "max"
     storage = (store.home / "sweeps" / sweep_id).resolve()
+    _start_ray(address, dashboard, say)   # first: a cluster that cannot be joined leaves no sweep behind
     if not resume:
         store.save_sweep(sweep_id, {"id": sweep_id, "name": spec.name, "spec": base, "tune": t.to_dict(),
                                     "created": time.time(), "ray_path": str(storage / "ray")})
-
-    _start_ray(address, dashboard)
+    if started is not None:
+        started(sweep_id, t.to_dict())
     trainable = tune.with_resources(tune.with_parameters(_trial, base=base, cpus=t.cpus_per_trial),
                                     {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     if say is not None:
@@ -213,8 +242,9 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     if resume:
         if not tune.Tuner.can_restore(str(experiment)):
             raise MtmError(f"sweep {sweep_id} has no Ray state in {experiment} to restore; start it again")
+        # Errored trials (a lost node, say) continue from their last checkpoint, each epoch once.
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
+                                   resume_errored=True, restart_errored=False)
     else:
         searcher = None
         if t.search == "hyperopt":

@@ -620,12 +620,21 @@ def tune_(
     from mtm_engine.tune import run_sweep
 
     say = None if json_ else (lambda text: console.print(text, markup=False, highlight=False))
-    if not json_:
-        console.print(f"sweep{' ' + resume if resume else ''}: {settings.num_samples} trials of at most "
-                      f"{settings.max_epochs} epochs, {settings.search} search, scheduler {settings.scheduler}, "
-                      f"maximising val_acc_{settings.metric}; `mtm list --sweep ID` shows the trials")
+    planned: dict[str, Any] = {}
+
+    def started(sweep_id: str, shown: dict[str, Any]) -> None:   # once Ray is up; a resumed sweep shows its own
+        planned.update(shown)
+        if not json_:
+            console.print(f"sweep {sweep_id}: {shown['num_samples']} trials of at most {shown['max_epochs']} epochs, "
+                          f"{shown['search']} search, scheduler {shown['scheduler']}, maximising "
+                          f"val_acc_{shown['metric']}; `mtm list --sweep {sweep_id}` shows the trials", markup=False)
+
     summary = run_sweep(spec, settings, store.home, sweep_id=resume, resume=bool(resume), address=address,
-                        dashboard=dashboard, say=say)
+                        dashboard=dashboard, say=say, started=started)
+    ended = sum(summary["status"].get(k, 0) for k in ("finished", "failed", "diverged"))
+    if ended < planned.get("num_samples", 0):   # Ctrl-C: Tune stopped before every trial had ended
+        err_console.print(f"interrupted; resume with `mtm tune --resume {summary['sweep_id']}`", markup=False)
+        raise typer.Exit(130)
     best = summary["best"]
     if refit and best is not None:
         summary["refit"] = _refit(store, summary, as_json=json_)

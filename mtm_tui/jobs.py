@@ -244,7 +244,12 @@ RESUMABLE = ("interrupted", "failed", "diverged")
 
 def claim_for_resume(store: Store, run_id: str, **fields: Any) -> None:
     """Atomically make a stopped run this caller's (`fields`: its new status and owner), so that two
-    resumes of one run never both train it; the loser gets one line saying who has it."""
+    resumes of one run never both train it; the loser gets one line saying who has it. A sweep's
+    trial is resumed by its sweep, not on its own."""
+    sweep = store.meta(run_id).get("sweep")
+    if sweep:
+        raise MtmError(f"run {run_id[:8]} is a trial of sweep {sweep}; `mtm tune --resume {sweep}` continues it "
+                       f"within its sweep")
     if not store.transition(run_id, RESUMABLE, message="", **fields):
         row = store.row(run_id)
         if row["status"] == "running":

@@ -38,6 +38,8 @@ def test_a_four_trial_sweep_records_every_trial(mtm_env, tmp_path):
     assert len(rows) == 4 and all(r["epoch"] >= 1 and r["sweep"] == summary["sweep_id"] for r in rows)
     lrs = {json.loads(mtm(["show", r["id"], "--json"], mtm_env, tmp_path).stdout)["spec"]["train"]["lr"] for r in rows}
     assert len(lrs) == 4   # HyperOpt drew four learning rates
+    alone = mtm(["resume", rows[0]["id"]], mtm_env, tmp_path, check=False)   # a trial resumes with its sweep
+    assert alone.returncode == 1 and f"`mtm tune --resume {summary['sweep_id']}`" in alone.stderr
     best = summary["best"]
     assert best["best_val"] == max(r["best_val"] for r in rows) and "train.lr" in best["config"]
     table = mtm(["export", "--sweep", summary["sweep_id"]], mtm_env, tmp_path).stdout
@@ -85,7 +87,8 @@ def test_an_interrupted_sweep_resumes_without_duplicates(mtm_env, tmp_path):
         time.sleep(0.5)
     assert sweep, "no trial reported an epoch"
     driver.send_signal(signal.SIGINT)
-    driver.wait(120)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and f"interrupted; resume with `mtm tune --resume {sweep}`" in output
     before = trials(mtm_env, tmp_path, sweep)
     assert 1 <= len(before) <= 2 and not all(r["status"] == "finished" for r in before)
 
@@ -96,3 +99,12 @@ def test_an_interrupted_sweep_resumes_without_duplicates(mtm_env, tmp_path):
     for r in after:
         epochs = [e["epoch"] for e in json.loads(mtm(["show", r["id"], "--json"], mtm_env, tmp_path).stdout)["records"]]
         assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 1
+
+
+def test_an_address_where_nothing_listens_is_one_line_and_leaves_no_sweep(mtm_env, tmp_path):
+    out = mtm(["tune", "--address", "127.0.0.1:9", "--samples", "1", "--epochs", "1"], mtm_env, tmp_path,
+              check=False, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("error: cannot join the Ray cluster at 127.0.0.1:9: nothing "
+                                                          "answers there")
+    assert not (tmp_path / "home" / "sweeps").exists()
