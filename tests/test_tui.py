@@ -327,3 +327,22 @@ def test_ages_move_on_and_an_updated_status_is_not_cut(fixture_home):
             column = next(c for c in table.columns.values() if str(c.key.value) == "status")
             assert column.content_width >= len("interrupted")
     asyncio.run(flow())
+
+
+def test_stop_of_a_finished_run_says_so_and_dialogs_name_the_run(fixture_home):
+    app = _app(fixture_home)
+    messages = []
+
+    async def flow():
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.notify = lambda message, **kw: messages.append(message)
+            await _settle(pilot, 1.0)
+            await pilot.press("x")   # the cursor is on a finished run: no question, an answer
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, RunsScreen) and messages[-1].endswith("is finished: nothing to stop")
+            await pilot.press("d")
+            await pilot.pause(0.3)
+            question = str(app.screen.query_one("#question").render())
+            assert "aaaa1111 (pp-digits)" in question
+            await pilot.press("n")
+    asyncio.run(flow())

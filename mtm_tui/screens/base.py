@@ -75,7 +75,7 @@ class PollingScreen(Screen):
         except MtmError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
             return
-        self.app.call_from_thread(self.notify, f"{done} run {run_id}")
+        self.app.call_from_thread(self.notify, f"{done} run {run_id[:8]}")
         self.app.call_from_thread(self.refetch)
 
 

@@ -33,7 +33,7 @@ class EmbeddingScreen(PollingScreen):
     def show(self, data: tuple) -> None:
         meta, snapshot = data
         self.query_one("#embedding-title", Static).update(
-            f"[b]{self.run_id}[/b] {meta['name']}: the {self.which} epoch's snapshot "
+            f"[b]{self.run_id[:8]}[/b] {meta['name']}: the {self.which} epoch's snapshot "
             f"(b switches to the {'best' if self.which == 'last' else 'last'})")
         embedding(self.query_one(PlotextPlot), snapshot)
 

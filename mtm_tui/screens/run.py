@@ -45,6 +45,7 @@ class RunScreen(PollingScreen):
         super().__init__()
         self.run_id = run_id
         self.records: list[dict[str, Any]] = []
+        self.row: dict[str, Any] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -67,9 +68,9 @@ class RunScreen(PollingScreen):
 
     def show(self, data: tuple) -> None:
         meta, row, records, log = data
-        self.records = records
+        self.records, self.row = records, row
         self.query_one("#run-header", Static).update(
-            f"[b]{self.run_id}[/b] {row['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}  "
+            f"[b]{self.run_id[:8]}[/b] {row['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}  "
             f"{row['dataset']} · {row['backbone']} · {row['loss']}  device {row.get('device') or '-'}"
             + (f"  GPU {gpu_memory(records[-1])} GB" if records and "gpu_mem_allocated_gb" in records[-1] else "")
             + (f" {records[-1]['gpu_util_pct']:.0f}%" if records and "gpu_util_pct" in records[-1] else "")
@@ -111,9 +112,15 @@ class RunScreen(PollingScreen):
         self.app.open_embedding(self.run_id)
 
     def action_stop(self) -> None:
-        self.app.push_screen(ConfirmScreen(f"Stop run {self.run_id}? Its last whole epoch stays checkpointed."),
+        name, status = self.row.get("name", ""), self.row.get("status")
+        if status not in ("queued", "running"):   # says so at once, rather than asking first
+            self.notify(f"run {self.run_id[:8]} {name} is {status}: nothing to stop")
+            return
+        self.app.push_screen(ConfirmScreen(f"Stop run {self.run_id[:8]} ({name})? Its last whole epoch stays "
+                                           f"checkpointed."),
                              lambda yes: yes and self.run_job(jobs.stop, self.run_id, "stop requested for"))
 
     def action_resume(self) -> None:
-        self.app.push_screen(ConfirmScreen(f"Resume run {self.run_id} in the background?"),
+        self.app.push_screen(ConfirmScreen(f"Resume run {self.run_id[:8]} ({self.row.get('name', '')}) in the "
+                                           f"background?"),
                              lambda yes: yes and self.run_job(jobs.resume_detached, self.run_id, "resuming"))

@@ -17,6 +17,7 @@ from mtm_tui.rows import row_cells
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 
 AGE_REFRESH_S = 5.0
+ENDED = ("finished", "failed", "diverged", "interrupted")
 SHOWN = 500   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
 COLUMNS = ("", *ROW_COLUMNS)
 SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "net": "backbone",
@@ -187,8 +188,13 @@ class RunsScreen(PollingScreen):
     def action_export(self) -> None:
         self.app.open_export()
 
-    def _confirm_then(self, question: str, job, done: str) -> None:
+    def _confirm_then(self, question: str, job, done: str, refuse: dict[str, str] | None = None) -> None:
+        """Ask first, naming the run (id and name); a status in `refuse` is answered at once instead."""
         if (run_id := self.selected_id()) is None:
+            return
+        row = next(r for r in self.rows if r["id"] == run_id)
+        if refuse and row["status"] in refuse:
+            self.notify(f"run {run_id[:8]} {row['name']} {refuse[row['status']]}")
             return
 
         def answered(yes: bool) -> None:
@@ -197,14 +203,16 @@ class RunsScreen(PollingScreen):
                     self.marked.discard(run_id)
                 self.run_job(job, run_id, done)
 
-        self.app.push_screen(ConfirmScreen(question.format(run_id=run_id)), answered)
+        self.app.push_screen(ConfirmScreen(question.format(run=f"{run_id[:8]} ({row['name']})")), answered)
 
     def action_stop(self) -> None:
-        self._confirm_then("Stop run {run_id}? Its last whole epoch stays checkpointed.", jobs.stop,
-                           "stop requested for")
+        self._confirm_then("Stop run {run}? Its last whole epoch stays checkpointed.", jobs.stop,
+                           "stop requested for", refuse={s: f"is {s}: nothing to stop" for s in ENDED})
 
     def action_resume(self) -> None:
-        self._confirm_then("Resume run {run_id} in the background?", jobs.resume_detached, "resuming")
+        self._confirm_then("Resume run {run} in the background?", jobs.resume_detached, "resuming",
+                           refuse={"finished": "has finished all its epochs: nothing to resume",
+                                   "running": "is running already", "queued": "is queued already"})
 
     def action_delete(self) -> None:
-        self._confirm_then("Delete run {run_id}: its records, checkpoint and log?", jobs.delete, "deleted")
+        self._confirm_then("Delete run {run}: its records, checkpoints and log?", jobs.delete, "deleted")
