@@ -112,19 +112,22 @@ def _torchvision_split(name: str, spec: DataSpec, train: bool):
     # torchvision then checks the md5 and extracts without touching the network.
     base = root
     present = [a for a in archives if (root / sub / a).is_file()]
+    if present:
+        base = _cache_dir() / cls_name.lower() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+        with contextlib.suppress(RuntimeError):   # extracted there before: no need to check the archives again
+            return cls(str(base), train=train, download=False)
     corrupt = [a for a in present if not _intact(cls, root / sub / a)]
     if corrupt:
         raise DataError(f"{root / sub / corrupt[0]} is damaged (its md5 is not torchvision's); replace it with an "
                         f"intact copy{'' if spec.download else ', or delete it and set data.download = true'}")
+    if len(present) < len(archives) and not spec.download:   # never fetch the rest behind the user's back
+        raise DataError(_missing(name, root / sub, [a for a in archives if a not in present], "data.download is false"))
     if present:
-        base = _cache_dir() / cls_name.lower() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
         (base / sub).mkdir(parents=True, exist_ok=True)
         for a in present:
             link = base / sub / a
             if not link.exists():
                 link.symlink_to((root / sub / a).resolve())
-    if not present and not spec.download:
-        raise DataError(_missing(name, root / sub, archives, "data.download is false"))
     chatter = io.StringIO()  # torchvision prints its download attempts; keep stdout clean
     try:
         with contextlib.redirect_stdout(chatter):

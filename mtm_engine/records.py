@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol, TypedDict
 
-SPLITS = ("val", "test")
-
 # The files a run keeps beside its run.json (HOME/runs/<id>/)
 CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
 BEST = "best.pt"               # the validation-selected epoch: the weights behind the reported numbers

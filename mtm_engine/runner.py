@@ -134,7 +134,7 @@ def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: b
     from mtm_engine.train import fit  # here: importing the runner needs no torch
 
     spec = spec_from_dict(store.meta(run_id)["spec"])
-    if store.stop_requested(run_id):   # stopped while it waited in the queue
+    if store.stop_requested(run_id):   # `mtm stop` between the pool's claim and this process's start
         message = "stopped before it started; mtm resume starts it"
         store.update(run_id, status="interrupted", pid=None, message=message)
         return RunResult("interrupted", store.records(run_id), message=message)

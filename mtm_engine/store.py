@@ -35,7 +35,7 @@ from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
 from mtm_engine.errors import MtmError
-from mtm_engine.records import SNAPSHOTS
+from mtm_engine.records import SNAPSHOTS, EpochRecord, RunMeta, RunRow
 
 FORMAT = 1
 LIVE = ("queued", "running")
@@ -97,7 +97,7 @@ class AtomicJSONStorage(Storage):
         pass
 
 
-ROW_KEYS = ("id", "status", "created")
+ROW_KEYS = ("id", "name", "status", "dataset", "backbone", "loss", "epoch", "epochs", "created")   # what tables read
 
 
 def _shape_problem(kind: str, data: dict[str, Any]) -> str | None:
@@ -224,21 +224,25 @@ class Store:
                 db.table("epochs")   # an empty table: the file is complete from the start
         self._write_index_row(row)
 
-    def _change_run(self, run_id: str, change: Callable[[Any], None], **fields: Any) -> dict[str, Any]:
+    def _change_run(self, run_id: str, change: Callable[[Any], None], index: bool = False, **fields: Any) -> None:
         """Under the run file's lock: apply `change` to the open file and merge `fields` into the
-        run's row; return the new row."""
+        run's row; with `index`, then copy the row to its index shard, still under the run's lock, so
+        that two changes of one run reach the index in the order they reached the run file."""
         path = self._run_file(run_id)
         if not path.exists():
             raise StoreError(f"no run {run_id!r} in {self.home}; `mtm list` shows the runs")
-        with _locked(path), _open(path, "run") as db:
-            change(db)
-            table = db.table("row")
-            table.update(fields)
-            return dict(table.all()[0])
+        with _locked(path):
+            with _open(path, "run") as db:
+                change(db)
+                table = db.table("row")
+                table.update(fields)
+                row = dict(table.all()[0])
+            if index:
+                self._write_index_row(row)   # lock order: a run's file, then an index shard; never the reverse
 
     def update(self, run_id: str, **fields: Any) -> None:
         """A status change (status, pid, message, device, ...): the run file, then its index row."""
-        self._write_index_row(self._change_run(run_id, lambda db: None, updated=time.time(), **fields))
+        self._change_run(run_id, lambda db: None, index=True, updated=time.time(), **fields)
 
     def transition(self, run_id: str, expected: str | tuple[str, ...], **fields: Any) -> bool:
         """Change the run's row only if its status (a dead live run counts as interrupted) is one of
@@ -260,7 +264,7 @@ class Store:
                 now = time.time()
                 db.table("row").update({"updated": now, "heartbeat": now, **fields})
                 row = dict(db.table("row").all()[0])
-        self._write_index_row(row)
+            self._write_index_row(row)
         return True
 
     def heartbeat(self, run_id: str) -> None:
@@ -290,7 +294,7 @@ class Store:
 
     # --- reading --------------------------------------------------------------------------------
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[RunRow]:
         """Every run's row, oldest first. Live runs are read from their own files (fresh epochs);
         those whose process died are shown as interrupted. Reading writes nothing: see `reap`."""
         rows = [self._fresh(row) if row["status"] in LIVE else row for row in self._index_rows()]
@@ -311,9 +315,9 @@ class Store:
         return self._shown(row)
 
     def is_dead(self, row: dict[str, Any]) -> bool:
-        """A live run whose process is gone: on this host, its pid has ended or now belongs to
+        """A running run whose process is gone: on this host, its pid has ended or now belongs to
         another process (another start time); on another host, its heartbeat has stopped."""
-        if row["status"] not in LIVE:
+        if row["status"] != "running":   # a queued run is an entry in the queue, not a process
             return False
         if row.get("host") == socket.gethostname() and row.get("pid"):
             return not _pid_alive(row["pid"]) or (
@@ -329,8 +333,8 @@ class Store:
 
     def reap(self, rows: list[dict[str, Any]]) -> list[str]:
         """Record the runs among `rows` (as read) whose process died as interrupted; returns their ids.
-        The only read that writes: `mtm list`, `mtm stop` and the TUI's poll call it, and go on where
-        the home is read-only."""
+        The only read that writes: the commands that list runs (list, export, plot), `mtm stop` and
+        the TUI's poll call it, and go on where the home is read-only."""
         return [row["id"] for row in rows if row.get("dead") and self._change_if(
             row["id"], self.is_dead, {"status": "interrupted", "pid": None, "message": DEAD_MESSAGE})]
 
@@ -345,18 +349,18 @@ class Store:
             raise StoreError(f"run id {prefix!r} is ambiguous: {', '.join(sorted(ids))}; give more characters")
         return ids[0]
 
-    def row(self, run_id: str) -> dict[str, Any]:
+    def row(self, run_id: str) -> RunRow:
         """One run's current row, from its own file."""
         return self._shown(self._read_run(run_id)["row"]["1"])
 
-    def meta(self, run_id: str) -> dict[str, Any]:
+    def meta(self, run_id: str) -> RunMeta:
         return self._read_run(run_id)["meta"]["1"]
 
-    def records(self, run_id: str) -> list[dict[str, Any]]:
+    def records(self, run_id: str) -> list[EpochRecord]:
         """The run's epoch records, in epoch order."""
         return sorted(self._read_run(run_id).get("epochs", {}).values(), key=lambda r: r["epoch"])
 
-    def run(self, run_id: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    def run(self, run_id: str) -> tuple[RunMeta, RunRow, list[EpochRecord]]:
         """(meta, row, records) from one read of the run's file."""
         data = self._read_run(run_id)
         records = sorted(data.get("epochs", {}).values(), key=lambda r: r["epoch"])

@@ -50,12 +50,13 @@ class MtmApp(App):
         return Path.home() / ".cache" / "mtm" / "tui-crash.log"
 
     def _handle_exception(self, error: Exception) -> None:
-        """A crash ends the app with exit code 1 (Textual's own), and its traceback goes to a log file
-        that `main` names, so that it survives the terminal being restored."""
-        with contextlib.suppress(OSError):
-            self.crash_log.parent.mkdir(parents=True, exist_ok=True)
-            self.crash_log.write_text(time.strftime("%Y-%m-%d %H:%M:%S ") + "".join(
-                traceback.format_exception(type(error), error, error.__traceback__)))
+        """A crash ends the app with exit code 1 (Textual's own), and its first traceback also goes to a
+        log file that `run` names, so that it outlives the terminal's scrollback."""
+        if self._exception is None:   # the first error; one raised while closing keeps the first's log
+            with contextlib.suppress(OSError):
+                self.crash_log.parent.mkdir(parents=True, exist_ok=True)
+                self.crash_log.write_text(time.strftime("%Y-%m-%d %H:%M:%S ") + "".join(
+                    traceback.format_exception(type(error), error, error.__traceback__)))
         super()._handle_exception(error)
 
     def action_help(self) -> None:
@@ -97,7 +98,8 @@ def main() -> None:
 
 
 def run(home: Path) -> int:
-    """Run the app on a store; a crash is one line naming the file with its traceback, and exit 1."""
+    """Run the app on a store. After a crash (Textual prints its traceback), one line names the file that
+    keeps it, and the exit code is 1."""
     app = MtmApp(home.expanduser().resolve())
     app.run()
     if app.return_code:

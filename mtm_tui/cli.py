@@ -263,7 +263,7 @@ def _named(value: Optional[str], names: dict[str, str], what: str) -> Optional[s
 def _filtered(store, status, dataset, loss, where, sweep, tags=()) -> list[dict[str, Any]]:
     from mtm_engine.export import DATASET_TITLES, LOSS_CODES
     from mtm_engine.store import parse_where
-    from mtm_tui.jobs import with_queue_places
+    from mtm_tui.jobs import ensure_pool, with_queue_places
 
     dataset = dataset if dataset is None or dataset.startswith("folder:") else _named(dataset, DATASET_TITLES, "dataset")
     loss = _named(loss, LOSS_CODES, "loss")
@@ -275,6 +275,8 @@ def _filtered(store, status, dataset, loss, where, sweep, tags=()) -> list[dict[
             raise MtmError(f"--where {text!r}: unknown field {predicate.field!r}; fields: {', '.join(sorted(fields))}")
     with contextlib.suppress(MtmError):   # a read-only home still lists (dead runs shown as interrupted)
         store.reap(rows)
+        if any(r["status"] == "queued" for r in rows):
+            ensure_pool(store)   # a pool that was killed is started again
     rows = with_queue_places(rows)
     return [r for r in rows
             if (not status or r["status"] in status) and (not dataset or r["dataset"] == dataset)
@@ -427,7 +429,11 @@ def logs(run: str = RUN,
     store = open_store(home)
     run_id = store.resolve(run)
     path = store.run_dir(run_id) / LOG
+    while follow and not path.exists() and store.row(run_id)["status"] == "queued":
+        time.sleep(0.5)   # its log begins when a slot takes it
     if not path.exists():
+        if store.row(run_id)["status"] == "queued":
+            raise MtmError(f"run {run_id[:8]} is queued: its log begins when a slot takes it (`mtm logs -f` waits)")
         raise MtmError(f"run {run_id[:8]} has no log: it ran in the foreground (its figures: `mtm show {run_id[:8]}`)")
     with open(path, errors="replace") as fh:
         while True:
@@ -613,6 +619,9 @@ def tune_(
     """Search hyperparameters with Ray Tune (HyperOpt, ASHA, plateau stopping); every trial is a run."""
     from mtm_engine.sweep_spec import load_sweep
 
+    if resume and (set_ or samples is not None or epochs is not None or config is not None):
+        raise MtmError(f"--resume {resume} restores the sweep with its saved settings; drop the config, --set, "
+                       f"--samples and --epochs (or start a new sweep)")
     overrides = list(set_) + ([f"tune.num_samples={samples}"] if samples is not None else []) + (
         [f"tune.max_epochs={epochs}"] if epochs is not None else [])
     store = open_store(home)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mtm_engine.errors import MtmError
-from mtm_engine.store import LIVE, LOG, Store, owner
+from mtm_engine.store import LIVE, LOG, Store, StoreError, owner, writing
 
 QUEUE_DIR = "queue"
 POLL_S = 1.0   # how often the pool looks at the queue
@@ -64,13 +64,14 @@ def plan_slots(gpus: str | None = None, per_gpu: int | None = None, slots: int |
         if slots < 1:
             raise MtmError(f"--slots {slots}: give at least 1 CPU slot")
         return ["cpu"] * slots
-    per_gpu = 1 if per_gpu is None else per_gpu
+    per_gpu_given, per_gpu = per_gpu is not None, 1 if per_gpu is None else per_gpu
     if per_gpu < 1:
         raise MtmError(f"--per-gpu {per_gpu}: give at least 1 slot per GPU")
     visible = visible_gpus()
     if gpus in (None, "auto"):
-        if not visible and gpus == "auto":
-            raise MtmError("--gpus auto: no GPU is visible here; use --slots N for N CPU slots")
+        if not visible and (gpus == "auto" or per_gpu_given):
+            raise MtmError(f"{'--gpus auto' if gpus else f'--per-gpu {per_gpu}'}: no GPU is visible here; use --slots N "
+                           f"for N CPU slots")
         chosen = visible
     else:
         chosen = [g.strip() for g in gpus.split(",") if g.strip()]
@@ -88,10 +89,11 @@ def _queue_dir(store: Store) -> Path:
 def configure_slots(store: Store, devices: list[str]) -> None:
     """Set this home's slots; a running pool picks them up at its next look at the queue."""
     path = _queue_dir(store) / "slots.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".slots.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"slots": devices}))
-    os.replace(tmp, path)
+    with writing(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"slots": devices}))
+        os.replace(tmp, path)
 
 
 def configured_slots(store: Store) -> list[str]:
@@ -109,8 +111,9 @@ def configured_slots(store: Store) -> list[str]:
 @contextlib.contextmanager
 def _try_lock(path: Path) -> Iterator[Any]:
     """Yield the open, exclusively flocked file, or None if another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -183,9 +186,10 @@ def drain(store: Store) -> None:
 
 def _drain_while_queued(store: Store) -> None:
     children: list[subprocess.Popen] = []
+    unreadable: set[str] = set()   # queued in the index, but the run's own file is gone or damaged
     while True:
         children = [c for c in children if c.poll() is None]   # reap ended workers
-        waiting = queued(store.rows())
+        waiting = [r for r in queued(store.rows()) if r["id"] not in unreadable]
         if not waiting and not children:
             return
         slots = configured_slots(store)
@@ -199,7 +203,19 @@ def _drain_while_queued(store: Store) -> None:
                 if store.transition(row["id"], "queued", status="running", slot=index, slot_device=device, pid=None,
                                     host=socket.gethostname(), message=f"starting in slot {index} ({device})"):
                     children.append(_start_worker(store, row["id"], device, slot.fileno(), slots.count("cpu")))
+                elif not _readable(store, row["id"]):
+                    unreadable.add(row["id"])
+                    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} skipped run {row['id']}: its run.json is missing "
+                          f"or damaged", flush=True)
         time.sleep(POLL_S)
+
+
+def _readable(store: Store, run_id: str) -> bool:
+    try:
+        store.row(run_id)
+    except StoreError:
+        return False
+    return True
 
 
 def _start_worker(store: Store, run_id: str, device: str, lock_fd: int, cpu_slots: int) -> subprocess.Popen:

@@ -15,7 +15,7 @@ FIGURES = {
     "accuracy": ("Test accuracy over epochs (validation dashed)", METRICS["acc"]),
     "cluster_size": ("Cluster size σ over epochs (test split)", METRICS["cluster_size"]),
     "centre_distance": ("Centre distance ρ over epochs (test split)", METRICS["centre_distance"]),
-    "centre_separation": ("Centre separation over epochs (test split; Figs. 18-19)", METRICS["centre_separation"]),
+    "centre_separation": ("Centre separation over epochs (test split)", METRICS["centre_separation"]),
     "median_cosine": ("Median cosine similarity over epochs (test split)", METRICS["median_cosine"]),
 }
 
@@ -65,7 +65,7 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
             if name == "accuracy":
                 ax.plot(epochs, [r.get(metric.key("val", classifier)) for r in records], linestyle="--",
                         color=line.get_color())
-        ax.set(title=title, xlabel="epoch", ylabel=metric.symbol if metric.name != "acc" else metric.label,
+        ax.set(title=f"{title}; paper {metric.figure}" if metric.figure else title, xlabel="epoch", ylabel=metric.symbol if metric.name != "acc" else metric.label,
                yscale="log" if metric.log else "linear")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

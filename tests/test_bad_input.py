@@ -16,6 +16,7 @@ CASES = [
     (["run", "."], "is a directory; give the path of a TOML experiment file"),
     (["tune", "--samples", "0", "--epochs", "0"], "tune.num_samples = 0: must be at least 1"),
     (["list", "--where", "x>>1"], "expected FIELD OP VALUE"),
+    (["tune", "--resume", "abcd", "--samples", "3"], "--resume abcd restores the sweep with its saved settings"),
     (["list", "--dataset", "F-MNIST-ish"], "--dataset F-MNIST-ish: unknown; choose one of"),
 ]
 

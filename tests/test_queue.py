@@ -61,6 +61,7 @@ def test_each_gpu_slot_pins_its_run_with_cuda_visible_devices(mtm_env, tmp_path)
     (["-d", "--gpus", "7"], "--gpus 7: no GPU 7 here; visible GPUs: none"),
     (["-d", "--per-gpu", "0"], "--per-gpu 0: give at least 1 slot per GPU"),
     (["-d", "--slots", "2", "--gpus", "0"], "--slots gives CPU slots; it cannot be combined with --gpus"),
+    (["-d", "--per-gpu", "2"], "--per-gpu 2: no GPU is visible here; use --slots N"),
     (["--slots", "2"], "add --detach"),
 ])
 def test_bad_slot_options_are_one_line_and_write_nothing(mtm_env, tmp_path, args, says):

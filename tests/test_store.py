@@ -189,10 +189,10 @@ def test_where_filters_compare_numbers_and_text():
 @pytest.mark.parametrize("damage, command, says", [
     (lambda home: (home / "runs" / "abcd1234" / "run.json").write_text(
         '{"_mtm": {"1": {"format": 1, "kind": "run"}}, "meta": {"1": {"spec": {}}}, "row": {"1": {"name": "x"}}, '
-        '"epochs": {}}'), "show", "has the wrong shape (its row lacks one of id, status, created"),
+        '"epochs": {}}'), "show", "has the wrong shape (its row lacks one of id, name, status"),
     (lambda home: next((home / "index").glob("*.json")).write_text(
         '{"_mtm": {"1": {"format": 1, "kind": "index"}}, "runs": {"1": {"id": "abcd1234"}}}'),
-     "list", "has the wrong shape (row 1 lacks one of id, status, created)"),
+     "list", "has the wrong shape (row 1 lacks one of id, name, status"),
     (lambda home: (home / "index" / "stray.json").mkdir(), "list", "is a directory, not an mtm store file"),
 ])
 def test_store_files_of_the_wrong_shape_are_one_line(tmp_path, damage, command, says, mtm_env):
@@ -202,3 +202,11 @@ def test_store_files_of_the_wrong_shape_are_one_line(tmp_path, damage, command, 
                          text=True, env={**mtm_env, "MTM_HOME": str(tmp_path)}, timeout=120)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and len(lines) == 1 and says in lines[0], out.stderr
+
+
+def test_a_queued_run_is_never_dead_however_long_it_waits(tmp_path):
+    store = Store(tmp_path)
+    store.create_run("waiting0", {"spec": {}, "seed": 0}, _row(status="queued"))
+    store.update("waiting0", heartbeat=time.time() - 3600)   # an hour in the queue
+    rows = store.rows()
+    assert rows[0]["status"] == "queued" and store.reap(rows) == []

@@ -71,11 +71,13 @@ class PollingScreen(Screen):
         """A job action (mtm_tui.jobs: stop, resume, delete) off the UI thread; its outcome, or its
         one-line refusal, comes back as a notification, and the store is polled again."""
         try:
-            job(self.app.store, run_id)
+            said = job(self.app.store, run_id)
         except MtmError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
             return
-        self.app.call_from_thread(self.notify, f"{done} run {run_id[:8]}")
+        # A job that says what it did (stop: out of the queue, or already ended) is quoted.
+        self.app.call_from_thread(self.notify, f"run {run_id[:8]}: {said}" if isinstance(said, str)
+                                  else f"{done} run {run_id[:8]}")
         self.app.call_from_thread(self.refetch)
 
 

@@ -78,8 +78,10 @@ class RunsScreen(PollingScreen):
 
     def fetch(self) -> list[dict[str, Any]]:
         rows = self.app.store.rows()
-        with contextlib.suppress(MtmError):   # record dead runs where the home is writable
+        with contextlib.suppress(MtmError):   # record dead runs, and restart a killed pool, where the home is writable
             self.app.store.reap(rows)
+            if any(r["status"] == "queued" for r in rows):
+                jobs.ensure_pool(self.app.store)
         return jobs.with_queue_places(rows)
 
     def show(self, rows: list[dict[str, Any]]) -> None:
