@@ -29,8 +29,8 @@ app = typer.Typer(
     help="mtm: train and study the Moving Targets Model from the terminal.\n\nAny command takes --debug "
          "(anywhere on the line) to show a traceback instead of a one-line error.",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)   # messages are lines, not paragraphs: a script can grep them
+err_console = Console(stderr=True, soft_wrap=True)
 
 HOME = typer.Option(None, "--home", envvar="MTM_HOME", show_envvar=True,
                     help="Folder of the store, checkpoints and logs [default: ./mtm-home].")
@@ -521,7 +521,7 @@ def stop(run: str = RUN,
     short = run_id[:8]
     console.print(f"run {short}: " + (f"{done}: stopped ({status}); `mtm resume {short}` continues it"
                                       if status not in LIVE else f"{done}; it stops after the current batch"),
-                  markup=False)
+                  markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -28,7 +28,7 @@ def test_spec_round_trips_through_a_plain_dict():
 
 def test_pure_head_defaults_to_its_classifiers():
     spec = load_spec(overrides=["model.head=pure", "loss.name=cross_entropy"])
-    assert spec.classifiers == ("cos", "euc", "pure")
+    assert spec.classifiers == ("pure", "cos", "euc")   # the pure head is scored by its own classifier first
 
 
 @pytest.mark.parametrize("override, message", [

@@ -52,7 +52,7 @@ name = "failing"
 dim = 16
 [loss]
 name = "proximity"
-r = 2.0
+r = 0.5
 [tune]
 search = "random"
 scheduler = "none"
@@ -60,7 +60,8 @@ num_samples = 1
 max_epochs = 1
 [tune.space]
 "data.dataset" = {grid = ["digits", "folder:/nonexistent-mtm-test"]}
-"loss.name" = {grid = ["proximity", "push_pull"]}   # push_pull with r = 2.0: an invalid draw
+"loss.name" = {grid = ["proximity", "push_pull"]}   # each value is valid with the base r = 0.5, but
+"loss.r" = {grid = [2.0]}                             # push_pull with r = 2.0 is an invalid draw
 """
 
 
