@@ -44,7 +44,7 @@ def test_the_suite_imports_the_package_pip_installed():
             assert module.parent == ROOT / package.__name__
         else:
             assert module == Path(dist.locate_file(f"{package.__name__}/__init__.py"))
-            assert ROOT not in module.parents
+            assert module.parent != ROOT / package.__name__   # (the venv itself may live in the checkout)
 
 
 def test_version_names_mtm_torch_and_the_cuda_devices(tmp_path):
