@@ -46,8 +46,8 @@ def source_state() -> tuple[dict[str, Any], str]:
             return None
         return out.stdout if out.returncode == 0 else None
 
-    commit = (git("rev-parse", "HEAD") or "").strip()
-    if not commit or not (source / "mtm_engine").is_dir() or not (source / ".git").exists():
+    commit = (git("rev-parse", "HEAD") or "").strip() if (source / ".git").exists() else ""
+    if not commit:   # an installed wheel: no git to ask (and no process spawned to find out)
         return {"git": None, "git_dirty": None}, ""
     diff = git("diff", "HEAD", "--", "mtm_engine", "mtm_tui") or ""
     return {"git": commit, "git_dirty": bool(diff)}, diff
@@ -59,8 +59,16 @@ def physical_device(device: str) -> str:
     if not device.startswith("cuda"):
         return device
     index = int(device.partition(":")[2] or 0)
-    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    visible = cuda_visible_devices() or []
     return f"cuda:{visible[index]}" if index < len(visible) else f"cuda:{index}"
+
+
+def cuda_visible_devices() -> list[str] | None:
+    """The GPUs CUDA_VISIBLE_DEVICES lets this process see (ids or UUIDs), or None where it is unset."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is None:
+        return None
+    return [d for d in (part.strip() for part in env.split(",")) if d and not d.startswith("-")]
 
 
 def summary_fields(spec: Spec, records: list[dict[str, Any]]) -> dict[str, Any]:

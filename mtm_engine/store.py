@@ -224,14 +224,23 @@ class Store:
                 db.table("epochs")   # an empty table: the file is complete from the start
         self._write_index_row(row)
 
-    def _change_run(self, run_id: str, change: Callable[[Any], None], index: bool = False, **fields: Any) -> None:
+    def _change_run(self, run_id: str, change: Callable[[Any], None] = lambda db: None, *, index: bool = False,
+                    accept: Callable[[dict[str, Any]], bool] | None = None, **fields: Any) -> bool:
         """Under the run file's lock: apply `change` to the open file and merge `fields` into the
         run's row; with `index`, then copy the row to its index shard, still under the run's lock, so
-        that two changes of one run reach the index in the order they reached the run file."""
+        that two changes of one run reach the index in the order they reached the run file. With
+        `accept`, change nothing unless it holds for the row as stored (a compare-and-set; a run
+        deleted meanwhile is not accepted). Returns whether it changed the run."""
         path = self._run_file(run_id)
-        if not path.exists():
+        if not path.exists() and accept is None:
             raise StoreError(f"no run {run_id!r} in {self.home}; `mtm list` shows the runs")
         with _locked(path):
+            if accept is not None:
+                try:
+                    if not accept(self._read_run(run_id)["row"]["1"]):
+                        return False
+                except StoreError:
+                    return False
             with _open(path, "run") as db:
                 change(db)
                 table = db.table("row")
@@ -239,36 +248,23 @@ class Store:
                 row = dict(table.all()[0])
             if index:
                 self._write_index_row(row)   # lock order: a run's file, then an index shard; never the reverse
+        return True
 
     def update(self, run_id: str, **fields: Any) -> None:
         """A status change (status, pid, message, device, ...): the run file, then its index row."""
-        self._change_run(run_id, lambda db: None, index=True, updated=time.time(), **fields)
+        self._change_run(run_id, index=True, updated=time.time(), **fields)
 
     def transition(self, run_id: str, expected: str | tuple[str, ...], **fields: Any) -> bool:
         """Change the run's row only if its status (a dead live run counts as interrupted) is one of
         `expected`: a compare-and-set under the run's lock, so a queued run is claimed by one slot or
         taken out of the queue, never both, and a run is resumed by one process only."""
         expected = (expected,) if isinstance(expected, str) else expected
-        return self._change_if(run_id, lambda row: self._shown(row)["status"] in expected, fields)
-
-    def _change_if(self, run_id: str, accept: Callable[[dict[str, Any]], bool], fields: dict[str, Any]) -> bool:
-        path = self._run_file(run_id)
-        with _locked(path):
-            try:
-                row = self._read_run(run_id)["row"]["1"]
-            except StoreError:
-                return False   # deleted meanwhile
-            if not accept(row):
-                return False
-            with _open(path, "run") as db:
-                now = time.time()
-                db.table("row").update({"updated": now, "heartbeat": now, **fields})
-                row = dict(db.table("row").all()[0])
-            self._write_index_row(row)
-        return True
+        now = time.time()
+        return self._change_run(run_id, index=True, accept=lambda row: self._shown(row)["status"] in expected,
+                                updated=now, heartbeat=now, **fields)
 
     def heartbeat(self, run_id: str) -> None:
-        self._change_run(run_id, lambda db: None, heartbeat=time.time())
+        self._change_run(run_id, heartbeat=time.time())
 
     def append_epoch(self, run_id: str, record: dict[str, Any], row_fields: dict[str, Any]) -> None:
         """Store one epoch's record exactly once (a repeated epoch replaces its record) and the
@@ -335,8 +331,10 @@ class Store:
         """Record the runs among `rows` (as read) whose process died as interrupted; returns their ids.
         The only read that writes: the commands that list runs (list, export, plot), `mtm stop` and
         the TUI's poll call it, and go on where the home is read-only."""
-        return [row["id"] for row in rows if row.get("dead") and self._change_if(
-            row["id"], self.is_dead, {"status": "interrupted", "pid": None, "message": DEAD_MESSAGE})]
+        now = time.time()
+        return [row["id"] for row in rows if row.get("dead") and self._change_run(
+            row["id"], index=True, accept=self.is_dead, status="interrupted", pid=None, message=DEAD_MESSAGE,
+            updated=now)]
 
     def resolve(self, prefix: str) -> str:
         """A full run id from an unambiguous prefix."""

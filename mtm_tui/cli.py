@@ -478,7 +478,7 @@ def diff(a: str = RUN, b: str = RUN,
     from mtm_engine.results import summarise
 
     store = open_store(home)
-    runs = [(store.resolve(x),) + store.run(store.resolve(x)) for x in (a, b)]
+    runs = [(run_id, *store.run(run_id)) for run_id in (store.resolve(a), store.resolve(b))]
     keys = differing_keys(meta["spec"] for _, meta, _, _ in runs)
     best = {}
     for run_id, _, _, records in runs:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mtm_engine.errors import MtmError
+from mtm_engine.runner import cuda_visible_devices
 from mtm_engine.store import LIVE, LOG, Store, StoreError, owner, writing
 
 QUEUE_DIR = "queue"
@@ -41,9 +42,9 @@ POLL_S = 1.0   # how often the pool looks at the queue
 def visible_gpus() -> list[str]:
     """The GPUs runs may be pinned to, as CUDA_VISIBLE_DEVICES entries, found without torch:
     CUDA_VISIBLE_DEVICES where it is set, else the indices nvidia-smi lists."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [d for d in (part.strip() for part in env.split(",")) if d and not d.startswith("-")]
+    visible = cuda_visible_devices()
+    if visible is not None:
+        return visible
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=20)
