@@ -19,3 +19,21 @@ class DataError(MtmError):
 
 class ModelError(MtmError):
     """A backbone or its weights cannot be built or loaded."""
+
+
+class OutOfMemory(MtmError):
+    """A run needed more memory than its device has."""
+
+
+def out_of_memory(exc: BaseException) -> OutOfMemory | None:
+    """The one-line error for an allocation failure, or None if `exc` is something else.
+    CUDA raises torch.OutOfMemoryError; the CPU allocator raises a plain RuntimeError
+    ("DefaultCPUAllocator: can't allocate memory"), so the message is what tells them apart."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return None
+    wanted = text.split("tried to allocate")[-1].split(".")[0].strip() if "tried to allocate" in text else ""
+    detail = f" (tried to allocate {wanted})" if wanted else ""
+    return OutOfMemory(f"out of memory{detail}; lower train.batch_size, eval.centre_samples or model.dim, "
+                       "or use a smaller backbone")

@@ -22,7 +22,6 @@ def acc_key(split: str, classifier: str) -> str:
     return f"{split}_acc_{classifier}"
 
 
-
 @dataclass(frozen=True)
 class Metric:
     """One measure of the catalogue: how every reader names, labels and scales it."""
@@ -47,6 +46,8 @@ METRICS = {m.name: m for m in (
     Metric("centre_distance", "centre distance", "ρ", True, "Fig. 16"),
     Metric("centre_separation", "centre separation", "mean |g_k - g_l|", True, "Figs. 18-19"),
     Metric("median_cosine", "median cosine", "cos", False),
+    Metric("ce_gap", "class embedding gap", "mean |c_k - g_k|", True),                  # MTM heads only
+    Metric("ce_separation", "class embedding separation", "mean |c_k - c_l|", True, per_split=False),
 )}
 
 
@@ -104,8 +105,8 @@ class RunRow(TypedDict, total=False):
 
 
 class EpochRecord(TypedDict, total=False):
-    """One epoch (run.json's epochs table). Besides these: acc_key(split, classifier) and
-    f"{split}_{metric}" for each per-split Metric, {split}_ce_gap and ce_separation (MTM heads)."""
+    """One epoch (run.json's epochs table). Besides these: METRICS[name].key(split, classifier)
+    for each metric of the catalogue (ce_gap and ce_separation for MTM heads only)."""
     epoch: int
     train_loss: float
     lr: float

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtm_engine.config import Spec, spec_from_dict
+from mtm_engine.errors import out_of_memory
 from mtm_engine.records import EpochEnded, Event, RunResult, RunStarted, Sink, acc_key
 from mtm_engine.results import select_epoch
 from mtm_engine.store import HEARTBEAT_S, Store, owner, writing
@@ -161,8 +162,11 @@ def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: b
                      message="interrupted (Ctrl-C); mtm resume continues from the last checkpoint")
         raise
     except BaseException as exc:
+        oom = out_of_memory(exc)
         store.update(run_id, status="failed", pid=None, ended=time.time(),
-                     message=f"{type(exc).__name__}: {exc}".splitlines()[0])
+                     message=str(oom) if oom else f"{type(exc).__name__}: {exc}".splitlines()[0])
+        if oom:
+            raise oom from exc
         raise
     finally:
         heartbeat.done.set()

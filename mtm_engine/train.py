@@ -30,6 +30,7 @@ from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.records import (
     BEST,
     CHECKPOINT,
+    METRICS,
     SNAPSHOTS,
     BatchProgress,
     CheckpointSaved,
@@ -232,8 +233,8 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     """Classifier accuracies and geometry on the validation and test splits, and a 2-D snapshot
     of the test embeddings (see geometry.embedding_snapshot).
 
-    Keys: {val,test}_acc_<classifier>, {val,test}_<geometry measure>, and for MTM heads
-    {val,test}_ce_gap (mean |c_k - g_k|) and ce_separation (mean pairwise |c_k - c_l|).
+    Keys: records.METRICS[name].key(split, classifier): the accuracies, the geometry, and for
+    MTM heads ce_gap (per split) and ce_separation (of C alone).
     The centres G that the classifiers use come from the TRAINING split only.
     """
     x, y = data.train.x, data.train.y
@@ -254,13 +255,13 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
         for classifier in spec.classifiers:
             pred = predict(classifier, e, centres=G, class_embeddings=C, logits=logits)
             record[acc_key(name, classifier)] = (pred == split.y).float().mean().item()
-        record.update({f"{name}_{k}": v for k, v in geometry(e, split.y).items()})
+        record.update({METRICS[k].key(name): v for k, v in geometry(e, split.y).items()})
         if C is not None:
-            record[f"{name}_ce_gap"] = class_embedding_gap(C, class_centres(e, split.y, data.num_classes))
+            record[METRICS["ce_gap"].key(name)] = class_embedding_gap(C, class_centres(e, split.y, data.num_classes))
         if name == "test":
             snapshot = embedding_snapshot(e, split.y, G, C)
     if C is not None:
-        record["ce_separation"] = mean_pairwise_distance(C)
+        record[METRICS["ce_separation"].key()] = mean_pairwise_distance(C)
     return record, snapshot
 
 

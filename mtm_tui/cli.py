@@ -731,10 +731,7 @@ def main() -> None:
         if debug:
             raise
         what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if type(exc).__name__ in ("OutOfMemoryError", "MemoryError"):
-            line = f"out of memory ({what[:200]}); lower train.batch_size or model.dim, or use a smaller backbone"
-        else:
-            line = f"{type(exc).__name__}: {what[:300]} (add --debug for the traceback)"
+        line = f"{type(exc).__name__}: {what[:300]} (add --debug for the traceback)"
         if "--json" in sys.argv:
             print(json.dumps({"error": line}))
         else:

@@ -59,3 +59,29 @@ def test_an_unexpected_error_is_one_line_unless_debug(mtm_env, tmp_path):
     debug = subprocess.run([sys.executable, "-c", code, *args, "--debug"], capture_output=True, text=True,
                            env=mtm_env, cwd=tmp_path)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def _address_space_after_import() -> int:
+    """Bytes of address space a process uses once torch and the training loop are imported."""
+    code = "import mtm_engine.train; print(open('/proc/self/status').read().split('VmPeak:')[1].split()[0])"
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) * 1024
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the address-space limit and /proc are Linux's")
+def test_a_real_out_of_memory_is_one_line_and_the_run_failed(mtm_env, tmp_path):
+    """A real allocation failure, not a mock: the run's process gets 600 MB of address space beyond
+    what importing torch takes, and a 65,536-dimensional embedding of 1,000-image batches needs more.
+    The CPU allocator raises a plain RuntimeError; it must still read as out of memory."""
+    import resource
+
+    limit = _address_space_after_import() + 600 * 2**20
+    out = subprocess.run(MTM + ["run", "--set", "model.dim=65536", "--set", "train.batch_size=1000",
+                                "--set", "train.epochs=1"], capture_output=True, text=True, env=mtm_env,
+                         cwd=tmp_path, timeout=300,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: out of memory (tried to allocate ") and "lower train.batch_size" in lines[0]
+    listed = json.loads(subprocess.run(MTM + ["list", "--json"], capture_output=True, text=True, env=mtm_env,
+                                       cwd=tmp_path).stdout)
+    assert listed[0]["status"] == "failed" and listed[0]["message"].startswith("out of memory")
