@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from mtm_engine.config import BACKBONES, LOSSES
-from mtm_engine.records import acc_key, differing_keys, flatten_spec
+from mtm_engine.records import acc_key, config_id, differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
 COLUMNS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
@@ -60,20 +60,12 @@ def row_label(spec: dict[str, Any]) -> str:
     return f"{BACKBONE_SHORT.get(backbone, backbone)}-{LOSS_CODES[spec['loss']['name']]}"
 
 
-def _config_key(spec: dict[str, Any]) -> str:
-    """What makes two runs the same configuration: the whole spec but its name and seed."""
-    spec = json.loads(json.dumps(spec))
-    spec.pop("name", None)
-    spec["train"].pop("seed", None)
-    return json.dumps(spec, sort_keys=True)
-
-
 def build_tables(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], selection: str = "val") -> list[Table]:
     """runs: (spec dict, epoch records) pairs. Returns one table per dataset, rows in paper order."""
     groups: dict[str, dict[str, list]] = {}
     for spec, records in runs:
         if records:
-            groups.setdefault(spec["data"]["dataset"], {}).setdefault(_config_key(spec), []).append((spec, records))
+            groups.setdefault(spec["data"]["dataset"], {}).setdefault(config_id(spec), []).append((spec, records))
     tables = []
     for dataset, configs in groups.items():
         labelled = _labels(configs)

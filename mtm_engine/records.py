@@ -7,6 +7,8 @@ readers that compare runs flatten it to "section.key".
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol, TypedDict
@@ -15,6 +17,7 @@ from typing import Any, Iterable, Protocol, TypedDict
 CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
 BEST = "best.pt"               # the validation-selected epoch: the weights behind the reported numbers
 SNAPSHOTS = {"last": "embedding-last.json", "best": "embedding-best.json"}   # 2-D embedding snapshots
+PROGRESS = "progress.json"     # the epoch in flight (Progress), rewritten every few seconds
 
 
 def acc_key(split: str, classifier: str) -> str:
@@ -102,6 +105,7 @@ class RunRow(TypedDict, total=False):
     ended: float
     tags: list[str]
     note: str
+    config: str                    # records.config_id of the spec: seeds of one configuration share it
 
 
 class EpochRecord(TypedDict, total=False):
@@ -132,6 +136,14 @@ def flatten_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, values in spec.items() if isinstance(values, dict) for k, v in values.items()}
 
 
+def config_id(spec: dict[str, Any]) -> str:
+    """What makes runs the same configuration, as a short id: the whole spec but its name and
+    seed. Seeds of one configuration share it (`mtm export`'s cells, the TUI's groups)."""
+    same = {s: ({k: v for k, v in values.items() if not (s == "train" and k == "seed")} if isinstance(values, dict)
+                else values) for s, values in spec.items() if s != "name"}
+    return hashlib.sha1(json.dumps(same, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def differing_keys(specs: Iterable[dict[str, Any]]) -> list[str]:
     """The flattened spec keys whose values are not all equal across `specs`, sorted."""
     flat = [flatten_spec(spec) for spec in specs]
@@ -155,6 +167,27 @@ class BatchProgress:
     batch: int
     batches: int
     loss: float             # mean per-instance loss of the latest batch
+    images: int = 0         # training images seen in this epoch so far
+    seconds: float = 0.0    # since the epoch began
+    gpu_mem_gb: float | None = None   # allocated now, on CUDA
+
+
+class Progress(TypedDict):
+    """The epoch in flight, as a live run's progress.json holds it."""
+    epoch: int
+    batch: int
+    batches: int
+    images_per_s: float
+    eta_s: float            # to the end of this epoch's training (evaluation not included)
+    gpu_mem_gb: float | None
+    at: float               # wall-clock time it was written
+
+
+def progress_of(event: BatchProgress, now: float) -> Progress:
+    rate = event.batch / event.seconds if event.seconds > 0 else 0.0   # batches per second
+    return Progress(epoch=event.epoch, batch=event.batch, batches=event.batches,
+                    images_per_s=event.images / event.seconds if event.seconds > 0 else 0.0,
+                    eta_s=(event.batches - event.batch) / rate if rate else 0.0, gpu_mem_gb=event.gpu_mem_gb, at=now)
 
 
 @dataclass

@@ -18,7 +18,17 @@ from typing import Any
 
 from mtm_engine.config import Spec, spec_from_dict
 from mtm_engine.errors import out_of_memory
-from mtm_engine.records import EpochEnded, Event, RunResult, RunStarted, Sink, acc_key
+from mtm_engine.records import (
+    BatchProgress,
+    EpochEnded,
+    Event,
+    RunResult,
+    RunStarted,
+    Sink,
+    acc_key,
+    config_id,
+    progress_of,
+)
 from mtm_engine.results import select_epoch
 from mtm_engine.store import HEARTBEAT_S, Store, owner, writing
 
@@ -96,12 +106,15 @@ def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str |
            "loss": spec.loss.name, "head": spec.model.head, "dim": spec.model.dim if spec.model.head == "mtm" else None,
            "lr": spec.train.lr, "r": spec.loss.r, "seed": spec.train.seed, "epochs": spec.train.epochs,
            "primary": spec.classifiers[0], "sweep": sweep, "host": socket.gethostname(), "pid": None,
-           "device": None, "message": "", **summary_fields(spec, [])}
+           "device": None, "message": "", "config": config_id(meta["spec"]), **summary_fields(spec, [])}
     store.create_run(run_id, meta, row)
     if diff:   # the code that ran is the commit plus this patch
         with writing(store.run_dir(run_id) / SOURCE_PATCH):
             (store.run_dir(run_id) / SOURCE_PATCH).write_text(diff)
     return run_id
+
+
+PROGRESS_S = 2.0   # how often the epoch in flight is written for the TUI and `mtm list`
 
 
 class StoreSink:
@@ -110,6 +123,7 @@ class StoreSink:
     def __init__(self, store: Store, run_id: str, spec: Spec, display: Sink | None = None):
         self.store, self.run_id, self.spec, self.display = store, run_id, spec, display
         self.records: list[dict[str, Any]] = []
+        self.progress_written = 0.0
 
     def emit(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -117,6 +131,9 @@ class StoreSink:
             self.store.drop_epochs_after(self.run_id, event.start_epoch - 1)
             self.records = self.store.records(self.run_id)
             self.store.update(self.run_id, device=physical_device(event.device))
+        elif isinstance(event, BatchProgress) and time.time() - self.progress_written >= PROGRESS_S:
+            self.progress_written = time.time()
+            self.store.write_progress(self.run_id, progress_of(event, self.progress_written))
         elif isinstance(event, EpochEnded):
             self.records.append(event.record)
             self.store.append_epoch(self.run_id, event.record, summary_fields(self.spec, self.records))

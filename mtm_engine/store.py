@@ -35,7 +35,7 @@ from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
 from mtm_engine.errors import MtmError
-from mtm_engine.records import SNAPSHOTS, EpochRecord, RunMeta, RunRow
+from mtm_engine.records import PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow
 
 FORMAT = 1
 LIVE = ("queued", "running")
@@ -254,6 +254,13 @@ class Store:
         """A status change (status, pid, message, device, ...): the run file, then its index row."""
         self._change_run(run_id, index=True, updated=time.time(), **fields)
 
+    def tag(self, run_id: str, tags: list[str], untag: bool = False) -> list[str]:
+        """Add (or remove) tags; returns the run's tags after the change."""
+        have = list(self.row(run_id).get("tags") or [])
+        new = [t for t in have if t not in tags] if untag else have + [t for t in dict.fromkeys(tags) if t not in have]
+        self.update(run_id, tags=new)
+        return new
+
     def transition(self, run_id: str, expected: str | tuple[str, ...], **fields: Any) -> bool:
         """Change the run's row only if its status (a dead live run counts as interrupted) is one of
         `expected`: a compare-and-set under the run's lock, so a queued run is claimed by one slot or
@@ -379,6 +386,24 @@ class Store:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise StoreError(f"embedding snapshot {path} is corrupt; the run rewrites it at its next epoch") from None
+
+    def write_progress(self, run_id: str, progress: Progress) -> None:
+        """The epoch in flight. Best effort: a full disk must not end a run over a progress line
+        (the epoch's own record, written next, says so if the disk stays full)."""
+        path = self.run_dir(run_id) / PROGRESS
+        tmp = path.with_name(f".{PROGRESS}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(progress))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+    def progress(self, run_id: str) -> Progress | None:
+        """The epoch in flight as its run last wrote it, or None (none yet, or unreadable)."""
+        try:
+            return json.loads((self.run_dir(run_id) / PROGRESS).read_text())
+        except (OSError, ValueError):
+            return None
 
     # --- sweeps ------------------------------------------------------------------------------------
 

@@ -296,6 +296,10 @@ class GpuMeter:
             except Exception:   # no nvidia-ml-py, or NVML unavailable: memory figures only
                 pass
 
+    def allocated(self) -> float | None:
+        """GB allocated by torch now (None off the GPU): the live figure of the epoch in flight."""
+        return torch.cuda.memory_allocated(self.device) / 1e9 if self.device is not None else None
+
     def figures(self) -> dict[str, float]:
         if self.device is None:
             return {}
@@ -332,10 +336,12 @@ def fit(
                          {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, done + 1))
 
     gpu = GpuMeter(device)
+    start = time.perf_counter()
 
     def progress(epoch: int, batch: int, batches: int, loss: Tensor) -> None:
         gpu.sample()
-        sink.emit(BatchProgress(epoch, batch, batches, loss.item()))
+        sink.emit(BatchProgress(epoch, batch, batches, loss.item(), min(batch * spec.train.batch_size, len(data.train)),
+                                time.perf_counter() - start, gpu.allocated()))
 
     for epoch in range(done + 1, spec.train.epochs + 1):
         start = time.perf_counter()

@@ -8,11 +8,13 @@ import socket
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from mtm_engine.store import Store
 from mtm_tui.screens.compare import CompareScreen
@@ -22,6 +24,7 @@ from mtm_tui.screens.export import ExportScreen
 from mtm_tui.screens.help import HelpScreen
 from mtm_tui.screens.run import RunScreen
 from mtm_tui.screens.runs import RunsScreen
+from mtm_tui.screens.sweep import SweepScreen
 
 
 class MtmApp(App):
@@ -30,7 +33,7 @@ class MtmApp(App):
     SUB_TITLE = "Moving Targets Model workbench"
     BINDINGS = [
         Binding("question_mark", "help", "Help"),
-        Binding("ctrl+t", "toggle_theme", "Theme"),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -59,6 +62,18 @@ class MtmApp(App):
                     traceback.format_exception(type(error), error, error.__traceback__)))
         super()._handle_exception(error)
 
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette (ctrl+p) lists every action of the screen it was opened on, with its key,
+        besides Textual's own: nothing is reachable only by a key one has to know."""
+        yield from super().get_system_commands(screen)
+        seen = set()
+        for binding in Binding.make_bindings([*type(screen).BINDINGS, *self.BINDINGS]):
+            if binding.description and binding.action not in seen:
+                seen.add(binding.action)
+                yield SystemCommand(f"{binding.description} ({binding.key_display or binding.key})",
+                                    f"{type(screen).__name__.removesuffix('Screen')}: {binding.action}",
+                                    partial(screen.run_action, binding.action))
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -78,8 +93,11 @@ class MtmApp(App):
     def open_compose(self) -> None:
         self.push_screen(ComposeScreen())
 
-    def open_export(self) -> None:
-        self.push_screen(ExportScreen())
+    def open_export(self, run_ids: list[str] | None = None, which: str = "every run in the store") -> None:
+        self.push_screen(ExportScreen(run_ids, which))
+
+    def open_sweep(self, sweep_id: str) -> None:
+        self.push_screen(SweepScreen(sweep_id))
 
 
 def main() -> None:

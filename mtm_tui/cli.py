@@ -453,9 +453,7 @@ def tag(run: str = RUN, tags: list[str] = typer.Argument(..., help="Tags to add 
     """Tag a run (mtm list --tag TAG shows the runs with a tag)."""
     store = open_store(home)
     run_id = store.resolve(run)
-    have = list(store.row(run_id).get("tags") or [])
-    new = [t for t in have if t not in tags] if untag else have + [t for t in dict.fromkeys(tags) if t not in have]
-    store.update(run_id, tags=new)
+    new = store.tag(run_id, tags, untag)
     console.print(f"run {run_id[:8]} tags: {', '.join(new) or '(none)'}", markup=False)
 
 

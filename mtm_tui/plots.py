@@ -9,6 +9,7 @@ from typing import Any
 from mtm_engine.errors import MtmError
 from mtm_engine.export import row_label
 from mtm_engine.records import METRICS, classifiers_in
+from mtm_engine.snapshots import PLANES, default_projection, describe, projections
 
 # figure name -> (title, metric of records.METRICS); accuracy is the run's first classifier's
 FIGURES = {
@@ -90,14 +91,16 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
         if not snap:
             continue
         fig, ax = plt.subplots(figsize=(6, 6))
-        points, labels = snap["points"], snap["labels"]
+        name = default_projection(snap)   # the snapshot's default plane (the PCA plane in the first layout)
+        plane, labels = projections(snap)[name], snap["labels"]
+        points = plane["points"]
         scatter = ax.scatter([p[0] for p in points], [p[1] for p in points], c=labels, cmap="tab10", s=4, alpha=0.6)
-        ax.scatter(*zip(*snap["centres"]), marker="+", s=120, c="black", label="class centres G")
-        if snap.get("class_embeddings"):
-            ax.scatter(*zip(*snap["class_embeddings"]), marker="x", s=80, c="red", label="class embeddings C")
-        var = snap.get("explained_variance", [0, 0])
-        ax.set(title=f"{_label(meta)}\nepoch {snap['epoch']}: PCA of the test embeddings",
-               xlabel=f"PC 1 ({100 * var[0]:.0f}%)", ylabel=f"PC 2 ({100 * var[1]:.0f}%)")
+        ax.scatter(*zip(*plane["centres"]), marker="+", s=120, c="black", label="class centres G")
+        if plane["class_embeddings"]:
+            ax.scatter(*zip(*plane["class_embeddings"]), marker="x", s=80, c="red", label="class embeddings C")
+        var, axes = plane["explained"], PLANES[name].axes if name in PLANES else name
+        ax.set(title=f"{_label(meta)}\nepoch {snap['epoch']}: test embeddings\n{describe(name, plane, labels)}",
+               xlabel=f"{axes} 1 ({100 * var[0]:.0f}%)", ylabel=f"{axes} 2 ({100 * var[1]:.0f}%)")
         ax.add_artist(ax.legend(*scatter.legend_elements(), title="class", fontsize=7, loc="upper right"))
         ax.legend(fontsize=7, loc="lower left")
         save(fig, f"embedding-{meta['id']}")

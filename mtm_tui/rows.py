@@ -10,6 +10,8 @@ from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
 STATUS_STYLES = {"queued": "cyan", "running": "bold yellow", "finished": "green", "failed": "bold red",
                  "diverged": "magenta", "interrupted": "dim"}
 COLUMNS = ("id", "name", "status", "dataset", "net", "loss", "d", "epoch", "val%", "test%", "age", "sweep")
+WIDE_COLUMNS = ("seed", "lr", "time", "now", "tags")   # where the terminal is wide enough (>= 160 columns)
+PROGRESS_STALE_S = 120.0   # a progress line older than this is not shown (the run may be evaluating)
 
 
 def age(seconds: float) -> str:
@@ -28,6 +30,32 @@ def gpu_memory(record: dict[str, Any]) -> str:
     if "gpu_mem_allocated_gb" not in record:
         return "-"
     return f"{record['gpu_mem_allocated_gb']:.1f}/{record['gpu_mem_reserved_gb']:.1f}"
+
+
+def duration(row: dict[str, Any], now: float) -> str:
+    """How long the run has trained: from its start to its end (or now, while it runs)."""
+    if not row.get("started"):
+        return "-"
+    end = row.get("ended") if row["status"] not in ("running", "queued") else now
+    return age((end or now) - row["started"])
+
+
+def progress(row: dict[str, Any], now: float, gpu: bool = True) -> str:
+    """The epoch in flight of a running run ("batch 412/938 · 2,310 img/s · ETA 1m12s · 1.2 GB"), or ""."""
+    p = row.get("progress")
+    if row["status"] != "running" or not p or p["epoch"] <= row["epoch"] or now - p["at"] > PROGRESS_STALE_S:
+        return ""
+    text = f"batch {p['batch']}/{p['batches']} · {p['images_per_s']:,.0f} img/s · ETA {age(p['eta_s'])}"
+    return text + (f" · {p['gpu_mem_gb']:.1f} GB" if gpu and p.get("gpu_mem_gb") is not None else "")
+
+
+def wide_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
+    """One string per WIDE_COLUMNS entry."""
+    lr = row.get("lr")
+    p = row.get("progress")
+    now_cell = f"{100 * p['batch'] / p['batches']:.0f}% ETA {age(p['eta_s'])}" if progress(row, now) else ""
+    return (str(row.get("seed", "-")), f"{lr:.2g}" if isinstance(lr, (int, float)) else "-", duration(row, now),
+            now_cell, " ".join(row.get("tags") or []))
 
 
 def status(value: str, place: int | None = None) -> str:

@@ -83,3 +83,160 @@ def test_embedding_snapshot_projects_points_centres_and_class_embeddings_with_pc
     (a, b), (c, d) = snap["centres"]
     assert math.hypot(a - c, b - d) == pytest.approx((G[0] - G[1]).norm().item(), rel=1e-4)
     assert sum(snap["class_embeddings"], []) == pytest.approx(sum(snap["centres"], []))
+
+
+# --- the snapshot's planes: the class centres' PCA, Fisher LDA, the points' PCA -------------------
+
+def _nuisance_classes(n=300, seed=0):
+    """Three classes in 10-D: their means differ along axes 2 and 3 only, (0, 0), (4, 0) and (0, 4), with
+    standard deviation 0.5 there and on axes 4-9; axes 0 and 1 carry a nuisance of standard deviation
+    10, the same for every class. The points' two largest variances (100 each) are the nuisance axes."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(3).repeat_interleave(n)
+    e = 0.5 * torch.randn(3 * n, 10, generator=g)
+    e[:, :2] = 10 * torch.randn(3 * n, 2, generator=g)
+    e[y == 1, 2] += 4.0
+    e[y == 2, 3] += 4.0
+    return e, y
+
+
+def _nearest_own_centre(points, centres, labels):
+    """The share of 2-D points whose nearest 2-D centre is their own class's (by hand, numpy-free)."""
+    hits = 0
+    for (x, y), k in zip(points, labels):
+        d = [(x - cx) ** 2 + (y - cy) ** 2 for cx, cy in centres]
+        hits += d.index(min(d)) == k
+    return hits / len(labels)
+
+
+def test_class_planes_separate_classes_that_the_points_pca_mixes():
+    from mtm_engine.geometry import embedding_snapshot
+    from mtm_engine.snapshots import nearest_centre_share, projections
+
+    e, y = _nuisance_classes()
+    # G as a training split gives it: the class means, here the true ones (not the test points' own)
+    G = torch.zeros(3, 10)
+    G[1, 2] = G[2, 3] = 4.0
+    snap = embedding_snapshot(e, y, G, None)
+    planes = projections(snap)
+    assert list(planes) == ["centres", "lda", "pca"] and snap["default"] == "centres"
+    share = {name: _nearest_own_centre(p["points"], p["centres"], snap["labels"]) for name, p in planes.items()}
+    # In the nuisance plane every class has the same spread about the same place: about one in three.
+    assert share["pca"] < 0.6
+    # Means 4 apart against a spread of 0.5: 4 standard deviations to the midpoint, all but a few.
+    assert share["centres"] > 0.97 and share["lda"] > 0.97
+    for name, p in planes.items():   # the reader's figure is the same count
+        assert nearest_centre_share(p, snap["labels"]) == pytest.approx(share[name])
+    # The centres lie in the plane of axes 2 and 3: the two axes hold all of their variance.
+    assert sum(planes["centres"]["explained"]) == pytest.approx(1.0, abs=1e-3)
+    # The points' PCA: variance 100 + 100 of about 100 + 100 + 2 * 3.8 (the means) + 8 * 0.25
+    assert sum(planes["pca"]["explained"]) == pytest.approx(200 / (200 + 2 * 3.8 + 8 * 0.25), abs=0.03)
+    assert planes["pca"]["class_embeddings"] is None
+    # LDA weighs the within-class spread: centres taken from these very points, whose means carry
+    # noise of 10 / sqrt(300) along the nuisance axes, tilt the centres' plane but not the LDA plane.
+    lda = projections(embedding_snapshot(e, y, class_centres(e, y, 3), None))["lda"]
+    assert _nearest_own_centre(lda["points"], lda["centres"], y.tolist()) > 0.97
+
+
+def _scatter_matrices(e, y, reg=1e-3):
+    """Sw' = Sw + reg * trace(Sw) / d * I and Sb as the docstring defines them, in numpy float64."""
+    import numpy as np
+
+    x, labels = e.double().numpy(), y.numpy()
+    m = x.mean(axis=0)
+    Sw, Sb = np.zeros((x.shape[1],) * 2), np.zeros((x.shape[1],) * 2)
+    for k in np.unique(labels):
+        xk = x[labels == k]
+        mk = xk.mean(axis=0)
+        Sw += (xk - mk).T @ (xk - mk) / len(x)
+        Sb += len(xk) / len(x) * np.outer(mk - m, mk - m)
+    return Sw + reg * np.trace(Sw) / x.shape[1] * np.eye(x.shape[1]), Sb
+
+
+@pytest.mark.parametrize("n, d", [(200, 6), (20, 50)])   # d > N: computed in the points' span
+def test_fisher_axes_solve_the_generalised_eigenproblem(n, d):
+    import numpy as np
+
+    from mtm_engine.geometry import fisher_axes
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(n) % 4
+    e = torch.randn(n, d, generator=g) * torch.linspace(0.5, 2, d) + 3 * torch.randn(4, d, generator=g)[y]
+    axes, lam = fisher_axes(e.double(), y)
+    Sw, Sb = _scatter_matrices(e, y)
+    a = axes.numpy()
+    for i in range(2):   # Sb a = lambda Sw' a
+        np.testing.assert_allclose(Sb @ a[:, i], lam[i].item() * Sw @ a[:, i], atol=1e-8 * np.abs(Sb).max())
+    np.testing.assert_allclose(a.T @ Sw @ a, np.eye(2), atol=1e-8)        # one within-class s.d. a unit
+    # the eigenvalues of Sw'^-1 Sb, by numpy's general solver: 3 nonzero (K - 1), the two largest kept
+    expected = np.sort(np.linalg.eigvals(np.linalg.solve(Sw, Sb)).real)[::-1]
+    np.testing.assert_allclose(lam.numpy()[:3], expected[:3], rtol=1e-6)
+    assert lam.tolist()[3:] == [0.0]   # past rank K - 1 = 3: no axis
+
+
+def test_two_classes_give_one_discriminant_axis_and_the_largest_variance_orthogonal_to_it():
+    import numpy as np
+
+    from mtm_engine.geometry import embedding_snapshot, fisher_axes, projection_axes
+
+    g = torch.Generator().manual_seed(2)
+    y = torch.arange(400) % 2
+    e = torch.randn(400, 5, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0, 0.3, 0.2, 0.1]).double()
+    e[y == 1] += torch.tensor([0.0, 2.0, 1.0, 0.0, 0.0]).double()
+    Sw, Sb = _scatter_matrices(e, y)
+    x = e.numpy() - e.numpy().mean(axis=0)
+    m0, m1 = e[y == 0].mean(0).numpy(), e[y == 1].mean(0).numpy()
+
+    def cos(u, v):
+        return abs(u @ v) / np.linalg.norm(u) / np.linalg.norm(v)
+
+    def top_orthogonal(first):   # the largest-variance direction orthogonal to `first`, by eigh
+        P = np.eye(5) - np.outer(first, first) / (first @ first)
+        return np.linalg.eigh(P @ (x.T @ x) @ P)[1][:, -1]
+
+    axes, lam = fisher_axes(e, y)
+    a1, a2 = axes[:, 0].numpy(), axes[:, 1].numpy()
+    assert cos(a1, np.linalg.solve(Sw, m1 - m0)) == pytest.approx(1.0, abs=1e-9)   # the two-class LDA
+    assert lam[1].item() == 0.0 and abs(a1 @ a2) < 1e-6
+    assert cos(a2, top_orthogonal(a1)) == pytest.approx(1.0, abs=1e-4)
+    assert a2 @ Sw @ a2 == pytest.approx(1.0)
+    # the class centres' plane: the line through the two centres, then the same rule
+    centre_axes = projection_axes(e, y, torch.stack([e[y == 0].mean(0), e[y == 1].mean(0)]))["centres"][0].numpy()
+    assert cos(centre_axes[:, 0], m1 - m0) == pytest.approx(1.0, abs=1e-9)
+    assert cos(centre_axes[:, 1], top_orthogonal(m1 - m0)) == pytest.approx(1.0, abs=1e-4)
+    snap = embedding_snapshot(e, y, torch.stack([e[y == 0].mean(0), e[y == 1].mean(0)]), None)
+    assert snap["projections"]["lda"]["explained"] == [1.0, 0.0]
+
+
+def test_snapshot_shapes_and_json():
+    import json
+
+    from mtm_engine.geometry import embedding_snapshot
+    from mtm_engine.snapshots import projections
+
+    e, y = _nuisance_classes(n=1000)                 # 3,000 points: 2,000 kept
+    G = class_centres(e, y, 3)
+    snap = json.loads(json.dumps(embedding_snapshot(e, y, G, G + 1.0)))
+    assert len(snap["labels"]) == 2000 and set(snap["labels"]) == {0, 1, 2}
+    for name, plane in projections(snap).items():
+        assert len(plane["points"]) == 2000 and all(len(p) == 2 for p in plane["points"]), name
+        assert len(plane["centres"]) == len(plane["class_embeddings"]) == 3 and len(plane["explained"]) == 2
+        assert all(float(f"{v:.4g}") == v for p in plane["points"] for v in p)   # 4 significant digits
+    assert len(json.dumps(snap)) < 150_000
+
+
+def test_the_first_layout_reads_as_its_pca_plane():
+    from mtm_engine.snapshots import default_projection, describe, nearest_centre_share, next_projection, projections
+
+    old = {"epoch": 3, "labels": [0, 0, 1], "points": [[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]],
+           "centres": [[0.0, 0.0], [4.0, 0.0]], "class_embeddings": None, "explained_variance": [0.75, 0.25]}
+    planes = projections(old)
+    assert list(planes) == ["pca"] and planes["pca"]["explained"] == [0.75, 0.25]
+    assert planes["pca"]["points"] == old["points"] and planes["pca"]["class_embeddings"] is None
+    assert default_projection(old) == "pca" and next_projection(old, "pca") == "pca"
+    # (3, 0) is 1 from the centre of class 1 and 3 from class 0's: all three lie nearest their own
+    assert nearest_centre_share(planes["pca"], old["labels"]) == 1.0
+    assert nearest_centre_share(planes["pca"], [0, 1, 1]) == pytest.approx(2 / 3)   # (1, 0) is nearer g0
+    assert describe("pca", planes["pca"], old["labels"]) == \
+        "PCA of the points: 75% + 25% of the points' variance; 100% nearest their own centre"
+    assert projections(None) == {} and default_projection(None) is None and next_projection({}, None) is None

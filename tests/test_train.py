@@ -108,3 +108,25 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path):
     (tmp_path / "other" / "checkpoint.pt").replace(tmp_path / "checkpoint.pt")
     with pytest.raises(ConfigError, match="belongs to another network"):
         fit(load_spec(overrides=["train.epochs=2", "model.width=8", "model.dim=16"]), tmp_path, resume=True)
+
+
+def test_a_run_reports_the_epoch_in_flight_to_its_progress_file(tmp_path):
+    """BatchProgress carries the images seen and the time since the epoch began; the store sink
+    writes them (rate-limited) to progress.json, which the TUI's Runs and Run screens read."""
+    from mtm_engine.records import BatchProgress
+    from mtm_engine.runner import create_run, execute
+    from mtm_engine.store import Store
+
+    store = Store(tmp_path / "home")
+    spec = load_spec(overrides=["train.epochs=1", "model.width=4", "train.batch_size=50"])
+    run_id = create_run(store, spec, status="queued")
+    seen = Recorder()
+    execute(store, run_id, seen)
+    steps = [e for e in seen.events if isinstance(e, BatchProgress)]
+    train_images = 1150   # digits: 1,797 images, 20% test, then 20% of the rest for validation
+    assert [e.images for e in steps] == [min(e.batch * 50, train_images) for e in steps]
+    assert steps[-1].images == train_images and steps[-1].batch == steps[-1].batches == 23
+    assert all(later.seconds >= earlier.seconds > 0 for earlier, later in zip(steps, steps[1:]))
+    progress = store.progress(run_id)   # the first progress of the run is written at once
+    assert progress["epoch"] == 1 and 1 <= progress["batch"] <= 23 and progress["batches"] == 23
+    assert progress["images_per_s"] > 0 and progress["gpu_mem_gb"] is None

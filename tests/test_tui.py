@@ -158,6 +158,7 @@ def test_snapshot_compose(snap_compare, fixture_home):
     async def compose(pilot):
         await _settle(pilot)
         await pilot.press("c")
+        await until(pilot, lambda: getattr(pilot.app.screen, "spec", None) is not None)   # loaded and checked
         await _settle(pilot)
     assert snap_compare(_app(fixture_home), terminal_size=(80, 24), run_before=compose)
 
@@ -183,6 +184,8 @@ def test_snapshot_export(snap_compare, fixture_home):
         await _settle(pilot)
         await pilot.press("e")
         await _settle(pilot, 2.5)
+        pilot.app.screen.query_one("#path", Input).value = "/srv/results/paper.md"   # absolute: the same anywhere
+        await _settle(pilot, 0.5)
     assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=export)
 
 
@@ -346,3 +349,20 @@ def test_stop_of_a_finished_run_says_so_and_dialogs_name_the_run(fixture_home):
             assert "aaaa1111 (pp-digits)" in question
             await pilot.press("n")
     asyncio.run(flow())
+
+
+# --- the layouts at the smallest and a large terminal -------------------------------------------------
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_snapshot_runs_at(snap_compare, fixture_home, size):
+    """80x24: test% and the footer's keys are not cut; 200x50 adds seed, lr, time, progress, tags."""
+    assert snap_compare(_app(fixture_home), terminal_size=size, run_before=_settle)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_snapshot_run_at(snap_compare, fixture_home, size):
+    async def open_first(pilot):
+        await _settle(pilot)
+        await pilot.press("enter", "t")   # validation and test
+        await _settle(pilot)
+    assert snap_compare(_app(fixture_home), terminal_size=size, run_before=open_first)

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Label
+from textual.widgets import Button, Input, Label, OptionList
 from textual.worker import get_current_worker
 
 from mtm_engine.errors import MtmError
@@ -101,3 +101,51 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+
+class PromptScreen(ModalScreen[str | None]):
+    """One line of text (a run's tags or note); enter answers, escape cancels (None)."""
+
+    BINDINGS = [("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, value: str = ""):
+        super().__init__()
+        self.question, self.value = question, value
+
+    def compose(self) -> ComposeResult:
+        with Grid(id="prompt"):
+            yield Label(self.question, id="question")
+            yield Input(self.value, id="answer")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """Pick one of a few labelled options (the Runs screen's sort column); escape cancels."""
+
+    BINDINGS = [("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, options: list[str], current: str | None = None):
+        super().__init__()
+        self.question, self.options, self.current = question, options, current
+
+    def compose(self) -> ComposeResult:
+        with Grid(id="choice"):
+            yield Label(self.question, id="question")
+            yield OptionList(*self.options, id="options")
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        if self.current in self.options:
+            options.highlighted = self.options.index(self.current)
+        options.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.options[event.option_index])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
-from textual_plotext import PlotextPlot
 
-from mtm_engine.records import METRICS, classifiers_in, differing_keys, flatten_spec
+from mtm_engine.records import METRICS, Metric, classifiers_in, differing_keys, flatten_spec
 from mtm_engine.results import summarise
 from mtm_tui.screens.base import PollingScreen
-from mtm_tui.widgets.charts import lines
+from mtm_tui.widgets.charts import ChartSpec, MetricChart, Series, View
 
-# key -> (label, metric, split); accuracies are of each run's first classifier
+# key -> (label, metric, split); accuracies are of each run's primary classifier (pure heads: `pure`)
 CHOICES = {
     "1": ("validation accuracy", METRICS["acc"], "val"),
     "2": ("test accuracy", METRICS["acc"], "test"),
-    "3": ("training loss", METRICS["train_loss"], "test"),
-    "4": ("cluster size σ (test)", METRICS["cluster_size"], "test"),
-    "5": ("centre distance ρ (test)", METRICS["centre_distance"], "test"),
-    "6": ("centre separation (test)", METRICS["centre_separation"], "test"),
-    "7": ("median cosine (test)", METRICS["median_cosine"], "test"),
+    "3": ("training loss", METRICS["train_loss"], "val"),
+    "4": ("cluster size σ (validation)", METRICS["cluster_size"], "val"),
+    "5": ("centre distance ρ (validation)", METRICS["centre_distance"], "val"),
+    "6": ("centre separation (validation)", METRICS["centre_separation"], "val"),
+    "7": ("median cosine (validation)", METRICS["median_cosine"], "val"),
 }
+
+
+def primary(row: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    return row.get("primary") or next(iter(classifiers_in(records)), "cos")
+
+
+def comparison(label: str, metric: Metric, split: str) -> ChartSpec:
+    """A chart of one metric, one series per run: data is {run id: (meta, row, records)}."""
+    def series(runs: dict[str, tuple], view: View) -> Series:
+        return {f"{rid[:8]} {row['name']}": ([r["epoch"] for r in records],
+                                             [r.get(metric.key(split, primary(row, records))) for r in records])
+                for rid, (_, row, records) in runs.items()}
+    accuracy = " (each run's primary classifier)" if metric.name == "acc" else ""
+    return ChartSpec(label, lambda view: f"{label}{accuracy}" + ("; log" if metric.log else ""), series,
+                     log_y=metric.log)
+
 
 class CompareScreen(PollingScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
+                Binding("z", "zoom", "Zoom"),
                 *(Binding(k, f"metric('{k}')", label, show=k in "1345") for k, (label, _, _) in CHOICES.items())]
 
     def __init__(self, run_ids: list[str]):
@@ -34,7 +52,7 @@ class CompareScreen(PollingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield PlotextPlot(id="compare-chart")
+        yield MetricChart(comparison(*CHOICES["1"]), id="compare-chart")
         yield Static("", id="compare-hint")
         yield DataTable(id="compare-table", cursor_type="row")
         yield Footer()
@@ -44,33 +62,32 @@ class CompareScreen(PollingScreen):
 
     def show(self, runs: dict[str, tuple]) -> None:
         self.runs = runs
-        self.draw()
+        self.query_one(MetricChart).update(runs)
         specs = {rid: meta["spec"] for rid, (meta, _, _) in runs.items()}
         keys = differing_keys(specs.values()) if len(runs) > 1 else []
         table = self.query_one(DataTable)
         table.clear(columns=True)
-        table.add_columns("run", "name", "status", *keys, "classifier", "best epoch", "val (best)", "test (best)",
-                          "test (last)")
+        # the figures first (what one compares), then the spec keys that differ
+        table.add_columns("run", "name", "val (best)", "test (best)", "test (last)", "classifier", "best epoch",
+                          "status", *keys)
         for rid, (meta, row, records) in runs.items():
             flat = flatten_spec(meta["spec"])
-            classifiers = classifiers_in(records)
-            summary = summarise(records, classifiers[:1])
-            sel = summary["val"].get(classifiers[0]) if classifiers else None
+            classifier = primary(row, records)
+            summary = summarise(records, (classifier,))
+            sel = summary["val"].get(classifier)
             figures = (["-"] * 5 if sel is None else
-                       [classifiers[0], str(sel["epoch"]), f"{sel['val_acc'] or 0:.4f}", f"{sel['test_acc']:.4f}",
-                        f"{summary['final'][classifiers[0]]['test_acc']:.4f}"])
-            table.add_row(rid, row["name"], row["status"], *(str(flat.get(k)) for k in keys), *figures)
+                       [f"{sel['val_acc'] or 0:.4f}", f"{sel['test_acc']:.4f}",
+                        f"{summary['final'][classifier]['test_acc']:.4f}", classifier, str(sel["epoch"])])
+            table.add_row(rid[:8], row["name"], *figures, row["status"], *(str(flat.get(k)) for k in keys))
         self.query_one("#compare-hint", Static).update(
-            f"{len(runs)} runs; keys 1-7 choose the metric; the table shows only the keys that differ")
-
-    def draw(self) -> None:
-        label, metric, split = CHOICES[self.metric]
-        series = {}
-        for rid, (_, row, records) in self.runs.items():
-            key = metric.key(split, next(iter(classifiers_in(records)), "cos"))
-            series[f"{rid[:8]} {row['name']}"] = ([r["epoch"] for r in records], [r.get(key) for r in records])
-        lines(self.query_one(PlotextPlot), f"{label} (first classifier of each run)", series, log_y=metric.log)
+            f"{len(runs)} runs; keys 1-7 choose the metric, z zooms; the table shows only the keys that differ")
 
     def action_metric(self, key: str) -> None:
         self.metric = key
-        self.draw()
+        chart = self.query_one(MetricChart)
+        chart.chart = comparison(*CHOICES[key])
+        chart.redraw()
+
+    def action_zoom(self) -> None:
+        chart = self.query_one(MetricChart)
+        chart.set_view(View(last={0: 10, 10: 5, 5: 0}[chart.view.last]))

@@ -23,6 +23,7 @@ from mtm_engine.runner import create_run
 from mtm_engine.store import writing
 from mtm_engine.sweep_spec import TuneSpec, load_sweep, validate_sweep
 from mtm_tui import jobs
+from mtm_tui.screens.base import ConfirmScreen
 
 # The [tune] keys the form offers; the search space comes from the preset (or the paper's).
 TUNE_KEYS = {"num_samples": int, "max_epochs": int, "search": ("hyperopt", "random"), "scheduler": ("asha", "none")}
@@ -43,8 +44,11 @@ def _field_id(key: str) -> str:
 
 
 class ComposeScreen(Screen):
+    # The name has focus from the first moment: keys typed while the form loads land in it. The
+    # preset never overwrites it; its placeholder shows the preset's name, used when it is empty.
+    AUTO_FOCUS = "#f-name"
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
         Binding("ctrl+s", "save", "Save TOML"),
         Binding("ctrl+l", "launch", "Launch run"),
         Binding("ctrl+r", "sweep", "Launch sweep"),   # not ctrl+k: every Input deletes to the end of the line with it
@@ -55,13 +59,15 @@ class ComposeScreen(Screen):
         self.spec: Spec | None = None
         self.tune: TuneSpec | None = None
         self.space: dict[str, Any] = {}
+        self.preset_name = "experiment"
+        self.unchanged: dict[str, str] = {}   # the form as last loaded or saved: Esc asks before losing changes
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="preset-bar"):
             yield Label("preset ")
             yield Select(presets(Path.cwd()), id="preset", allow_blank=False, value=str(quickstart_path()), compact=True)
-        with VerticalScroll(id="form"):
+        with VerticalScroll(id="form", can_focus=False):   # no focus stop of its own: Tab goes field to field
             yield from self._row("name", Input(id=_field_id("name"), compact=True))
             for section, cls in SECTIONS.items():
                 yield Static(f"[b]\\[{section}][/b]", classes="section")
@@ -113,7 +119,9 @@ class ComposeScreen(Screen):
             self.notify(str(exc), severity="error", timeout=8)
             return
         self.space = tune.space
-        values = {"name": spec.name, **flatten_spec(spec.to_dict()),
+        self.preset_name = spec.name
+        self.query_one(f"#{_field_id('name')}", Input).placeholder = f"{spec.name} (the preset's)"
+        values = {**flatten_spec(spec.to_dict()),
                   **{f"tune.{k}": getattr(tune, k) for k in TUNE_KEYS}}
         with self.prevent(Input.Changed, Select.Changed):
             for key, value in values.items():
@@ -123,6 +131,7 @@ class ComposeScreen(Screen):
                 widget.value = value if isinstance(widget, Select) else (
                     ", ".join(value) if isinstance(value, list) else str(value))
         self.check()
+        self.unchanged = self.values()
 
     def values(self) -> dict[str, str]:
         out = {}
@@ -136,7 +145,7 @@ class ComposeScreen(Screen):
         verdict = self.query_one("#verdict", Static)
         try:
             overrides = [f"{k}={v}" for k, v in values.items() if not k.startswith("tune.") and k != "name"]
-            overrides.append(f"name={values['name'] or 'experiment'}")
+            overrides.append(f"name={values['name'] or self.preset_name}")
             self.spec = spec_from_dict({}, overrides)
             self.tune = validate_sweep(self.spec, TuneSpec(
                 num_samples=int(values["tune.num_samples"] or 0), max_epochs=int(values["tune.max_epochs"] or 0),
@@ -156,9 +165,16 @@ class ComposeScreen(Screen):
         tune = dataclasses.asdict(self.tune)
         return spec_to_toml(self.spec, tune)
 
+    def action_back(self) -> None:
+        if self.values() == self.unchanged:
+            self.app.pop_screen()
+        else:
+            self.app.push_screen(ConfirmScreen("Leave Compose? The changed form is not saved."),
+                                 lambda yes: yes and self.app.pop_screen())
+
     def action_save(self) -> None:
         if self.check():
-            self.save(Path("experiments") / f"{self.spec.name}.toml", self._toml())
+            self.save(Path("experiments") / f"{self.spec.name}.toml", self._toml(), self.values())
 
     def action_launch(self) -> None:
         if self.check():
@@ -182,8 +198,9 @@ class ComposeScreen(Screen):
         return True
 
     @work(thread=True, group="compose")
-    def save(self, path: Path, text: str) -> None:
+    def save(self, path: Path, text: str, values: dict[str, str]) -> None:
         if self._write(path, text):
+            self.app.call_from_thread(setattr, self, "unchanged", values)
             self.app.call_from_thread(self.notify, f"saved {path.resolve()}")
 
     @work(thread=True, group="compose")

@@ -17,12 +17,13 @@ another SSH session, a Ray sweep) appear within a second or two.
 
 | screen | keys |
 |---|---|
-| **Runs** | `enter` open · `space` mark · `m` compare marked · `v` embedding · `x` stop · `R` resume · `d` delete · `c` compose · `e` export · `s` sort (or click a header) · `g` group by sweep · `/` filter |
-| **Run** | `←` `→` charts · `v` embedding · `x` stop · `R` resume · `esc` back |
-| **Compose** | pick a preset, edit the fields (checked as you type) · `ctrl+s` save TOML · `ctrl+l` launch run · `ctrl+r` launch sweep · `esc` back |
-| **Compare** | `1`-`7` metric · `esc` back |
-| **Embedding** | `b` best / last epoch · `esc` back |
-| **Export** | choose options · `ctrl+r` preview · `ctrl+s` write the file · `esc` back |
+| **Runs** | `enter` open (a group: its seeds side by side) · `j` `k` `g` `G` `home` `end` move · `space` mark and move down · `m` compare marked · `v` embedding · `w` the run's sweep · `x` stop · `R` resume · `d` delete · `t` tags · `n` note · `c` compose · `e` export (marked, else filtered, else all) · `s` sort by a column (or click its header; again reverses) · `o` group: none, by sweep, seeds by config (mean ± std) · `/` filter, `esc` leaves it |
+| **Run** | `←` `→` charts · `c` the accuracy chart's classifier · `t` test split on/off (validation is always drawn) · `z` last 10 / 5 / all epochs · `v` embedding · `x` stop · `R` resume · `esc` back |
+| **Compose** | pick a preset, edit the fields (checked as you type) · `ctrl+s` save TOML · `ctrl+l` launch run · `ctrl+r` launch sweep · `esc` back (asks if the form changed) |
+| **Compare** | `1`-`7` metric · `z` zoom · `esc` back |
+| **Sweep** | trials best first · `[` `]` the parameter plotted against validation accuracy · `enter` open a trial · `esc` back |
+| **Embedding** | `p` projection (class centres, LDA, PCA) · `b` best / last epoch · `esc` back |
+| **Export** | choose options · `ctrl+r` preview · `ctrl+s` write the file (asks before overwriting) · `esc` back |
 | anywhere | `?` this help · `ctrl+p` command palette · `ctrl+t` light/dark theme · `q` quit |
 
 Accuracies are on the validation split (used to choose the epoch) and the test split (reported).

@@ -1,4 +1,7 @@
-"""The Run screen: live charts of one run, its spec, log tail and best-vs-last figures."""
+"""The Run screen: live charts of one run, its spec, log tail and best-vs-last figures.
+
+Every chart shows the validation split; `t` adds the test split, `c` picks the accuracy chart's
+classifier (the run's primary first), `z` zooms to the last 10 or 5 epochs."""
 
 from __future__ import annotations
 
@@ -8,17 +11,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
-from textual_plotext import PlotextPlot
 
 from mtm_engine.records import classifiers_in
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
-from mtm_tui.rows import gpu_memory, status
+from mtm_tui.rows import gpu_memory, progress, status
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
-from mtm_tui.widgets.charts import RUN_CHARTS
+from mtm_tui.widgets.charts import CHARTS, MetricChart, View
 
 LOG_LINES = 12
+ZOOMS = (0, 10, 5)   # `z` cycles: every epoch, the last 10, the last 5
 
 
 def log_tail(path, lines: int = LOG_LINES) -> str:
@@ -34,10 +37,13 @@ def log_tail(path, lines: int = LOG_LINES) -> str:
 class RunScreen(PollingScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("v", "embedding", "Embedding"),
+        Binding("c", "classifier", "Classifier"),
+        Binding("t", "test", "Test split"),
+        Binding("z", "zoom", "Zoom"),
         Binding("x", "stop", "Stop"),
-        Binding("R", "resume", "Resume"),
-        Binding("left", "tab(-1)", "Prev chart", show=False),
+        Binding("v", "embedding", "Embedding", show=False),
+        Binding("R", "resume", "Resume", show=False),
+        Binding("left", "tab(-1)", "Previous chart", show=False),
         Binding("right", "tab(1)", "Next chart", show=False),
     ]
 
@@ -46,14 +52,15 @@ class RunScreen(PollingScreen):
         self.run_id = run_id
         self.records: list[dict[str, Any]] = []
         self.row: dict[str, Any] = {}
+        self.view = View()
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="run-header")
         with TabbedContent(id="charts"):
-            for key, (title, _) in RUN_CHARTS.items():
-                with TabPane(title, id=key):
-                    yield PlotextPlot(id=f"chart-{key}")
+            for n, chart in enumerate(CHARTS.values()):
+                with TabPane(chart.tab, id=f"chart-{n}"):
+                    yield MetricChart(chart)
             with TabPane("Spec & log", id="details"):
                 with VerticalScroll():
                     yield DataTable(id="best-last", cursor_type="none")
@@ -64,16 +71,23 @@ class RunScreen(PollingScreen):
     def fetch(self) -> tuple:
         store = self.app.store
         meta, row, records = store.run(self.run_id)
+        if row["status"] == "running":
+            row["progress"] = store.progress(self.run_id)
         return meta, row, records, log_tail(store.run_dir(self.run_id) / LOG)
 
     def show(self, data: tuple) -> None:
         meta, row, records, log = data
         self.records, self.row = records, row
+        if self.view.classifier not in classifiers_in(records):   # the primary classifier first
+            self.view = View(row.get("primary") or next(iter(classifiers_in(records)), ""), self.view.test,
+                             self.view.last)
+        in_flight = progress(row, self.app.clock())
         self.query_one("#run-header", Static).update(
             f"[b]{self.run_id[:8]}[/b] {row['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}  "
             f"{row['dataset']} · {row['backbone']} · {row['loss']}  device {row.get('device') or '-'}"
             + (f"  GPU {gpu_memory(records[-1])} GB" if records and "gpu_mem_allocated_gb" in records[-1] else "")
             + (f" {records[-1]['gpu_util_pct']:.0f}%" if records and "gpu_util_pct" in records[-1] else "")
+            + (f"\n[yellow]epoch {row['epoch'] + 1}: {in_flight}[/]" if in_flight else "")
             + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else ""))
         self.draw_active()
         self._best_vs_last(records)
@@ -86,8 +100,10 @@ class RunScreen(PollingScreen):
     def draw_active(self) -> None:
         """Redraw the chart on show only: a hidden tab is drawn when it is opened."""
         active = self.query_one(TabbedContent).active
-        if active in RUN_CHARTS:
-            RUN_CHARTS[active][1](self.query_one(f"#chart-{active}", PlotextPlot), self.records)
+        if active.startswith("chart-"):
+            chart = self.query_one(f"#{active} MetricChart", MetricChart)
+            chart.view = self.view
+            chart.update(self.records)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.draw_active()
@@ -102,6 +118,23 @@ class RunScreen(PollingScreen):
             val = "-" if sel["val_acc"] is None else f"{sel['val_acc']:.4f}"
             table.add_row(c, str(sel["epoch"]), val, f"{sel['test_acc']:.4f}", f"{summary['final'][c]['test_acc']:.4f}",
                           f"{summary['max-test'][c]['test_acc']:.4f}")
+
+    def set_view(self, **change: Any) -> None:
+        self.view = View(**{**self.view.__dict__, **change})
+        self.draw_active()
+
+    def action_classifier(self) -> None:
+        classifiers = classifiers_in(self.records)
+        if classifiers:
+            at = classifiers.index(self.view.classifier) if self.view.classifier in classifiers else -1
+            self.set_view(classifier=classifiers[(at + 1) % len(classifiers)])
+            self.notify(f"accuracy of the {self.view.classifier} classifier", timeout=2)
+
+    def action_test(self) -> None:
+        self.set_view(test=not self.view.test)
+
+    def action_zoom(self) -> None:
+        self.set_view(last=ZOOMS[(ZOOMS.index(self.view.last) + 1) % len(ZOOMS)])
 
     def action_tab(self, step: int) -> None:
         tabs = self.query_one(TabbedContent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from typing import Any
 
 from textual.app import ComposeResult
@@ -13,16 +14,22 @@ from mtm_engine.errors import MtmError
 from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
 from mtm_tui import jobs
 from mtm_tui.rows import COLUMNS as ROW_COLUMNS
-from mtm_tui.rows import row_cells
-from mtm_tui.screens.base import ConfirmScreen, PollingScreen
+from mtm_tui.rows import WIDE_COLUMNS, age, pct, progress, row_cells, wide_cells
+from mtm_tui.screens.base import ChoiceScreen, ConfirmScreen, PollingScreen, PromptScreen
 
 AGE_REFRESH_S = 5.0
 ENDED = ("finished", "failed", "diverged", "interrupted")
 SHOWN = 500   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
-COLUMNS = ("", *ROW_COLUMNS)
+WIDE_AT = 160   # terminal columns from which the table adds seed, lr, time, progress and tags
+NARROW_BELOW = 100   # below it, net and d make room for the figures (80 columns keep test% and age)
+GROUPINGS = ("none", "sweep", "config")   # `o` cycles: one row per run, by sweep, seeds of a config as one row
 SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "net": "backbone",
                "loss": "loss", "d": "dim", "epoch": "epoch", "val%": "best_val", "test%": "test_acc", "age": "created",
-               "sweep": "sweep"}
+               "sweep": "sweep", "seed": "seed", "lr": "lr", "time": "started", "tags": "tags"}
+NEWEST_FIRST = ("val%", "test%", "age", "epoch", "time")   # sorted high to low when first picked
+GROUP = "group:"   # row keys of a configuration's seeds shown as one row
+COLUMNS = ("", *ROW_COLUMNS)
+ALL_COLUMNS = COLUMNS + WIDE_COLUMNS
 
 
 def searchable(row: dict[str, Any]) -> str:
@@ -35,57 +42,104 @@ def searchable(row: dict[str, Any]) -> str:
     return " ".join(map(str, shown + stored)).lower()
 
 
+def mean_std(values: list[float]) -> str:
+    """Percent, mean ± std over seeds (std with n - 1, as `mtm export`)."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return pct(mean)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{100 * mean:.2f}±{100 * std:.2f}"
+
+
 def cells(row: dict[str, Any], now: float, marked: bool) -> tuple:
-    return ("●" if marked else " ", *row_cells(row, now))
+    """One string per ALL_COLUMNS entry: the mark, the COLUMNS, then the WIDE_COLUMNS."""
+    return ("●" if marked else " ", *row_cells(row, now), *wide_cells(row, now))
+
+
+def group_cells(members: list[dict[str, Any]], now: float) -> tuple[str, ...]:
+    """A configuration's seeds as one row: its run count, statuses, and val%/test% as mean ± std."""
+    first = members[0]
+    counts = Counter(r["status"] for r in members)
+    cells = list(row_cells(first, now))
+    cells[COLUMNS.index("id") - 1] = f"×{len(members)}"
+    cells[COLUMNS.index("status") - 1] = " ".join(f"{n} {s}" for s, n in counts.items())
+    cells[COLUMNS.index("epoch") - 1] = f"{min(r['epoch'] for r in members)}/{first['epochs']}"
+    for column, field in (("val%", "best_val"), ("test%", "test_acc")):
+        cells[COLUMNS.index(column) - 1] = mean_std([r[field] for r in members if r.get(field) is not None])
+    cells[COLUMNS.index("age") - 1] = age(now - max(r["created"] for r in members))
+    seeds = ",".join(str(r.get("seed", "?")) for r in members)
+    return (*cells, seeds, *wide_cells(first, now)[1:3], "", "")
 
 
 class RunsScreen(PollingScreen):
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
+        Binding("c", "compose", "Compose"),
         Binding("space", "mark", "Mark"),
         Binding("m", "compare", "Compare"),
-        Binding("v", "embedding", "Embedding"),
         Binding("x", "stop", "Stop"),
-        Binding("R", "resume", "Resume"),
-        Binding("d", "delete", "Delete"),
-        Binding("c", "compose", "Compose"),
         Binding("e", "export", "Export"),
-        Binding("s", "sort", "Sort"),
-        Binding("g", "group", "Group"),
         Binding("slash", "filter", "Filter", show=False),
+        Binding("v", "embedding", "Embedding", show=False),
+        Binding("w", "sweep", "Sweep view", show=False),
+        Binding("R", "resume", "Resume", show=False),
+        Binding("d", "delete", "Delete", show=False),
+        Binding("s", "sort", "Sort by column", show=False),
+        Binding("o", "group", "Group: none, sweep, config", show=False),
+        Binding("t", "tag", "Tag", show=False),
+        Binding("n", "note", "Note", show=False),
+        Binding("escape", "leave_filter", "Leave the filter", show=False),
+        Binding("j", "cursor(1)", "Down", show=False),
+        Binding("k", "cursor(-1)", "Up", show=False),
+        Binding("g,home", "cursor_to(0)", "First row", show=False),
+        Binding("G,end", "cursor_to(-1)", "Last row", show=False),
     ]
 
     def __init__(self):
         super().__init__()
         self.rows: list[dict[str, Any]] = []
         self.marked: set[str] = set()
-        self.sort_by, self.reverse, self.grouped = "age", True, False   # newest first
+        self.sort_by, self.reverse, self.grouping = "age", True, "none"   # newest first
+        self.groups: dict[str, list[dict[str, Any]]] = {}   # GROUP + config -> its runs, as shown
         self._header: tuple = ()
         self._content: dict[str, tuple] = {}
+        self.fetched = False
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="filter: words to match (id, name, status, dataset, net, loss, sweep, tag, note)",
                     id="filter")
+        yield Static("", id="empty")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-progress")
         yield Static("", id="runs-status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
+        self.query_one("#empty").display = False
         self.set_interval(AGE_REFRESH_S, self.redraw)   # ages move on while the store stands still
         super().on_mount()
 
     def fetch(self) -> list[dict[str, Any]]:
-        rows = self.app.store.rows()
+        store = self.app.store
+        rows = store.rows()
         with contextlib.suppress(MtmError):   # record dead runs, and restart a killed pool, where the home is writable
-            self.app.store.reap(rows)
+            store.reap(rows)
             if any(r["status"] == "queued" for r in rows):
-                jobs.ensure_pool(self.app.store)
+                jobs.ensure_pool(store)
+        for row in rows:   # the epoch in flight: a small file per running run
+            if row["status"] == "running":
+                row["progress"] = store.progress(row["id"])
         return jobs.with_queue_places(rows)
 
     def show(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
+        self.rows, self.fetched = rows, True
+        self.redraw()
+
+    def on_resize(self) -> None:
         self.redraw()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -98,42 +152,79 @@ class RunsScreen(PollingScreen):
         words = self.query_one("#filter", Input).value.lower().split()
         rows = [r for r in self.rows if not words or all(word in searchable(r) for word in words)]
         field = SORT_FIELDS[self.sort_by]
-        rows.sort(key=lambda r: (r.get(field) is None, r.get(field) if r.get(field) is not None else 0),
-                  reverse=self.reverse)
-        if self.grouped:   # stable: keeps the sort inside each sweep
+        rows.sort(key=lambda r: (r.get(field) is None, str(r.get(field)) if field == "tags" else
+                                 r.get(field) if r.get(field) is not None else 0), reverse=self.reverse)
+        if self.grouping == "sweep":   # stable: keeps the sort inside each sweep
             rows.sort(key=lambda r: r.get("sweep") or "")
         return rows
 
+    def columns(self) -> tuple[str, ...]:
+        columns = COLUMNS if self.grouping == "sweep" else COLUMNS[:-1]
+        if self.size.width < NARROW_BELOW:
+            columns = tuple(c for c in columns if c not in ("net", "d"))
+        return columns + WIDE_COLUMNS if self.size.width >= WIDE_AT else columns
+
+    def shown_rows(self, rows: list[dict[str, Any]], now: float) -> dict[str, tuple]:
+        """Row key -> cells. Grouped by config, the seeds of one configuration make one row (in the
+        place of its first run in the sort order); a run without a config id stands alone."""
+        if self.grouping != "config":
+            return {r["id"]: cells(r, now, r["id"] in self.marked) for r in rows}
+        self.groups = {}
+        for r in rows:
+            self.groups.setdefault(GROUP + (r.get("config") or r["id"]), []).append(r)
+        content = {}
+        for key, members in self.groups.items():
+            if len(members) == 1:
+                content[members[0]["id"]] = cells(members[0], now, members[0]["id"] in self.marked)
+            else:
+                marked = all(r["id"] in self.marked for r in members)
+                content[key] = ("●" if marked else " ", *group_cells(members, now))
+        return content
+
     def redraw(self) -> None:
         """Show the visible rows. When only cell values changed (an epoch landed), just those
-        cells are updated; a new order, filter or set of runs rebuilds the table."""
+        cells are updated; a new order, filter, width or set of runs rebuilds the table, and the
+        cursor stays on the run it was on."""
         table = self.query_one(DataTable)
         now = self.app.clock()
         matching = self.visible()
-        rows = matching[:SHOWN]
-        columns = COLUMNS if self.grouped else COLUMNS[:-1]
+        columns = self.columns()
+        pick = [ALL_COLUMNS.index(label) for label in columns]
+        content = {key: tuple(values[i] for i in pick) for key, values in list(self.shown_rows(matching, now).items())[:SHOWN]}
         header = tuple(label + ((" ▼" if self.reverse else " ▲") if label == self.sort_by else "") for label in columns)
-        content = {row["id"]: cells(row, now, row["id"] in self.marked)[:len(columns)] for row in rows}
         if header == self._header and list(content) == list(self._content):
-            for run_id, values in content.items():
-                for label, old, new in zip(columns, self._content[run_id], values):
+            for key, values in content.items():
+                for label, old, new in zip(columns, self._content[key], values):
                     if old != new:   # a longer status ("interrupted") widens its column rather than being cut
-                        table.update_cell(run_id, label, new, update_width=True)
+                        table.update_cell(key, label, new, update_width=True)
         else:
             selected = self.selected_id()
             table.clear(columns=True)
             for label, title in zip(columns, header):
                 table.add_column(title, key=label)
-            for run_id, values in content.items():
-                table.add_row(*values, key=run_id)
+            for key, values in content.items():
+                table.add_row(*values, key=key)
             if selected in content:
-                table.move_cursor(row=table.get_row_index(selected))
+                table.move_cursor(row=table.get_row_index(selected), animate=False)
         self._header, self._content = header, content
+        empty = self.fetched and not self.rows
+        self.query_one("#empty", Static).display = empty   # above the empty table, which keeps the focus
+        if empty:
+            self.query_one("#empty", Static).update(
+                f"No runs in {self.app.store.home} — [b]c[/b] to compose, or start mtm-tui with --home DIR")
+        self._status(matching, len(content), now)
+
+    def _status(self, matching: list[dict[str, Any]], shown: int, now: float) -> None:
         live = sum(r["status"] in ("queued", "running") for r in self.rows)
-        shown = f"{len(rows)} shown of {len(matching)} matching" if len(matching) > SHOWN else f"{len(rows)}"
+        count = f"{shown} shown of {len(matching)} matching" if len(matching) > SHOWN else f"{len(matching)}"
+        grouped = {"none": "", "sweep": " · grouped by sweep", "config": " · seeds grouped by config"}[self.grouping]
         self.query_one("#runs-status", Static).update(
-            f"{shown} of {len(self.rows)} runs, {live} live, {len(self.marked)} marked · sorted by "
-            f"{self.sort_by}{' · grouped by sweep' if self.grouped else ''} · enter opens a run, ? for help")
+            f"{count} of {len(self.rows)} runs, {live} live, {len(self.marked)} marked · sorted by "
+            f"{self.sort_by}{grouped} · ctrl+p: every action")
+        row = self.selected_row()
+        line = progress(row, now) if row else ""
+        self.query_one("#runs-progress", Static).update(
+            f"{row['id'][:8]} epoch {row['epoch'] + 1}/{row['epochs']}: {line}" if line else "")
 
     def selected_id(self) -> str | None:
         table = self.query_one(DataTable)
@@ -141,54 +232,120 @@ class RunsScreen(PollingScreen):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
+    def selected_row(self) -> dict[str, Any] | None:
+        key = self.selected_id()
+        return next((r for r in self.rows if r["id"] == key), None)
+
+    def selected_runs(self) -> list[str]:
+        """The run under the cursor, or every seed of the group under it."""
+        key = self.selected_id()
+        if key is None:
+            return []
+        return [r["id"] for r in self.groups[key]] if key.startswith(GROUP) else [key]
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.rows:
+            self._status(self.visible(), len(self._content), self.app.clock())
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.app.open_run(event.row_key.value)
+        self.action_open()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        label = event.column_key.value
-        if label in SORT_FIELDS:
-            self.reverse = not self.reverse if label == self.sort_by else False
-            self.sort_by = label
-            self.redraw()
+        self.sort(event.column_key.value)
+
+    def sort(self, label: str | None) -> None:
+        """Sort by a column; the column it is sorted by already flips its order."""
+        if label not in SORT_FIELDS:
+            return
+        self.reverse = not self.reverse if label == self.sort_by else label in NEWEST_FIRST
+        self.sort_by = label
+        self.redraw()
 
     # --- actions ----------------------------------------------------------------------------------
 
     def action_open(self) -> None:
-        if (run_id := self.selected_id()) is not None:
-            self.app.open_run(run_id)
+        ids = self.selected_runs()
+        if len(ids) == 1:
+            self.app.open_run(ids[0])
+        elif ids:   # a configuration's seeds: side by side
+            self.app.open_compare(ids)
 
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
+    def action_leave_filter(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def action_cursor(self, step: int) -> None:
+        table = self.query_one(DataTable)
+        table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)), animate=False)
+
+    def action_cursor_to(self, end: int) -> None:
+        table = self.query_one(DataTable)
+        table.move_cursor(row=0 if end == 0 else table.row_count - 1, animate=False)
+
     def action_sort(self) -> None:
-        order = list(SORT_FIELDS)
-        self.sort_by = order[(order.index(self.sort_by) + 1) % len(order)]
-        self.reverse = self.sort_by in ("val%", "test%", "age", "epoch")
-        self.redraw()
+        columns = [c for c in self.columns() if c in SORT_FIELDS]
+        self.app.push_screen(ChoiceScreen("Sort by which column? (again: reverse the order)", columns, self.sort_by),
+                             self.sort)
 
     def action_group(self) -> None:
-        self.grouped = not self.grouped
+        self.grouping = GROUPINGS[(GROUPINGS.index(self.grouping) + 1) % len(GROUPINGS)]
         self.redraw()
 
     def action_mark(self) -> None:
-        if (run_id := self.selected_id()) is not None:
-            self.marked ^= {run_id}
+        """Mark (or unmark) the run, or the group's runs, under the cursor, and move down."""
+        ids = set(self.selected_runs())
+        if ids:
+            self.marked = self.marked - ids if ids <= self.marked else self.marked | ids
             self.redraw()
+            self.action_cursor(1)
 
     def action_compare(self) -> None:
-        ids = [r["id"] for r in self.rows if r["id"] in self.marked] or [self.selected_id()]
-        if ids[0] is not None:
+        ids = [r["id"] for r in self.rows if r["id"] in self.marked] or self.selected_runs()
+        if ids:
             self.app.open_compare(ids)
 
     def action_embedding(self) -> None:
-        if (run_id := self.selected_id()) is not None:
-            self.app.open_embedding(run_id)
+        if (row := self.selected_row()) is not None:
+            self.app.open_embedding(row["id"])
+
+    def action_sweep(self) -> None:
+        row = self.selected_row()
+        if row is not None and row.get("sweep"):
+            self.app.open_sweep(row["sweep"])
+        elif row is not None:
+            self.notify(f"run {row['id'][:8]} {row['name']} is not part of a sweep")
 
     def action_compose(self) -> None:
         self.app.open_compose()
 
     def action_export(self) -> None:
-        self.app.open_export()
+        """Export the marked runs; else those the filter matches; else all of them."""
+        marked = [r["id"] for r in self.rows if r["id"] in self.marked]
+        words = self.query_one("#filter", Input).value.strip()
+        if marked:
+            self.app.open_export(marked, f"the {len(marked)} marked runs")
+        elif words:
+            self.app.open_export([r["id"] for r in self.visible()], f"the runs matching '{words}'")
+        else:
+            self.app.open_export(None, "every run in the store")
+
+    def action_tag(self) -> None:
+        if (row := self.selected_row()) is None:
+            return
+        self.app.push_screen(PromptScreen(f"Tags of run {row['id'][:8]} ({row['name']}), separated by spaces:",
+                                          " ".join(row.get("tags") or [])),
+                             lambda text: text is not None and self.run_job(
+                                 lambda store, run_id: store.update(run_id, tags=list(dict.fromkeys(text.split()))),
+                                 row["id"], "tagged"))
+
+    def action_note(self) -> None:
+        if (row := self.selected_row()) is None:
+            return
+        self.app.push_screen(PromptScreen(f"Note on run {row['id'][:8]} ({row['name']}):", row.get("note") or ""),
+                             lambda text: text is not None and self.run_job(
+                                 lambda store, run_id: store.update(run_id, note=text.strip()), row["id"], "noted"))
 
     def _confirm_then(self, question: str, job, done: str, refuse: dict[str, str] | None = None) -> None:
         """Ask first, naming the run (id and name); a status in `refuse` is answered at once instead."""

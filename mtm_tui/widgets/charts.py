@@ -1,129 +1,207 @@
-"""Terminal charts of a run's records (plotext, through textual-plotext). Pure drawing: each
-function takes a PlotextPlot and plain data, and redraws it."""
+"""Terminal charts of a run's records (plotext, through textual-plotext).
+
+A `MetricChart` owns its data: its screen hands it the data with `update(data)` (a run's records,
+or several runs for Compare), and the view (which classifier, the test split on or off, the last
+N epochs) with `set_view(...)`. What a chart shows is a `ChartSpec`: a title and the series it
+takes from the data. The
+validation split is always drawn (selection happens on it); the test split is a toggle. The
+legend, with each series' last value, sits below the plot, never over its points.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable
 
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from mtm_engine.records import METRICS, acc_key, classifiers_in
+from mtm_engine.records import METRICS, acc_key
+from mtm_tui.widgets.palette import colour, marker, rich_colour
 
-COLOURS = ("blue+", "red+", "green+", "orange+", "magenta+", "cyan+", "yellow+", "white", "gray", "blue")
-
-
-def _reset(widget: PlotextPlot, title: str, xlabel: str = "epoch", ylabel: str = ""):
-    plt = widget.plt
-    plt.clear_data()
-    plt.title(title)
-    plt.xlabel(xlabel)
-    plt.ylabel(ylabel)
-    plt.yscale("linear")
-    return plt
+Records = list[dict[str, Any]]
+Series = dict[str, tuple[list, list]]   # label -> (xs, ys)
 
 
-def _finite(xs: Iterable[Any], ys: Iterable[Any], log_y: bool) -> tuple[list, list]:
-    pairs = [(x, y) for x, y in zip(xs, ys)
-             if y is not None and math.isfinite(y) and (not log_y or y > 0)]
-    return [x for x, _ in pairs], [y for _, y in pairs]
+@dataclass(frozen=True)
+class View:
+    classifier: str = ""      # the accuracy chart's classifier ("" : the run's primary)
+    test: bool = False        # draw the test split beside validation
+    last: int = 0             # only the last N epochs (0: all)
 
 
-def lines(widget: PlotextPlot, title: str, series: dict[str, tuple[list, list]], *, xlabel: str = "epoch",
-          ylabel: str = "", log_y: bool = False, scatter: bool = False) -> None:
-    """One line (or scatter) per named series of (x, y)."""
-    plt = _reset(widget, title, xlabel, ylabel)
-    drawn = 0
-    for i, (label, (xs, ys)) in enumerate(series.items()):
-        xs, ys = _finite(xs, ys, log_y)
-        if not xs:
-            continue
-        draw = plt.scatter if scatter or len(xs) == 1 else plt.plot
-        draw(xs, ys, label=label, color=COLOURS[i % len(COLOURS)], marker="braille" if not scatter else "dot")
-        drawn += 1
-    if not drawn:   # an empty log-scale plot crashes plotext (reverse_scale of no data): stay linear
-        plt.title(f"{title}: waiting for the first epoch")
-    elif log_y:
-        plt.yscale("log")
-    widget.refresh()
+@dataclass(frozen=True)
+class ChartSpec:
+    tab: str                                   # the tab's label
+    title: Callable[[View], str]
+    series: Callable[[Any, View], Series]      # (data, view) -> series, each in epoch order
+    log_y: bool = False
+    xlabel: str = "epoch"
+    diagonal: bool = False                     # draw y = x (ρ against σ)
 
 
-def metric_series(records: list[dict[str, Any]], keys: dict[str, str]) -> dict[str, tuple[list, list]]:
-    """{label: (epochs, values)} for record keys, skipping keys a run does not have."""
+def _splits(view: View) -> tuple[str, ...]:
+    return ("val", "test") if view.test else ("val",)
+
+
+def _by_epoch(records: Records, keys: dict[str, str]) -> Series:
+    """{label: (epochs, values)} for the record keys that the records have."""
     epochs = [r["epoch"] for r in records]
     return {label: (epochs, [r.get(key) for r in records]) for label, key in keys.items()
             if any(key in r for r in records)}
 
 
-# The run screen's charts: name -> (title, drawer). Each drawer takes (widget, records).
-def accuracy(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    keys = {}
-    for c in classifiers_in(records):
-        keys[f"val {c}"] = acc_key("val", c)
-        keys[f"test {c}"] = acc_key("test", c)
-    lines(widget, "accuracy per classifier (validation and test)", metric_series(records, keys), ylabel="accuracy")
+def _per_split(*names: str) -> Callable[[Records, View], Series]:
+    def series(records: Records, view: View) -> Series:
+        return _by_epoch(records, {f"{METRICS[n].symbol} {split}": METRICS[n].key(split)
+                                   for n in names for split in _splits(view)})
+    return series
 
 
-def loss(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    lines(widget, "training loss (mean per instance)", metric_series(records, {"train loss": "train_loss"}))
+def _accuracy(records: Records, view: View) -> Series:
+    return _by_epoch(records, {f"{view.classifier} {split}": acc_key(split, view.classifier)
+                               for split in _splits(view)})
 
 
-def size_and_distance(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
+def _loss(records: Records, view: View) -> Series:
+    return _by_epoch(records, {"L train": "train_loss"})
+
+
+def _separation(records: Records, view: View) -> Series:
+    keys = {f"|g_k - g_l| {split}": METRICS["centre_separation"].key(split) for split in _splits(view)}
+    keys["|c_k - c_l|"] = METRICS["ce_separation"].key()
+    keys.update({f"|c_k - g_k| {split}": METRICS["ce_gap"].key(split) for split in _splits(view)})
+    return _by_epoch(records, keys)
+
+
+def _distance_vs_size(records: Records, view: View) -> Series:
     size, distance = METRICS["cluster_size"], METRICS["centre_distance"]
-    keys = {f"{m.label} {m.symbol} ({split})": m.key(split) for split in ("test", "val") for m in (size, distance)}
-    lines(widget, "cluster size σ and centre distance ρ (Figs. 15-16), log scale", metric_series(records, keys),
-          log_y=True)
+    return {f"ρ(σ) {split}": ([r.get(size.key(split)) for r in records], [r.get(distance.key(split)) for r in records])
+            for split in _splits(view)}
 
 
-def distance_vs_size(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    xs = [r.get(METRICS["cluster_size"].key("test")) for r in records]
-    ys = [r.get(METRICS["centre_distance"].key("test")) for r in records]
-    top = max([v for v in xs + ys if v is not None and v > 0] or [1.0])
-    lines(widget, "centre distance ρ against cluster size σ, test split (Fig. 17); line: ρ = σ",
-          {"epochs": (xs, ys), "ρ = σ": ([1e-3, top], [1e-3, top])}, xlabel="cluster size σ", ylabel="ρ",
-          scatter=False)
+def _split_words(view: View) -> str:
+    return "validation and test" if view.test else "validation (t adds test)"
 
 
-def separation(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    separation = METRICS["centre_separation"]
-    keys = {"centre separation (test)": separation.key("test"), "centre separation (val)": separation.key("val"),
-            "class embedding separation": "ce_separation", "mean |c - g| (test)": "test_ce_gap"}
-    lines(widget, "centre separation (Figs. 18-19), log scale", metric_series(records, keys), log_y=True)
+CHARTS = {c.tab: c for c in (
+    ChartSpec("Accuracy", lambda v: f"accuracy of the {v.classifier} classifier, {_split_words(v)}", _accuracy),
+    ChartSpec("Loss", lambda v: "training loss (mean per instance)", _loss),
+    ChartSpec("σ & ρ", lambda v: f"cluster size σ, centre distance ρ (Figs. 15-16), {_split_words(v)}; log",
+              _per_split("cluster_size", "centre_distance"), log_y=True),
+    ChartSpec("ρ vs σ", lambda v: "centre distance ρ against cluster size σ, one point an epoch (Fig. 17); "
+              "line: ρ = σ", _distance_vs_size, xlabel="cluster size σ", diagonal=True),
+    ChartSpec("Separation", lambda v: f"centre and class-embedding separation (Figs. 18-19), {_split_words(v)}; log",
+              _separation, log_y=True),
+    ChartSpec("Cosine", lambda v: f"median cosine to the class centre, {_split_words(v)}", _per_split("median_cosine")),
+)}
 
 
-def median_cosine(widget: PlotextPlot, records: list[dict[str, Any]]) -> None:
-    keys = {f"median cosine ({split})": METRICS["median_cosine"].key(split) for split in ("test", "val")}
-    lines(widget, "median cosine similarity to the class centre", metric_series(records, keys))
+def _finite(xs: list, ys: list, log_y: bool) -> tuple[list, list]:
+    pairs = [(x, y) for x, y in zip(xs, ys)
+             if x is not None and y is not None and math.isfinite(x) and math.isfinite(y) and (not log_y or y > 0)]
+    return [x for x, _ in pairs], [y for _, y in pairs]
 
 
-RUN_CHARTS = {
-    "accuracy": ("Accuracy", accuracy),
-    "loss": ("Loss", loss),
-    "geometry": ("σ & ρ", size_and_distance),
-    "rho_sigma": ("ρ vs σ", distance_vs_size),
-    "separation": ("Separation", separation),
-    "cosine": ("Cosine", median_cosine),
-}
+def epoch_ticks(epochs: list[int], most: int = 8) -> list[int]:
+    """Whole-number ticks, evenly spaced, at most `most` of them, always ending on the last epoch."""
+    if not epochs:
+        return []
+    first, last = min(epochs), max(epochs)
+    step = max(1, math.ceil((last - first + 1) / most))
+    ticks = list(range(last, first - 1, -step))[::-1]
+    return ticks
 
 
-def embedding(widget: PlotextPlot, snapshot: dict[str, Any] | None) -> None:
-    """The 2-D PCA snapshot: points coloured by class, centres G (+) and class embeddings C (x)."""
-    plt = _reset(widget, "", xlabel="PC 1", ylabel="PC 2")
-    if not snapshot:
-        plt.title("no embedding snapshot yet: it is written after each epoch")
-        widget.refresh()
-        return
-    var = snapshot.get("explained_variance", [0, 0])
-    plt.title(f"test embeddings, epoch {snapshot.get('epoch')}: PCA ({100 * var[0]:.0f}% + {100 * var[1]:.0f}% "
-              f"of the variance); + class centres G, x class embeddings C")
-    points, labels = snapshot["points"], snapshot["labels"]
-    for k in sorted(set(labels)):
-        xs = [p[0] for p, label in zip(points, labels) if label == k]
-        ys = [p[1] for p, label in zip(points, labels) if label == k]
-        plt.scatter(xs, ys, marker="dot", color=COLOURS[k % len(COLOURS)], label=f"class {k}")
-    centres = snapshot.get("centres") or []
-    plt.scatter([c[0] for c in centres], [c[1] for c in centres], marker="+", color="white", label="G")
-    if snapshot.get("class_embeddings"):
-        ce = snapshot["class_embeddings"]
-        plt.scatter([c[0] for c in ce], [c[1] for c in ce], marker="x", color="red", label="C")
-    widget.refresh()
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Ticks for log10 values drawn on a linear axis: (positions as log10, labels as the values).
+    1-2-5 steps where the range spans a decade or more, else five even steps in log space."""
+    if high - low >= 1:
+        values = [m * 10.0 ** k for k in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
+        values = [v for v in values if low <= math.log10(v) <= high] or [10 ** low, 10 ** high]
+        if len(values) > 8:   # many decades: the powers of ten alone
+            values = [v for v in values if math.log10(v).is_integer()] or values[::3]
+    else:
+        values = [10 ** (low + (high - low) * i / 4) for i in range(5)]
+    return [math.log10(v) for v in values], [f"{v:.3g}" for v in values]
+
+
+def readout(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.4g}"
+
+
+class MetricChart(Vertical):
+    """One chart of a run: a plot and its legend (below the plot), each series with its last value."""
+
+    DEFAULT_CSS = """
+    MetricChart { height: 1fr; }
+    MetricChart > PlotextPlot { height: 1fr; min-height: 8; }
+    MetricChart > .legend { height: auto; max-height: 3; padding: 0 1; }
+    """
+
+    def __init__(self, chart: ChartSpec, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.chart = chart
+        self.data: Any = []
+        self.view = View()
+        self.drawn: Series = {}   # what the last redraw plotted, after the zoom: label -> (xs, ys)
+
+    def compose(self) -> ComposeResult:
+        yield PlotextPlot()
+        yield Static("", classes="legend")
+
+    def update(self, data: Any) -> None:
+        self.data = data
+        self.redraw()
+
+    def set_view(self, view: View) -> None:
+        self.view = view
+        self.redraw()
+
+    def redraw(self) -> None:
+        if not self.is_mounted:
+            return
+        self.drawn = {}
+        for label, (xs, ys) in self.chart.series(self.data, self.view).items():
+            if self.view.last:   # the zoom: each series' last N epochs
+                xs, ys = xs[-self.view.last:], ys[-self.view.last:]
+            xs, ys = _finite(xs, ys, self.chart.log_y)
+            if xs:
+                self.drawn[label] = (xs, ys)
+        plot = self.query_one(PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.xlabel(self.chart.xlabel)
+        title = self.chart.title(self.view) + (f", last {self.view.last} epochs" if self.view.last else "")
+        if not self.drawn:   # an empty log-scale plot crashes plotext (reverse_scale of no data): stay linear
+            plt.title(f"{title}: waiting for the first epoch")
+            plot.refresh()
+            self.query_one(".legend", Static).update("")
+            return
+        plt.title(title)
+        # A log scale is drawn as log10 values on a linear axis, labelled with the values: plotext's own
+        # log scale takes log10 of its data in place at every render, so a resize drew log(log(y)) and crashed.
+        log = math.log10 if self.chart.log_y else (lambda y: y)
+        for i, (xs, ys) in enumerate(self.drawn.values()):
+            ys = [log(y) for y in ys]
+            if len(xs) > 1 and not self.chart.diagonal:
+                plt.plot(xs, ys, color=colour(i), marker="braille")
+            plt.scatter(xs, ys, color=colour(i), marker=marker(i))   # the epochs themselves, by marker
+        if self.chart.diagonal:
+            values = [v for xs, ys in self.drawn.values() for v in xs + ys]
+            low, high = min(values), max(values)
+            plt.plot([low, high], [low, high], color="gray", marker="braille")
+        else:
+            plt.xticks(epoch_ticks([x for xs, _ in self.drawn.values() for x in xs]))
+        if self.chart.log_y:
+            logs = [math.log10(y) for _, ys in self.drawn.values() for y in ys]
+            plt.yticks(*log_ticks(min(logs), max(logs)))
+        plot.refresh()
+        self.query_one(".legend", Static).update("   ".join(
+            f"[{rich_colour(i)}]{marker(i)}[/] {escape(label)} {readout(ys[-1])}"
+            for i, (label, (_, ys)) in enumerate(self.drawn.items())))
