@@ -17,14 +17,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from mtm_engine.store import Store
-from mtm_tui.screens.compare import CompareScreen
-from mtm_tui.screens.compose import ComposeScreen
-from mtm_tui.screens.embedding import EmbeddingScreen
-from mtm_tui.screens.export import ExportScreen
 from mtm_tui.screens.help import HelpScreen
-from mtm_tui.screens.run import RunScreen
 from mtm_tui.screens.runs import RunsScreen
-from mtm_tui.screens.sweep import SweepScreen
+
+# The other screens are imported when first opened: start-up loads only what the Runs screen
+# needs (about 0.3 s less on these machines; bench/tui.py measures it).
 
 
 class MtmApp(App):
@@ -82,21 +79,33 @@ class MtmApp(App):
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
     def open_run(self, run_id: str) -> None:
+        from mtm_tui.screens.run import RunScreen
+
         self.push_screen(RunScreen(run_id))
 
     def open_compare(self, run_ids: list[str]) -> None:
+        from mtm_tui.screens.compare import CompareScreen
+
         self.push_screen(CompareScreen(run_ids))
 
     def open_embedding(self, run_id: str) -> None:
+        from mtm_tui.screens.embedding import EmbeddingScreen
+
         self.push_screen(EmbeddingScreen(run_id))
 
     def open_compose(self) -> None:
+        from mtm_tui.screens.compose import ComposeScreen
+
         self.push_screen(ComposeScreen())
 
     def open_export(self, run_ids: list[str] | None = None, which: str = "every run in the store") -> None:
+        from mtm_tui.screens.export import ExportScreen
+
         self.push_screen(ExportScreen(run_ids, which))
 
     def open_sweep(self, sweep_id: str) -> None:
+        from mtm_tui.screens.sweep import SweepScreen
+
         self.push_screen(SweepScreen(sweep_id))
 
 

@@ -230,6 +230,61 @@ def test_mtm_tui_in_a_real_terminal(fixture_home, tmp_path):
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+def test_launch_watch_an_epoch_stop_and_quit_in_a_real_terminal(tmp_path):
+    """The whole loop by keys in a real terminal at 80x24: compose, launch (the queue's pool trains it
+    in the background), watch its first epochs arrive on the Run screen, stop it, quit."""
+    session = f"mtm-loop-{int(time.time() * 1000)}"
+    home = tmp_path / "home"
+    env = {**os.environ, "MTM_HOME": str(home)}
+    tui = ["env", f"MTM_HOME={home}", sys.executable, "-m", "mtm_tui.app"]
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-c", str(tmp_path), *tui],
+                   check=True, env=env)
+
+    def keys(*sent: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", session, *sent], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def wait_for(text: str, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in screen():
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} never appeared:\n{screen()}")
+
+    try:
+        wait_for("No runs in")
+        keys("c")
+        wait_for("valid")
+        keys("C-l")                       # launch: queued, then trained by the pool
+        wait_for("1 of 1 runs")
+        keys("Enter")
+        wait_for("Spec & log")
+        wait_for("cos val", timeout=120)  # the first epoch's readout under the accuracy chart
+        keys("x")
+        wait_for("Stop run")
+        keys("y")
+        run_id = Store(home).rows()[0]["id"]
+        deadline = time.time() + 120
+        while Store(home).row(run_id)["status"] != "interrupted" and time.time() < deadline:
+            time.sleep(0.5)
+        assert Store(home).row(run_id)["status"] == "interrupted"
+        keys("q")
+        deadline = time.time() + 15
+        while time.time() < deadline and subprocess.run(["tmux", "has-session", "-t", session],
+                                                        capture_output=True).returncode == 0:
+            time.sleep(0.2)
+        assert subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        for row in Store(home).rows():   # never leave a training process behind
+            if row["status"] in ("queued", "running"):
+                jobs.stop(Store(home), row["id"])
+
+
 # --- regressions: the app never crashes in normal use ------------------------------------------------
 
 def test_a_run_with_no_epochs_shows_every_chart_without_crashing(tmp_path):

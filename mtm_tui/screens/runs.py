@@ -19,7 +19,7 @@ from mtm_tui.screens.base import ChoiceScreen, ConfirmScreen, PollingScreen, Pro
 
 AGE_REFRESH_S = 5.0
 ENDED = ("finished", "failed", "diverged", "interrupted")
-SHOWN = 500   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
+SHOWN = 200   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
 WIDE_AT = 160   # terminal columns from which the table adds seed, lr, time, progress and tags
 NARROW_BELOW = 100   # below it, net and d make room for the figures (80 columns keep test% and age)
 GROUPINGS = ("none", "sweep", "config")   # `o` cycles: one row per run, by sweep, seeds of a config as one row
@@ -105,6 +105,8 @@ class RunsScreen(PollingScreen):
         self.groups: dict[str, list[dict[str, Any]]] = {}   # GROUP + config -> its runs, as shown
         self._header: tuple = ()
         self._content: dict[str, tuple] = {}
+        self._content_columns: tuple[str, ...] = ()
+        self._matching = 0
         self.fetched = False
 
     def compose(self) -> ComposeResult:
@@ -140,7 +142,8 @@ class RunsScreen(PollingScreen):
         self.redraw()
 
     def on_resize(self) -> None:
-        self.redraw()
+        if self.columns() != tuple(self._content_columns):   # the width crossed NARROW_BELOW or WIDE_AT
+            self.redraw()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.redraw()
@@ -168,12 +171,12 @@ class RunsScreen(PollingScreen):
         """Row key -> cells. Grouped by config, the seeds of one configuration make one row (in the
         place of its first run in the sort order); a run without a config id stands alone."""
         if self.grouping != "config":
-            return {r["id"]: cells(r, now, r["id"] in self.marked) for r in rows}
+            return {r["id"]: cells(r, now, r["id"] in self.marked) for r in rows[:SHOWN]}
         self.groups = {}
         for r in rows:
             self.groups.setdefault(GROUP + (r.get("config") or r["id"]), []).append(r)
         content = {}
-        for key, members in self.groups.items():
+        for key, members in list(self.groups.items())[:SHOWN]:
             if len(members) == 1:
                 content[members[0]["id"]] = cells(members[0], now, members[0]["id"] in self.marked)
             else:
@@ -190,7 +193,7 @@ class RunsScreen(PollingScreen):
         matching = self.visible()
         columns = self.columns()
         pick = [ALL_COLUMNS.index(label) for label in columns]
-        content = {key: tuple(values[i] for i in pick) for key, values in list(self.shown_rows(matching, now).items())[:SHOWN]}
+        content = {key: tuple(values[i] for i in pick) for key, values in self.shown_rows(matching, now).items()}
         header = tuple(label + ((" ▼" if self.reverse else " ▲") if label == self.sort_by else "") for label in columns)
         if header == self._header and list(content) == list(self._content):
             for key, values in content.items():
@@ -206,22 +209,24 @@ class RunsScreen(PollingScreen):
                 table.add_row(*values, key=key)
             if selected in content:
                 table.move_cursor(row=table.get_row_index(selected), animate=False)
-        self._header, self._content = header, content
+        self._header, self._content, self._content_columns, self._matching = header, content, columns, len(matching)
         empty = self.fetched and not self.rows
         self.query_one("#empty", Static).display = empty   # above the empty table, which keeps the focus
         if empty:
             self.query_one("#empty", Static).update(
                 f"No runs in {self.app.store.home} — [b]c[/b] to compose, or start mtm-tui with --home DIR")
-        self._status(matching, len(content), now)
+        self._status(now)
 
-    def _status(self, matching: list[dict[str, Any]], shown: int, now: float) -> None:
+    def _status(self, now: float) -> None:
         live = sum(r["status"] in ("queued", "running") for r in self.rows)
-        count = f"{shown} shown of {len(matching)} matching" if len(matching) > SHOWN else f"{len(matching)}"
+        shown, matching = len(self._content), self._matching
+        count = f"{shown} shown of {matching} matching" if matching > shown else f"{matching}"
         grouped = {"none": "", "sweep": " · grouped by sweep", "config": " · seeds grouped by config"}[self.grouping]
         self.query_one("#runs-status", Static).update(
             f"{count} of {len(self.rows)} runs, {live} live, {len(self.marked)} marked · sorted by "
             f"{self.sort_by}{grouped} · ctrl+p: every action")
-        row = self.selected_row()
+        key = self.selected_id()
+        row = next((r for r in self.rows if r["id"] == key and r["status"] == "running"), None) if key else None
         line = progress(row, now) if row else ""
         self.query_one("#runs-progress", Static).update(
             f"{row['id'][:8]} epoch {row['epoch'] + 1}/{row['epochs']}: {line}" if line else "")
@@ -245,7 +250,7 @@ class RunsScreen(PollingScreen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if self.rows:
-            self._status(self.visible(), len(self._content), self.app.clock())
+            self._status(self.app.clock())
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()
