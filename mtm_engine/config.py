@@ -265,6 +265,10 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} = {value!r}: must be a string (in quotes)")
+    if kind == float | str:   # a number or a word ("auto")
+        if isinstance(value, str):
+            return value
+        return _coerce(key, value, float)
     # tuple[str, ...]: a TOML list of strings, or one comma-separated string from --set.
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]

@@ -36,7 +36,9 @@ class TuneSpec:
     plateau_results: int = 6       # plateau stopper: results looked at ...
     plateau_std: float = 0.005     # ... and the std under which a trial has plateaued
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | str = "auto"   # "auto": see tune.gpus_for; a number: that fraction of a GPU
+    storage: str = ""              # where Ray keeps the sweep: a folder every node sees, or a URI (s3://...);
+                                   # "" = HOME/sweeps
     max_concurrent: int = 0        # 0: as many as the resources allow
     seed: int = 0                  # seed of the search algorithm
     space: dict[str, dict[str, Any]] = field(default_factory=dict)   # "train.lr" -> {"loguniform": [lo, hi]}
@@ -96,7 +98,9 @@ def validate_sweep(spec: Spec, t: TuneSpec) -> TuneSpec:
     check(t.grace_period >= 1, f"tune.grace_period = {t.grace_period}: must be at least 1")
     check(t.plateau_results >= 2, f"tune.plateau_results = {t.plateau_results}: must be at least 2")
     check(t.cpus_per_trial > 0, f"tune.cpus_per_trial = {t.cpus_per_trial}: must be above 0")
-    check(t.gpus_per_trial >= 0, f"tune.gpus_per_trial = {t.gpus_per_trial}: must be at least 0")
+    check(t.gpus_per_trial == "auto" or (not isinstance(t.gpus_per_trial, str) and t.gpus_per_trial >= 0),
+          f"tune.gpus_per_trial = {t.gpus_per_trial!r}: must be \"auto\" or a number of GPUs, at least 0 "
+          f"(0.25: four trials share a GPU)")
     if t.metric:
         check(t.metric in spec.classifiers,
                f"tune.metric = {t.metric!r}: not among the run's classifiers ({', '.join(spec.classifiers)})")

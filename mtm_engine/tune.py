@@ -4,11 +4,15 @@ paper's Section IV-D. The only module that imports ray.
 Every trial is a run in the store, tagged with its sweep id. Trials are recorded from the driver
 by a `tune.Callback` (so trials on other nodes of a cluster are recorded too); a trial reports
 one result per epoch, with the run's checkpoint, so ASHA can stop it and `Tuner.restore` can
-continue it.
+continue it. The driver copies each reported checkpoint (with the best epoch's weights and the
+embedding snapshots) into the trial's run folder, and owns the trial's liveness: the row names
+the driver's process, which heartbeats its running trials, so a long epoch on another node never
+looks like a dead run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,6 +20,8 @@ import os
 import secrets
 import shutil
 import socket
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,12 +32,42 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from mtm_engine.config import FOLDER_PREFIX, Spec, spec_from_dict
 from mtm_engine.errors import ConfigError, MtmError
-from mtm_engine.records import CHECKPOINT, CheckpointSaved, EpochEnded, acc_key
-from mtm_engine.runner import create_run, summary_fields
-from mtm_engine.store import Store
+from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS, CheckpointSaved, EpochEnded, RunStarted, acc_key
+from mtm_engine.runner import create_run, physical_device, summary_fields
+from mtm_engine.store import HEARTBEAT_S, Store, owner
 from mtm_engine.sweep_spec import TuneSpec
 
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+TRIAL_KEYS = ("device", "node")   # reported by each trial beside its epoch record: where it trains
+RUN_FILES = (CHECKPOINT, BEST, *SNAPSHOTS.values())   # what a checkpoint carries into the trial's run folder
+LARGE_BACKBONES = ("resnet50", "resnet101", "resnet152")
+
+
+def gpus_for(gpus_per_trial: float | str, backbone: str, cluster_gpus: float) -> float:
+    """tune.gpus_per_trial = "auto": none where the cluster has no GPU; a whole GPU for ResNet-50 and
+    larger; a quarter for the small backbones (convnet, ResNet-18/34), so four trials share a GPU
+    (they use a few GB each: bench/gpu.sh measures it). A number is taken as it is."""
+    if gpus_per_trial != "auto":
+        return float(gpus_per_trial)
+    if cluster_gpus <= 0:
+        return 0.0
+    return 1.0 if backbone in LARGE_BACKBONES else 0.25
+
+
+def storage_path(storage: str, home: Path, sweep_id: str) -> str:
+    """Where Ray keeps this sweep (its state, the trials' checkpoints): tune.storage/<sweep id>, a
+    folder every node can write or a URI of Ray's storage layer (s3://, gs://), else HOME/sweeps/<id>.
+    A folder must be writable from the driver: checked now, before anything is started or saved, and
+    without creating anything (the nearest folder that exists must be a writable folder)."""
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{sweep_id}"
+    root = Path(storage).expanduser().resolve() if storage else (home / "sweeps").resolve()
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise MtmError(f"tune.storage {root}: {existing} {what}; give a folder that this machine and every node can "
+                       f"write (shared storage), or a URI like s3://bucket/path")
+    return str(root / sweep_id)
 # sweep id -> where the driver prints trial events. Module state, not callback state: a restored
 # sweep unpickles its callback, and the printer belongs to the driver process that restores it.
 _PRINTERS: dict[str, Callable[[str], None]] = {}
@@ -64,16 +100,19 @@ def param_space(t: TuneSpec) -> dict[str, Any]:
 # --- the trial (runs on a Ray worker, possibly on another node) --------------------------------------
 
 class _ReportSink:
-    """Reports each epoch to Tune once its checkpoint is on disk."""
+    """Reports each epoch to Tune once its checkpoint is on disk, with where the trial trains."""
 
     def __init__(self):
         self.record: dict[str, Any] | None = None
+        self.where = {"device": "", "node": ray.get_runtime_context().get_node_id()[:12]}
 
     def emit(self, event: Any) -> None:
-        if isinstance(event, EpochEnded):
+        if isinstance(event, RunStarted):
+            self.where["device"] = physical_device(event.device)
+        elif isinstance(event, EpochEnded):
             self.record = event.record
         elif isinstance(event, CheckpointSaved) and self.record is not None:
-            tune.report(self.record, checkpoint=tune.Checkpoint.from_directory(str(event.path.parent)))
+            tune.report({**self.record, **self.where}, checkpoint=tune.Checkpoint.from_directory(str(event.path.parent)))
 
 
 def _trial(config: dict[str, Any], base: dict[str, Any], cpus: float) -> None:
@@ -82,13 +121,18 @@ def _trial(config: dict[str, Any], base: dict[str, Any], cpus: float) -> None:
     from mtm_engine.train import fit
 
     torch.set_num_threads(max(1, int(cpus)))
+    if base["train"]["device"] == "auto" and not ray.get_gpu_ids():
+        # Ray gave this trial no GPU: it must not take one anyway (all such trials would land on cuda:0).
+        base = {**base, "train": {**base["train"], "device": "cpu"}}
     spec = _trial_spec(base, config)
     run_dir = Path(tune.get_context().get_trial_dir()) / "mtm"
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:   # a restored trial continues from its last reported epoch
+    if checkpoint is not None:   # a restored trial continues from its last reported epoch, its best kept
         with checkpoint.as_directory() as folder:
-            shutil.copy(Path(folder) / CHECKPOINT, run_dir / CHECKPOINT)
+            for name in RUN_FILES:
+                if (Path(folder) / name).exists():
+                    shutil.copy(Path(folder) / name, run_dir / name)
     fit(spec, run_dir, _ReportSink(), resume=checkpoint is not None)
 
 
@@ -101,6 +145,7 @@ class StoreCallback(tune.Callback):
     def __init__(self, home: str, sweep_id: str, base: dict[str, Any]):
         self.home, self.sweep_id, self.base = home, sweep_id, base
         self.records: dict[str, list[dict[str, Any]]] = {}   # run id -> records seen (a cache of the store)
+        self.beat = 0.0   # when the running trials' heartbeat was last written
 
     def _tell(self, text: str) -> None:
         say = _PRINTERS.get(self.sweep_id)
@@ -120,23 +165,44 @@ class StoreCallback(tune.Callback):
         if not store.exists(run_id):
             create_run(store, spec, status="running", sweep=self.sweep_id, run_id=run_id,
                        extra={"trial_id": trial.trial_id, "trial_config": trial.config})
-        else:
-            store.update(run_id, status="running", message="")
+        # The driver owns the trial: its process, here, is what liveness checks (not the worker's, elsewhere).
+        store.update(run_id, status="running", message="", heartbeat=time.time(), **owner())
         self.records[run_id] = store.records(run_id)
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
         self._tell(f"trial {run_id} started: {values}")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict[str, Any], **info: Any) -> None:
         store, run_id = Store(self.home), self.run_id(trial)
-        record = {k: v for k, v in result.items() if k not in RAY_KEYS}
+        record = {k: v for k, v in result.items() if k not in RAY_KEYS and k not in TRIAL_KEYS}
         records = [r for r in self.records.setdefault(run_id, store.records(run_id)) if r["epoch"] != record["epoch"]]
         records.append(record)
         self.records[run_id] = records
         spec = _trial_spec(self.base, trial.config)
-        store.append_epoch(run_id, record, {**summary_fields(spec, records), "pid": result.get("pid"),
-                                            "host": result.get("hostname")})
+        store.append_epoch(run_id, record, {**summary_fields(spec, records), "device": result.get("device"),
+                                            "node": result.get("node"), "worker_host": result.get("hostname")})
         metric = acc_key("val", spec.classifiers[0])
         self._tell(f"trial {run_id} epoch {record['epoch']}/{spec.train.epochs} {metric} {record.get(metric, 0):.4f}")
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
+        """Bring the reported checkpoint (from the sweep's storage, wherever the trial ran) into the
+        trial's run folder: resume, `mtm eval`, the embedding view and `mtm plot` read it there."""
+        run_dir = Store(self.home).run_dir(self.run_id(trial))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=run_dir, prefix=".checkpoint-") as folder:   # same disk: atomic
+            checkpoint.to_directory(folder)
+            for name in RUN_FILES:
+                if (Path(folder) / name).exists():
+                    os.replace(Path(folder) / name, run_dir / name)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """The driver's heartbeat for its running trials (readers on other hosts go by it)."""
+        if time.time() - self.beat < HEARTBEAT_S:
+            return
+        self.beat = time.time()
+        store = Store(self.home)
+        for trial in trials:
+            if trial.status == "RUNNING" and store.exists(self.run_id(trial)):
+                store.heartbeat(self.run_id(trial))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         store, run_id = Store(self.home), self.run_id(trial)
@@ -176,9 +242,23 @@ def _probe(address: str) -> None:
                        f"start the head with `ray start --head --port={port}`, or give its address") from None
 
 
+@contextlib.contextmanager
+def _stderr_to(file) -> Any:
+    """Point this process's file descriptor 2 (where native code writes) at `file` for a while."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _start_ray(address: str | None, dashboard: bool, say: Callable[[str], None] | None) -> None:
     """Join the cluster at `address` with the auth it asks for (RAY_AUTH_MODE and the token in the
-    environment, as the cluster's owner set them), or start a local node on 127.0.0.1."""
+    environment, as the cluster's owner set them), or start a local node on 127.0.0.1. Ray's auth is
+    left as Ray sets it (token auth: Ray writes the token to ~/.ray/auth_token for a local node)."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")          # with verbose=0: Tune prints nothing; we do
     if ray.is_initialized():
@@ -187,19 +267,25 @@ def _start_ray(address: str | None, dashboard: bool, say: Callable[[str], None] 
                                   logging_level=logging.ERROR)
     if address:
         _probe(address)
-        try:
-            ray.init(address=address, **kwargs)
-        except Exception as exc:   # ConnectionError, auth errors, timeouts: all mean "not joined"
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        # Ray's C++ client prints a warning a second while it retries (a refused token, say): keep them
+        # off the terminal, and out of them the reason for the one line said instead.
+        with tempfile.TemporaryFile() as native, _stderr_to(native):
+            try:
+                ray.init(address=address, **kwargs)
+                failure = None
+            except Exception as exc:   # ConnectionError, auth errors, timeouts: all mean "not joined"
+                failure = exc
+            native.seek(0)
+            said = native.read().decode(errors="replace")
+        if failure is not None:
+            text = str(failure).strip()
+            reason = text.splitlines()[0][:200] if text else type(failure).__name__
+            if "InvalidAuthToken" in said + text:
+                reason = "the cluster refused this driver's auth token (InvalidAuthToken)"
             raise MtmError(f"cannot join the Ray cluster at {address} ({reason}); check the address with `ray status` "
-                           f"on the head node, and set RAY_AUTH_MODE/RAY_AUTH_TOKEN as the cluster requires") from None
+                           f"on the head node; a cluster with token auth (Ray's default for `ray start --head`) needs "
+                           f"RAY_AUTH_MODE=token here and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN") from None
         return
-    if "RAY_AUTH_MODE" not in os.environ:
-        # A node of our own, for this driver alone, on 127.0.0.1: Ray's token auth is turned off for it (said, not
-        # silent); set RAY_AUTH_MODE to keep Ray's own choice.
-        os.environ["RAY_AUTH_MODE"] = "disabled"
-        if say is not None:
-            say("Ray: a local node on 127.0.0.1, token auth off (set RAY_AUTH_MODE to change that)")
     ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
 
 
@@ -227,23 +313,28 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     if spec.data.dataset.startswith(FOLDER_PREFIX):
         base["data"]["dataset"] = FOLDER_PREFIX + str(Path(spec.data.dataset[len(FOLDER_PREFIX):]).expanduser().resolve())
     metric, mode = acc_key("val", t.metric), "max"
-    storage = (store.home / "sweeps" / sweep_id).resolve()
-    _start_ray(address, dashboard, say)   # first: a cluster that cannot be joined leaves no sweep behind
+    # First the storage, then Ray: a folder that cannot be written or a cluster that cannot be joined
+    # leaves no sweep behind.
+    storage = saved["storage"] if resume and "storage" in saved else storage_path(t.storage, store.home, sweep_id)
+    _start_ray(address, dashboard, say)
+    gpus = gpus_for(t.gpus_per_trial, spec.model.backbone, ray.cluster_resources().get("GPU", 0))
+    if say is not None and t.gpus_per_trial == "auto" and gpus:
+        say(f"tune.gpus_per_trial = auto: {gpus:g} GPU a trial ({spec.model.backbone})")
     if not resume:
         store.save_sweep(sweep_id, {"id": sweep_id, "name": spec.name, "spec": base, "tune": t.to_dict(),
-                                    "created": time.time(), "ray_path": str(storage / "ray")})
+                                    "created": time.time(), "storage": storage, "ray_path": f"{storage}/ray"})
     if started is not None:
         started(sweep_id, t.to_dict())
     trainable = tune.with_resources(tune.with_parameters(_trial, base=base, cpus=t.cpus_per_trial),
-                                    {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
+                                    {"cpu": t.cpus_per_trial, "gpu": gpus})
     if say is not None:
         _PRINTERS[sweep_id] = say
-    experiment = storage / "ray"
+    experiment = f"{storage}/ray"
     if resume:
-        if not tune.Tuner.can_restore(str(experiment)):
+        if not tune.Tuner.can_restore(experiment):
             raise MtmError(f"sweep {sweep_id} has no Ray state in {experiment} to restore; start it again")
         # Errored trials (a lost node, say) continue from their last checkpoint, each epoch once.
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True, restart_errored=False)
     else:
         searcher = None
@@ -260,7 +351,7 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
                                         scheduler=scheduler,
                                         max_concurrent_trials=t.max_concurrent or None),
             run_config=tune.RunConfig(
-                name="ray", storage_path=str(storage), verbose=0,
+                name="ray", storage_path=storage, verbose=0,
                 callbacks=[StoreCallback(str(store.home.resolve()), sweep_id, base)],
                 stop=TrialPlateauStopper(metric=metric, mode=mode, std=t.plateau_std,
                                          num_results=t.plateau_results, grace_period=t.plateau_results),

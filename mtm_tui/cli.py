@@ -609,6 +609,8 @@ def tune_(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs per trial (tune.max_epochs; the paper: 30)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Restore an interrupted sweep by its id."),
     address: Optional[str] = typer.Option(None, "--address", help="Join a running Ray cluster, e.g. 10.0.0.5:6379."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Where Ray keeps the sweep (tune.storage): a "
+                                          "folder every node can write, or a URI (s3://...); default HOME/sweeps."),
     dashboard: bool = typer.Option(False, "--dashboard", help="Start Ray's dashboard (on 127.0.0.1)."),
     refit: bool = typer.Option(False, "--refit", help="Then train the best config on train+validation."),
     json_: bool = typer.Option(False, "--json", help="Print the sweep's summary as one JSON object."),
@@ -617,11 +619,12 @@ def tune_(
     """Search hyperparameters with Ray Tune (HyperOpt, ASHA, plateau stopping); every trial is a run."""
     from mtm_engine.sweep_spec import load_sweep
 
-    if resume and (set_ or samples is not None or epochs is not None or config is not None):
+    if resume and (set_ or samples is not None or epochs is not None or config is not None or storage is not None):
         raise MtmError(f"--resume {resume} restores the sweep with its saved settings; drop the config, --set, "
-                       f"--samples and --epochs (or start a new sweep)")
+                       f"--samples, --epochs and --storage (or start a new sweep)")
     overrides = list(set_) + ([f"tune.num_samples={samples}"] if samples is not None else []) + (
-        [f"tune.max_epochs={epochs}"] if epochs is not None else [])
+        [f"tune.max_epochs={epochs}"] if epochs is not None else []) + (
+        [f"tune.storage={json.dumps(storage)}"] if storage is not None else [])
     store = open_store(home)
     spec, settings = load_sweep(config, overrides)   # validates before Ray starts
     from mtm_engine.tune import run_sweep

@@ -252,6 +252,9 @@ def stop(store: Store, run_id: str) -> str:
     row = store.row(run_id)
     if row["status"] not in LIVE:
         raise MtmError(f"run {run_id} is not running (status {row['status']}); nothing to stop")
+    if row.get("sweep"):   # its process is the sweep's driver: a trial stops with its sweep
+        raise MtmError(f"run {run_id[:8]} is a trial of sweep {row['sweep']}; Ctrl-C its `mtm tune` to stop the "
+                       f"sweep, and `mtm tune --resume {row['sweep']}` continues it")
     store.request_stop(run_id)
     return "stop requested"
 
