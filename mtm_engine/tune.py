@@ -317,7 +317,11 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     # leaves no sweep behind.
     storage = saved["storage"] if resume and "storage" in saved else storage_path(t.storage, store.home, sweep_id)
     _start_ray(address, dashboard, say)
-    gpus = gpus_for(t.gpus_per_trial, spec.model.backbone, ray.cluster_resources().get("GPU", 0))
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = gpus_for(t.gpus_per_trial, spec.model.backbone, cluster_gpus)
+    if gpus > cluster_gpus:   # Ray would keep every trial pending, silently
+        raise MtmError(f"tune.gpus_per_trial = {gpus:g}, but the Ray cluster has {cluster_gpus:g} GPUs: no trial "
+                       f"could start; use \"auto\" (none on a machine without GPUs) or 0")
     if say is not None and t.gpus_per_trial == "auto" and gpus:
         say(f"tune.gpus_per_trial = auto: {gpus:g} GPU a trial ({spec.model.backbone})")
     if not resume:

@@ -109,3 +109,23 @@ def test_an_address_where_nothing_listens_is_one_line_and_leaves_no_sweep(mtm_en
     assert out.stderr.strip().splitlines()[-1].startswith("error: cannot join the Ray cluster at 127.0.0.1:9: nothing "
                                                           "answers there")
     assert not (tmp_path / "home" / "sweeps").exists()
+
+
+def test_gpus_per_trial_auto_follows_the_backbone_and_the_cluster():
+    from mtm_engine.tune import gpus_for
+
+    assert gpus_for("auto", "resnet18", 0) == 0           # a machine without GPUs: never ask for one
+    assert gpus_for("auto", "convnet", 8) == 0.25         # small backbones share a GPU four ways
+    assert gpus_for("auto", "resnet18", 1) == 0.25
+    assert gpus_for("auto", "resnet50", 2) == 1.0         # large ones take a whole GPU
+    assert gpus_for("auto", "resnet152", 2) == 1.0
+    assert gpus_for(0.5, "convnet", 0) == 0.5              # a number is taken as it is (refused later if too many)
+
+
+def test_more_gpus_per_trial_than_the_cluster_has_is_one_line_and_no_sweep(mtm_env, tmp_path):
+    out = mtm(["tune", "--samples", "1", "--epochs", "1", "--set", "tune.gpus_per_trial=0.5"], mtm_env, tmp_path,
+              check=False, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and lines[-1].startswith("error: tune.gpus_per_trial = 0.5, but the Ray cluster has 0 "
+                                                        "GPUs"), out.stderr
+    assert not (tmp_path / "home" / "sweeps").exists()

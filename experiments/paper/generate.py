@@ -82,14 +82,20 @@ def body(dataset: str, label: str, lr=None, dim=None, r=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_section(code: str) -> str:
+# What tune.gpus_per_trial = "auto" gives each backbone on a cluster with GPUs (none without): see tune.gpus_for
+AUTO_GPUS = {"RN18": "0.25 a trial, four share a GPU", "RN50": "a whole GPU a trial", "RN101": "a whole GPU a trial"}
+
+
+def sweep_section(code: str, rn: str) -> str:
     space = ['"train.lr" = {loguniform = [1e-5, 1e-2]}']
     if code != "P":
         space.append('"model.dim" = {integer = [200, 2000]}')
     if code == "CP":
         space.append('"loss.r" = {loguniform = [1e3, 1e6]}')
     return ("\n[tune]\nnum_samples = 50\nmax_epochs = 30\nsearch = \"hyperopt\"\nscheduler = \"asha\"\n"
-            "grace_period = 5\nplateau_results = 6\nplateau_std = 0.005\n\n[tune.space]\n" + "\n".join(space) + "\n")
+            "grace_period = 5\nplateau_results = 6\nplateau_std = 0.005\n"
+            f"gpus_per_trial = \"auto\"   # on GPUs: {AUTO_GPUS[rn]}; on a machine without GPUs: none\n"
+            "\n[tune.space]\n" + "\n".join(space) + "\n")
 
 
 def main() -> None:
@@ -101,7 +107,7 @@ def main() -> None:
                 r = 0.95 if code == "PP" else None
                 path = HERE / dataset / f"{label}.toml"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(HEADER.format(**meta) + "\n" + body(dataset, label, r=r) + sweep_section(code))
+                path.write_text(HEADER.format(**meta) + "\n" + body(dataset, label, r=r) + sweep_section(code, rn))
         for label, (lr, dim, r) in BEST[dataset].items():
             rn, code = label.split("-")
             meta = dict(what="best model (Appendix A)", dataset=dataset, label=label, backbone=BACKBONES[rn],
