@@ -94,14 +94,21 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
         name = default_projection(snap)   # the snapshot's default plane (the PCA plane in the first layout)
         plane, labels = projections(snap)[name], snap["labels"]
         points = plane["points"]
-        scatter = ax.scatter([p[0] for p in points], [p[1] for p in points], c=labels, cmap="tab10", s=4, alpha=0.6)
-        ax.scatter(*zip(*plane["centres"]), marker="+", s=120, c="black", label="class centres G")
+        scatter = ax.scatter([p[0] for p in points], [p[1] for p in points], c=labels, cmap="tab10", vmin=0, vmax=9,
+                             s=4, alpha=0.6)
+        # G and C in their class's colour (as the TUI draws them), told apart by their marker, edged in black
+        classes = list(range(len(plane["centres"])))
+        ax.scatter(*zip(*plane["centres"]), marker="P", s=110, c=classes, cmap="tab10", vmin=0, vmax=9,
+                   edgecolors="black", linewidths=0.8, label="class centres G")
         if plane["class_embeddings"]:
-            ax.scatter(*zip(*plane["class_embeddings"]), marker="x", s=80, c="red", label="class embeddings C")
+            ax.scatter(*zip(*plane["class_embeddings"]), marker="X", s=90, c=classes, cmap="tab10", vmin=0, vmax=9,
+                       edgecolors="black", linewidths=0.8, label="class embeddings C")
         var, axes = plane["explained"], PLANES[name].axes if name in PLANES else name
         ax.set(title=f"{_label(meta)}\nepoch {snap['epoch']}: test embeddings\n{describe(name, plane, labels)}",
                xlabel=f"{axes} 1 ({100 * var[0]:.0f}%)", ylabel=f"{axes} 2 ({100 * var[1]:.0f}%)")
-        ax.add_artist(ax.legend(*scatter.legend_elements(), title="class", fontsize=7, loc="upper right"))
-        ax.legend(fontsize=7, loc="lower left")
+        # both legends outside the axes: never over the points
+        ax.add_artist(ax.legend(*scatter.legend_elements(), title="class", fontsize=7, loc="upper left",
+                                bbox_to_anchor=(1.02, 1.0)))
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.02, 0.0))
         save(fig, f"embedding-{meta['id']}")
     return written
