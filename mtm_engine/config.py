@@ -56,14 +56,19 @@ class ModelSpec:
     dim: int = 512
     width: int = 16
     depth: int = 1             # convnet: convolutions in each stage after the first
-    normalize: bool = False    # L2-normalise output and class embeddings (mtm heads), then multiply by scale
+    normalize: bool = False    # L2-normalise, then multiply by scale: e and C (mtm heads), the features (pure heads)
     scale: float = 1.0
+
+
+# loss.r where a config does not give it: one default per loss (the loss functions use the same).
+# Proximity's is inside the paper's range [1e3, 1e6]; push-and-pull needs r < 1; the others have no r.
+DEFAULT_R = {"proximity": 1e4, "push_pull": 0.95}
 
 
 @dataclass
 class LossSpec:
     name: str = "push_pull"
-    r: float = 0.95
+    r: float = DEFAULT_R["push_pull"]   # build_spec sets DEFAULT_R[name] (0 for losses without r) if not given
     eps: float = 1e-8
     reduction: str = "sum"
     label_smoothing: float = 0.0   # cross_entropy only
@@ -235,6 +240,8 @@ def build_spec(raw: dict[str, Any]) -> Spec:
         if not isinstance(values, dict):
             raise ConfigError(f"{section} = {values!r}: must be a table, e.g. [{section}]")
         sections[section] = build_section(section, cls, values)
+    if "r" not in raw.get("loss", {}):
+        sections["loss"] = dataclasses.replace(sections["loss"], r=DEFAULT_R.get(sections["loss"].name, 0.0))
     return Spec(name=name, **sections)
 
 
@@ -326,8 +333,6 @@ def validate(spec: Spec) -> Spec:
     check(t.ce_lr_mult > 0.0, f"train.ce_lr_mult = {t.ce_lr_mult}: must be above 0, e.g. 1")
     check(d.crop_padding >= 0, f"data.crop_padding = {d.crop_padding}: must be at least 0")
     check(m.scale > 0.0, f"model.scale = {m.scale}: must be above 0, e.g. 10")
-    check(not m.normalize or m.head == "mtm",
-           "model.normalize = true: applies to class-embedding heads (model.head = \"mtm\") only")
     check(0.0 <= lo.label_smoothing < 1.0, f"loss.label_smoothing = {lo.label_smoothing}: must be in [0, 1)")
     check(lo.label_smoothing == 0.0 or lo.name == "cross_entropy",
            f"loss.label_smoothing = {lo.label_smoothing}: applies to cross_entropy (pure heads) only")

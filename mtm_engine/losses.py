@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mtm_engine.config import DEFAULT_R
 from mtm_engine.errors import ConfigError
 
 LossFn = Callable[..., Tensor]
@@ -52,16 +53,18 @@ def class_proximity(C: Tensor, eps: float) -> Tensor:
     return inverse.sum(dim=1)
 
 
-def proximity(e: Tensor, y: Tensor, C: Tensor, *, r: float = 1e4, eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+def proximity(e: Tensor, y: Tensor, C: Tensor, *, r: float = DEFAULT_R["proximity"], eps: float = 1e-8, reduction: str = "sum") -> Tensor:
     """Class proximity loss, Eq. 5: |e - c_e|^2 + r * prox(c_e)."""
     per_instance = _squared_distance_to_own(e, y, C) + r * class_proximity(C, eps)[y]
     return _reduce(per_instance, reduction)
 
 
-def push_pull(e: Tensor, y: Tensor, C: Tensor, *, r: float = 0.95, eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+def push_pull(e: Tensor, y: Tensor, C: Tensor, *, r: float = DEFAULT_R["push_pull"], eps: float = 1e-8, reduction: str = "sum") -> Tensor:
     """Push-and-pull loss, Eq. 6-7: |e - c_e|^2 - r |e - avg(C)|^2.
 
-    r < 1 keeps it bounded below (validated in config, not here).
+    Unbounded below in (e, C) for any r > 0: with e = c_e the loss is -r |c_e - avg(C)|^2, and scaling
+    C scales it without end (model.normalize bounds it: e and C on a sphere). r < 1 only bounds it in e
+    for a fixed C (a quadratic in e with leading coefficient 1 - r; validated in config, not here).
     """
     pull = _squared_distance_to_own(e, y, C)             # [B]
     push = (e - C.mean(dim=0)).pow(2).sum(dim=1)         # [B]

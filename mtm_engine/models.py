@@ -122,6 +122,8 @@ class MovingTargetsNet(nn.Module):
         # exponentially). With d = 1351 a true σ of 0.037 measured 0.060 with a bf16 head.
         with torch.autocast(features.device.type, enabled=False):
             features = features.float()
+            if self.normalize and self.classifier is not None:   # pure head: its linear layer sees s * f / |f|
+                features = self.scale * F.normalize(features, dim=1)
             logits = self.classifier(features) if self.classifier is not None else None   # [B, K]
             e = self.embed(features)                                                         # [B, d]
             return (self.scale * F.normalize(e, dim=1) if self.normalize else e), logits

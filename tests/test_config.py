@@ -115,3 +115,14 @@ def test_sweep_settings_and_space_are_validated(tmp_path):
     bad.write_text('[tune.space]\n"model.dim" = {uniform = [16, 32]}\n')   # every draw would be fractional
     with pytest.raises(ConfigError, match="uniform draws fractional values, and model.dim is a whole number"):
         load_sweep(bad)
+
+
+def test_loss_r_defaults_per_loss_where_a_config_leaves_it_out():
+    """One default per loss: proximity 1e4 (the paper's range is 1e3..1e6), push-and-pull 0.95 (r < 1),
+    and 0 for losses without r; an r given in the config is kept."""
+    from mtm_engine.config import spec_from_dict
+
+    assert spec_from_dict({"loss": {"name": "proximity"}}).loss.r == 1e4
+    assert spec_from_dict({"loss": {"name": "push_pull"}}).loss.r == 0.95
+    assert spec_from_dict({"loss": {"name": "euclidean"}}).loss.r == 0.0
+    assert spec_from_dict({"loss": {"name": "proximity", "r": 2000.0}}).loss.r == 2000.0

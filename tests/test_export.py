@@ -44,6 +44,8 @@ EXPECTED_VAL = """\
 |---|---|---|---|---|---|---|
 | RN18-PP | 98.75 ± 0.35 | 98.65 ± 0.35 | 98.55 ± 0.35 | 98.45 ± 0.35 | - | 1.0 |
 | RN18-P | 97.00 | - | 96.90 | - | 96.80 | 1.5 |
+
+Chosen on validation (among the rows with 2 seeds, the loss with class embeddings and the classifier with the best mean validation accuracy, 98.75): **RN18-PP `cos`**, test 98.75 ± 0.35
 """
 
 
@@ -54,6 +56,22 @@ def test_markdown_follows_the_paper_layout(tmp_path):
     # seed 0 selects epoch 2 by test accuracy (99.50), seed 1 epoch 2 (98.50): mean 99.00
     max_test = to_markdown(build_tables(runs, "max-test"), "max-test")
     assert "OPTIMISTIC" in max_test and "| RN18-PP | 99.00 ± 0.71 |" in max_test
+
+
+def test_the_headline_cell_is_chosen_on_validation_never_on_test():
+    """E: validation 95 (cos), test 97; PP: validation 96, test 90 (cos); a pure head and a single seed with
+    higher validation are not candidates. By hand: PP `cos` (validation 96.00), test 90.00."""
+    def runs(overrides, val, test, seeds=2, head=()):
+        return [(load_spec(overrides=[*overrides, f"train.seed={s}", *head]).to_dict(),
+                 [record(1, val, test, ("cos", "euc", "pure") if head else ("cos", "cos_ce", "euc", "euc_ce"))])
+                for s in range(seeds)]
+    tables = build_tables(
+        runs(["loss.name=euclidean"], 0.95, 0.97) + runs(["loss.name=push_pull"], 0.96, 0.90)
+        + runs(["loss.name=cross_entropy"], 0.99, 0.99, head=["model.head=pure"])
+        + runs(["loss.name=cosine"], 0.995, 0.80, seeds=1), "val")
+    row, column = tables[0].chosen_on_validation()
+    assert (row.label, column) == ("CNN-PP", "cos") and row.cells["cos"] == [90.0, 90.0]
+    assert build_tables(runs(["loss.name=euclidean"], 0.95, 0.97), "final")[0].chosen_on_validation() is None
 
 
 def test_mtm_export_compares_with_the_paper(tmp_path, mtm_env):

@@ -71,6 +71,18 @@ def test_normalised_embeddings_and_targets_lie_on_the_sphere_of_the_scale():
     assert torch.allclose(model.targets().norm(dim=1), torch.full((10,), 7.0))
 
 
+def test_a_normalised_pure_head_classifies_features_on_the_sphere():
+    """Pure heads: the linear layer sees s * f / |f| (logits = W s f/|f| + b, by hand from the backbone's f)."""
+    spec = load_spec(overrides=["model.head=pure", "loss.name=cross_entropy", "model.normalize=true",
+                                "model.scale=3"])
+    model = _model(spec).eval()
+    x = torch.randn(4, 1, 36, 36)
+    f = model.backbone(x.contiguous(memory_format=torch.channels_last))          # [4, F]
+    e, logits = model(x)
+    by_hand = 3 * f / f.norm(dim=1, keepdim=True) @ model.classifier.weight.T + model.classifier.bias
+    assert torch.allclose(logits, by_hand, atol=1e-5) and torch.allclose(e.norm(dim=1), torch.full((4,), 3.0))
+
+
 def test_label_smoothing_matches_a_hand_computation():
     logits, y = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
     logp = torch.log_softmax(logits, dim=1)[0]

@@ -60,8 +60,9 @@ BEST = {
 
 HEADER = """\
 # The paper's {what}: {dataset}, {label} ({backbone}, {loss}).
-# As the paper ran it: ImageNet stem, batch 100, Adam, 36x36 inputs (Table 2). Its ResNets were in
-# fact randomly initialised (see DESIGN.md), so pretrained = false reproduces the published runs.
+# As the paper ran it: ImageNet stem, batch 100, Adam (batch and optimiser are the published code's
+# choices; the paper states neither), 36x36 inputs (Table 2). The published code's "pretrained" ResNets
+# were in fact randomly initialised, so pretrained = false reproduces the published runs.
 """
 
 
