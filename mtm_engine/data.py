@@ -30,7 +30,7 @@ _TRANSFORM_CHUNK = 4096        # images transformed at a time, to bound the peak
 
 @dataclass
 class Split:
-    x: Tensor   # [N, C, 36, 36] float32, normalised
+    x: Tensor   # [N, C, S, S] float32, normalised; S = data.size (36, the paper's)
     y: Tensor   # [N] long
 
     def __len__(self) -> int:
@@ -223,14 +223,16 @@ LOADERS: dict[str, Callable[[DataSpec], RawData]] = {
 }
 
 
-def paper_transform(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """Table 2: resize to 44x44, centre-crop 36x36, normalise. x: [N, C, H, W] in [0, 1]."""
+def paper_transform(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], size: int = CROP) -> Tensor:
+    """Table 2: resize to 44x44, centre-crop 36x36, normalise. x: [N, C, H, W] in [0, 1]. With another
+    `size` (data.size), images are resized straight to size x size instead (not at all if they have it)."""
     mean_t = torch.tensor(mean).view(1, -1, 1, 1)
     std_t = torch.tensor(std).view(1, -1, 1, 1)
     out = []
     for chunk in x.split(_TRANSFORM_CHUNK):
-        if chunk.shape[-2:] != (CROP, CROP):
-            chunk = TF.center_crop(TF.resize(chunk, [RESIZE, RESIZE], antialias=True), [CROP, CROP])
+        if chunk.shape[-2:] != (size, size):
+            chunk = (TF.center_crop(TF.resize(chunk, [RESIZE, RESIZE], antialias=True), [CROP, CROP]) if size == CROP
+                     else TF.resize(chunk, [size, size], antialias=True))
         out.append((chunk - mean_t) / std_t)
     return torch.cat(out)
 
@@ -252,8 +254,8 @@ def load_dataset(spec: DataSpec) -> Dataset:
     if mean is None or std is None:   # measured on the training images only
         mean = tuple(raw.train_x.mean(dim=(0, 2, 3)).tolist())
         std = tuple(raw.train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
-    train_x = paper_transform(raw.train_x, mean, std)
-    test_x = paper_transform(raw.test_x, mean, std)
+    train_x = paper_transform(raw.train_x, mean, std, spec.size)
+    test_x = paper_transform(raw.test_x, mean, std, spec.size)
     perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(spec.split_seed))
     n_val = max(1, round(len(perm) * spec.val_fraction)) if spec.val_fraction > 0 else 0   # 0: train on all
     val_idx, train_idx = perm[:n_val], perm[n_val:]

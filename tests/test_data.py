@@ -127,3 +127,19 @@ def test_shared_archives_are_extracted_into_the_cache_even_where_the_root_is_wri
     before = sorted(p.name for p in root.iterdir())
     data = load_dataset(DataSpec(dataset="fashion-mnist", root=str(tmp_path / "data")))
     assert len(data.test) == 10000 and sorted(p.name for p in root.iterdir()) == before
+
+
+def test_data_size_resizes_straight_to_it_and_36_keeps_the_papers_transform():
+    import torch
+
+    from mtm_engine.config import load_spec
+    from mtm_engine.data import load_dataset, paper_transform
+
+    native = load_dataset(load_spec(overrides=["data.size=28"]).data)
+    assert native.train.x.shape[1:] == (1, 28, 28) and native.test.x.shape[1:] == (1, 28, 28)
+    assert load_dataset(load_spec().data).train.x.shape[1:] == (1, 36, 36)
+    # a 28x28 image at size 28 is only normalised: (x - mean) / std, by hand
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(paper_transform(x, (0.5,), (0.25,), 28), (x - 0.5) / 0.25)
+    # the paper's: resize to 44 then centre-crop 36, so a constant image stays constant
+    assert torch.allclose(paper_transform(torch.full((1, 1, 28, 28), 0.75), (0.5,), (0.25,)), torch.full((1, 1, 36, 36), 1.0))
