@@ -4,6 +4,8 @@ Front ends catch `MtmError` in one place and print `error: <message>`; anything 
 and keeps its traceback.
 """
 
+import re
+
 
 class MtmError(Exception):
     """A user-facing error: bad input, missing file, unknown name."""
@@ -33,7 +35,8 @@ def out_of_memory(exc: BaseException) -> OutOfMemory | None:
     if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
             or "can't allocate memory" in text or "out of memory" in text.lower()):
         return None
-    wanted = text.split("tried to allocate")[-1].split(".")[0].strip() if "tried to allocate" in text else ""
-    detail = f" (tried to allocate {wanted})" if wanted else ""
+    # CPU: "you tried to allocate 41472000 bytes."; CUDA: "Tried to allocate 20.00 MiB."
+    wanted = re.search(r"tried to allocate ([\d.]+ ?\w+)", text, re.IGNORECASE)
+    detail = f" (tried to allocate {wanted.group(1)})" if wanted else ""
     return OutOfMemory(f"out of memory{detail}; lower train.batch_size, eval.centre_samples or model.dim, "
                        "or use a smaller backbone")

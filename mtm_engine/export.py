@@ -56,10 +56,10 @@ class Table:
         single lucky seed is not a headline), the loss with class embeddings (not the pure head) and the
         classifier whose mean validation accuracy is the highest (ties: the first in paper order). None
         where the tables hold no validation figures (--select final or max-test)."""
-        seeds = max((row.seeds for row in self.rows), default=0)
+        eligible = [(i, row) for i, row in enumerate(self.rows) if row.loss in MTM_LOSSES and row.val]
+        seeds = max((row.seeds for _, row in eligible), default=0)
         cells = [(statistics.mean(row.val[c]), -i, -COLUMNS.index(c), row, c)
-                 for i, row in enumerate(self.rows) if row.loss in MTM_LOSSES and row.seeds == seeds
-                 for c in row.val if c in row.cells]
+                 for i, row in eligible if row.seeds == seeds for c in row.val if c in row.cells]
         if not cells:
             return None
         *_, row, column = max(cells, key=lambda cell: cell[:3])

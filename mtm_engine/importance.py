@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Iterable
 
-METHODS = {"spearman": "|Spearman ρ|", "eta2": "η²"}   # method -> how a screen labels its score
+METHODS = {"spearman": "|ρ|", "eta2": "η²"}   # method -> how a screen labels its score (|Spearman ρ|, η²)
 
 Trial = tuple[dict[str, Any], float | None]   # (drawn values, e.g. {"train.lr": 3e-4}; val accuracy)
 

@@ -145,7 +145,9 @@ class StoreCallback(tune.Callback):
     def __init__(self, home: str, sweep_id: str, base: dict[str, Any]):
         self.home, self.sweep_id, self.base = home, sweep_id, base
         self.records: dict[str, list[dict[str, Any]]] = {}   # run id -> records seen (a cache of the store)
-        self.beat = 0.0   # when the running trials' heartbeat was last written
+
+    beat = 0.0   # when the running trials' heartbeat was last written (a class default: a callback restored
+                 # from an older sweep is unpickled without __init__)
 
     def _tell(self, text: str) -> None:
         say = _PRINTERS.get(self.sweep_id)
@@ -166,7 +168,7 @@ class StoreCallback(tune.Callback):
             create_run(store, spec, status="running", sweep=self.sweep_id, run_id=run_id,
                        extra={"trial_id": trial.trial_id, "trial_config": trial.config})
         # The driver owns the trial: its process, here, is what liveness checks (not the worker's, elsewhere).
-        store.update(run_id, status="running", message="", heartbeat=time.time(), **owner())
+        store.update(run_id, status="running", message="", heartbeat=time.time(), started=time.time(), **owner())
         self.records[run_id] = store.records(run_id)
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
         self._tell(f"trial {run_id} started: {values}")
@@ -187,12 +189,15 @@ class StoreCallback(tune.Callback):
         """Bring the reported checkpoint (from the sweep's storage, wherever the trial ran) into the
         trial's run folder: resume, `mtm eval`, the embedding view and `mtm plot` read it there."""
         run_dir = Store(self.home).run_dir(self.run_id(trial))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=run_dir, prefix=".checkpoint-") as folder:   # same disk: atomic
-            checkpoint.to_directory(folder)
-            for name in RUN_FILES:
-                if (Path(folder) / name).exists():
-                    os.replace(Path(folder) / name, run_dir / name)
+        try:   # never raise into Ray: it would then not record this checkpoint, and resume would go back
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=run_dir, prefix=".checkpoint-") as folder:   # same disk: atomic
+                checkpoint.to_directory(folder)
+                for name in RUN_FILES:
+                    if (Path(folder) / name).exists():
+                        os.replace(Path(folder) / name, run_dir / name)
+        except Exception as exc:   # a full or unwritable home: the sweep goes on; its storage keeps the checkpoint
+            self._tell(f"trial {self.run_id(trial)}: its checkpoint was not copied into {run_dir} ({exc})")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """The driver's heartbeat for its running trials (readers on other hosts go by it)."""
@@ -209,12 +214,12 @@ class StoreCallback(tune.Callback):
         spec = _trial_spec(self.base, trial.config)
         done = len(self.records.get(run_id, []))
         message = "" if done >= spec.train.epochs else f"stopped early by the scheduler after epoch {done}"
-        store.update(run_id, status="finished", pid=None, message=message)
+        store.update(run_id, status="finished", pid=None, message=message, ended=time.time())
         self._tell(f"trial {run_id} finished" + (f" ({message})" if message else ""))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         store, run_id = Store(self.home), self.run_id(trial)
-        store.update(run_id, status="failed", pid=None, message=_error_line(trial))
+        store.update(run_id, status="failed", pid=None, message=_error_line(trial), ended=time.time())
         self._tell(f"trial {run_id} failed: {_error_line(trial)}")
 
 

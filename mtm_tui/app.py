@@ -64,12 +64,13 @@ class MtmApp(App):
         besides Textual's own: nothing is reachable only by a key one has to know."""
         yield from super().get_system_commands(screen)
         seen = set()
-        for binding in Binding.make_bindings([*type(screen).BINDINGS, *self.BINDINGS]):
-            if binding.description and binding.action not in seen:
-                seen.add(binding.action)
-                yield SystemCommand(f"{binding.description} ({binding.key_display or binding.key})",
-                                    f"{type(screen).__name__.removesuffix('Screen')}: {binding.action}",
-                                    partial(screen.run_action, binding.action))
+        for node, bindings in ((screen, type(screen).BINDINGS), (self, self.BINDINGS)):
+            for binding in Binding.make_bindings(bindings):
+                if binding.description and binding.action not in seen:
+                    seen.add(binding.action)
+                    yield SystemCommand(f"{binding.description} ({self.get_key_display(binding)})",
+                                        f"{type(node).__name__.removesuffix('Screen')}: {binding.action}",
+                                        partial(node.run_action, binding.action))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

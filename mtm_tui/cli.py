@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mtm_engine.errors import MtmError
+from mtm_engine.errors import MtmError, out_of_memory
 from mtm_tui.progress import ProgressSink, TextSink, result_table
 
 app = typer.Typer(
@@ -732,7 +732,8 @@ def main() -> None:
         if debug:
             raise
         what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        line = f"{type(exc).__name__}: {what[:300]} (add --debug for the traceback)"
+        oom = out_of_memory(exc)   # outside a run too (mtm eval)
+        line = str(oom) if oom else f"{type(exc).__name__}: {what[:300]} (add --debug for the traceback)"
         if "--json" in sys.argv:
             print(json.dumps({"error": line}))
         else:

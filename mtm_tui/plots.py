@@ -94,10 +94,11 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
         name = default_projection(snap)   # the snapshot's default plane (the PCA plane in the first layout)
         plane, labels = projections(snap)[name], snap["labels"]
         points = plane["points"]
-        scatter = ax.scatter([p[0] for p in points], [p[1] for p in points], c=labels, cmap="tab10", vmin=0, vmax=9,
+        scatter = ax.scatter([p[0] for p in points], [p[1] for p in points], c=[k % 10 for k in labels], cmap="tab10",
+                             vmin=0, vmax=9,
                              s=4, alpha=0.6)
         # G and C in their class's colour (as the TUI draws them), told apart by their marker, edged in black
-        classes = list(range(len(plane["centres"])))
+        classes = [k % 10 for k in range(len(plane["centres"]))]   # ten colours, cycling as the TUI's
         ax.scatter(*zip(*plane["centres"]), marker="P", s=110, c=classes, cmap="tab10", vmin=0, vmax=9,
                    edgecolors="black", linewidths=0.8, label="class centres G")
         if plane["class_embeddings"]:

@@ -33,11 +33,13 @@ def gpu_memory(record: dict[str, Any]) -> str:
 
 
 def duration(row: dict[str, Any], now: float) -> str:
-    """How long the run has trained: from its start to its end (or now, while it runs)."""
+    """How long the run has trained since it (last) started: to its end, or now while it runs. A run
+    found dead has no end recorded: its last write (`updated`) stands in."""
     if not row.get("started"):
         return "-"
-    end = row.get("ended") if row["status"] not in ("running", "queued") else now
-    return age((end or now) - row["started"])
+    live = row["status"] in ("running", "queued") and not row.get("dead")
+    end = now if live else row.get("ended") or row.get("updated") or now
+    return age(end - row["started"])
 
 
 def progress(row: dict[str, Any], now: float, gpu: bool = True) -> str:

@@ -85,3 +85,16 @@ def test_a_real_out_of_memory_is_one_line_and_the_run_failed(mtm_env, tmp_path):
     listed = json.loads(subprocess.run(MTM + ["list", "--json"], capture_output=True, text=True, env=mtm_env,
                                        cwd=tmp_path).stdout)
     assert listed[0]["status"] == "failed" and listed[0]["message"].startswith("out of memory")
+
+
+def test_out_of_memory_messages_of_cpu_and_cuda_read_the_same():
+    from mtm_engine.errors import out_of_memory
+
+    class OutOfMemoryError(RuntimeError):   # torch.OutOfMemoryError's name, as CUDA raises it
+        pass
+
+    cuda = out_of_memory(OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has ..."))
+    cpu = out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4147 bytes."))
+    assert str(cuda).startswith("out of memory (tried to allocate 20.00 MiB); lower train.batch_size")
+    assert str(cpu).startswith("out of memory (tried to allocate 4147 bytes); lower train.batch_size")
+    assert out_of_memory(ValueError("out of range")) is None

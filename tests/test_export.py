@@ -72,6 +72,10 @@ def test_the_headline_cell_is_chosen_on_validation_never_on_test():
     row, column = tables[0].chosen_on_validation()
     assert (row.label, column) == ("CNN-PP", "cos") and row.cells["cos"] == [90.0, 90.0]
     assert build_tables(runs(["loss.name=euclidean"], 0.95, 0.97), "final")[0].chosen_on_validation() is None
+    # a pure baseline with more seeds than any MTM row does not hide the choice
+    more = build_tables(runs(["loss.name=euclidean"], 0.95, 0.97)
+                        + runs(["loss.name=cross_entropy"], 0.99, 0.99, seeds=3, head=["model.head=pure"]), "val")
+    assert more[0].chosen_on_validation()[0].label == "CNN-E"
 
 
 def test_mtm_export_compares_with_the_paper(tmp_path, mtm_env):

@@ -60,7 +60,7 @@ def test_importance_of_a_five_trial_sweep():
     assert [imp.param for imp in result] == ["train.opt", "train.lr", "model.dim", "train.seed"]
     assert [imp.method for imp in result] == ["eta2", "spearman", "spearman", "spearman"]
     assert {imp.n for imp in result} == {5}
-    assert result[0].label == "η²" and result[1].label == "|Spearman ρ|"
+    assert result[0].label == "η²" and result[1].label == "|ρ|"
 
 
 def test_ranks_make_a_log_uniform_parameter_scale_free():

@@ -131,6 +131,12 @@ def test_seeds_of_one_config_group_into_one_row_with_mean_and_std(tmp_path, monk
             assert set(table.get_cell(group, "seed").split(",")) == {"0", "1", "2"}
             assert table.get_cell(other, "id") == other[:8]
             table.move_cursor(row=table.get_row_index(group))
+            said = []
+            app.notify = lambda message, **kw: said.append(message)
+            for key in ("x", "d", "t", "n"):   # one run's actions on a group: a word, not a crash
+                await pilot.press(key)
+                await pilot.pause(0.1)
+            assert isinstance(app.screen, RunsScreen) and len(said) == 4 and all("a group of 3 seeds" in m for m in said)
             await pilot.press("enter")           # a group opens its seeds side by side
             await pilot.pause(0.5)
             assert isinstance(app.screen, CompareScreen) and len(app.screen.run_ids) == 3
@@ -176,6 +182,10 @@ def test_every_action_is_in_the_command_palette(fixture_home):
             command = next(c for c in app.get_system_commands(app.screen) if c.title == "Group: none, sweep, config (o)")
             await command.callback()
             assert app.screen.grouping == "sweep"
+            help_ = next(c for c in app.get_system_commands(app.screen) if c.title == "Help (?)")   # the app's own
+            await help_.callback()
+            await pilot.pause(0.3)
+            assert type(app.screen).__name__ == "HelpScreen"
     asyncio.run(flow())
 
 
@@ -251,6 +261,10 @@ def test_compose_takes_keys_typed_while_it_loads_and_esc_asks(fixture_home, size
             await pilot.pause(0.5)
             assert app.screen.query_one("#f-name", Input).value == "mine"
             assert app.screen.spec.name == "mine"
+            r = app.screen.query_one("#f-loss--r", Input)
+            app.screen.query_one("#f-loss--name").value = "proximity"   # its own default r comes with it
+            await pilot.pause(0.3)
+            assert r.value == "10000.0" and app.screen.spec.loss.r == 1e4
             focused = []
             for _ in range(4):   # Tab goes field to field: never to an invisible stop
                 await pilot.press("tab")

@@ -16,7 +16,16 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
-from mtm_engine.config import CHOICES, DATASETS, SECTIONS, Spec, quickstart_path, spec_from_dict, spec_to_toml
+from mtm_engine.config import (
+    CHOICES,
+    DATASETS,
+    DEFAULT_R,
+    SECTIONS,
+    Spec,
+    quickstart_path,
+    spec_from_dict,
+    spec_to_toml,
+)
 from mtm_engine.errors import MtmError
 from mtm_engine.records import flatten_spec
 from mtm_engine.runner import create_run
@@ -60,6 +69,7 @@ class ComposeScreen(Screen):
         self.tune: TuneSpec | None = None
         self.space: dict[str, Any] = {}
         self.preset_name = "experiment"
+        self.loss_name = ""   # the loss the form shows (its r follows DEFAULT_R when the loss changes)
         self.unchanged: dict[str, str] = {}   # the form as last loaded or saved: Esc asks before losing changes
 
     def compose(self) -> ComposeResult:
@@ -106,8 +116,22 @@ class ComposeScreen(Screen):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "preset" and event.value != Select.BLANK:
             self.load_preset(str(event.value))
-        else:
-            self.check()
+            return
+        if event.select.id == _field_id("loss.name"):
+            self._follow_loss_default(str(event.value))
+        self.check()
+
+    def _follow_loss_default(self, loss: str) -> None:
+        """A new loss brings its own default r (DEFAULT_R), unless r was edited away from the old one's."""
+        field = self.query_one(f"#{_field_id('loss.r')}", Input)
+        try:
+            at_default = float(field.value) == DEFAULT_R.get(self.loss_name, 0.0)
+        except ValueError:
+            at_default = False
+        if at_default:
+            with self.prevent(Input.Changed):
+                field.value = str(DEFAULT_R.get(loss, 0.0))
+        self.loss_name = loss
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.check()
@@ -119,7 +143,7 @@ class ComposeScreen(Screen):
             self.notify(str(exc), severity="error", timeout=8)
             return
         self.space = tune.space
-        self.preset_name = spec.name
+        self.preset_name, self.loss_name = spec.name, spec.loss.name
         self.query_one(f"#{_field_id('name')}", Input).placeholder = f"{spec.name} (the preset's)"
         values = {**flatten_spec(spec.to_dict()),
                   **{f"tune.{k}": getattr(tune, k) for k in TUNE_KEYS}}
@@ -173,8 +197,14 @@ class ComposeScreen(Screen):
                                  lambda yes: yes and self.app.pop_screen())
 
     def action_save(self) -> None:
-        if self.check():
-            self.save(Path("experiments") / f"{self.spec.name}.toml", self._toml(), self.values())
+        if not self.check():
+            return
+        path, text, values = Path("experiments") / f"{self.spec.name}.toml", self._toml(), self.values()
+        if path.exists():   # with an empty name, that is the preset's own file
+            self.app.push_screen(ConfirmScreen(f"{path.resolve()} exists. Overwrite it?"),
+                                 lambda yes: yes and self.save(path, text, values))
+        else:
+            self.save(path, text, values)
 
     def action_launch(self) -> None:
         if self.check():

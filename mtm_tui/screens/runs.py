@@ -25,8 +25,8 @@ NARROW_BELOW = 100   # below it, net and d make room for the figures (80 columns
 GROUPINGS = ("none", "sweep", "config")   # `o` cycles: one row per run, by sweep, seeds of a config as one row
 SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "net": "backbone",
                "loss": "loss", "d": "dim", "epoch": "epoch", "val%": "best_val", "test%": "test_acc", "age": "created",
-               "sweep": "sweep", "seed": "seed", "lr": "lr", "time": "started", "tags": "tags"}
-NEWEST_FIRST = ("val%", "test%", "age", "epoch", "time")   # sorted high to low when first picked
+               "sweep": "sweep", "seed": "seed", "lr": "lr", "tags": "tags"}
+NEWEST_FIRST = ("val%", "test%", "age", "epoch")   # sorted high to low when first picked
 GROUP = "group:"   # row keys of a configuration's seeds shown as one row
 COLUMNS = ("", *ROW_COLUMNS)
 ALL_COLUMNS = COLUMNS + WIDE_COLUMNS
@@ -220,14 +220,17 @@ class RunsScreen(PollingScreen):
     def _status(self, now: float) -> None:
         live = sum(r["status"] in ("queued", "running") for r in self.rows)
         shown, matching = len(self._content), self._matching
-        count = f"{shown} shown of {matching} matching" if matching > shown else f"{matching}"
+        if self.grouping == "config":   # rows are groups: count runs, and say how many rows they make
+            count = f"{matching} (in {shown} rows)"
+        else:
+            count = f"{shown} shown of {matching} matching" if matching > shown else f"{matching}"
         grouped = {"none": "", "sweep": " · grouped by sweep", "config": " · seeds grouped by config"}[self.grouping]
         self.query_one("#runs-status", Static).update(
             f"{count} of {len(self.rows)} runs, {live} live, {len(self.marked)} marked · sorted by "
             f"{self.sort_by}{grouped} · ctrl+p: every action")
         key = self.selected_id()
         row = next((r for r in self.rows if r["id"] == key and r["status"] == "running"), None) if key else None
-        line = progress(row, now) if row else ""
+        line = progress(row, now) if row else ""   # (a group's key matches no run: no line)
         self.query_one("#runs-progress", Static).update(
             f"{row['id'][:8]} epoch {row['epoch'] + 1}/{row['epochs']}: {line}" if line else "")
 
@@ -238,7 +241,11 @@ class RunsScreen(PollingScreen):
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
     def selected_row(self) -> dict[str, Any] | None:
+        """The run under the cursor; None on an empty table, or on a group of seeds (which says so)."""
         key = self.selected_id()
+        if key is not None and key.startswith(GROUP):
+            self.notify(f"a group of {len(self.groups[key])} seeds: enter compares them; o ungroups them to act on one")
+            return None
         return next((r for r in self.rows if r["id"] == key), None)
 
     def selected_runs(self) -> list[str]:
@@ -354,9 +361,9 @@ class RunsScreen(PollingScreen):
 
     def _confirm_then(self, question: str, job, done: str, refuse: dict[str, str] | None = None) -> None:
         """Ask first, naming the run (id and name); a status in `refuse` is answered at once instead."""
-        if (run_id := self.selected_id()) is None:
+        if (row := self.selected_row()) is None:
             return
-        row = next(r for r in self.rows if r["id"] == run_id)
+        run_id = row["id"]
         if refuse and row["status"] in refuse:
             self.notify(f"run {run_id[:8]} {row['name']} {refuse[row['status']]}")
             return

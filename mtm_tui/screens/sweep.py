@@ -25,7 +25,6 @@ from mtm_tui.screens.base import PollingScreen
 from mtm_tui.widgets.palette import colour, marker
 
 BAR = 8                            # cells of the importance bar at a score of 1
-SHORT = {"spearman": "|ρ|", "eta2": "η²"}   # importance methods, as the panel and the chart title name them
 EIGHTHS = " ▏▎▍▌▋▊▉"
 STATUS_ORDER = ("running", "queued", "finished", "failed", "diverged", "interrupted")
 
@@ -107,7 +106,7 @@ class ParamScatter(PlotextPlot):
             self.caption = f"val% vs {param}: no scored trial yet"
         else:
             values = [t.params[param] for t in scored]
-            how = f" · {SHORT[imp.method]} {imp.score:.2f}" if imp is not None else ""
+            how = f" · {imp.label} {imp.score:.2f}" if imp is not None else ""
             self.caption = f"val% vs {param}{how}"
             if all(is_numeric(v) for v in values):
                 xs = [float(v) for v in values]
@@ -157,7 +156,7 @@ def importance_text(ranking: list[Importance], names: dict[str, str], current: s
         else:
             hint = compact(imp.best) if imp.best is not None and imp.score > 0 else ""
         pointer = "▶" if imp.param == current else " "
-        line = f"{pointer} {escape(names[imp.param]):<{width}} {bar:<{BAR}} {imp.score:.2f} {SHORT[imp.method]:<3} " \
+        line = f"{pointer} {escape(names[imp.param]):<{width}} {bar:<{BAR}} {imp.score:.2f} {imp.label:<3} " \
                f"{escape(hint)}"
         lines.append(f"[b]{line}[/b]" if imp.param == current else line)
     if scored < 3:
