@@ -38,7 +38,7 @@ class RunScreen(PollingScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("c", "classifier", "Classifier"),
-        Binding("t", "test", "Test split"),
+        Binding("t", "test", "Test"),
         Binding("z", "zoom", "Zoom"),
         Binding("x", "stop", "Stop"),
         Binding("v", "embedding", "Embedding", show=False),

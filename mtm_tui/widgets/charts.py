@@ -201,6 +201,10 @@ class MetricChart(Vertical):
         if self.chart.log_y:
             logs = [math.log10(y) for _, ys in self.drawn.values() for y in ys]
             plt.yticks(*log_ticks(min(logs), max(logs)))
+        ys = [log(y) for _, values in self.drawn.values() for y in values]
+        if max(ys) == min(ys):   # one value (the first epoch): plotext would span it -50%..+50% (accuracy 1.22)
+            pad = 0.01 * abs(ys[0]) or 0.01
+            plt.ylim(ys[0] - pad, ys[0] + pad)
         plot.refresh()
         self.query_one(".legend", Static).update("   ".join(
             f"[{rich_colour(i)}]{marker(i)}[/] {escape(label)} {readout(ys[-1])}"
