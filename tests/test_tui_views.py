@@ -326,3 +326,19 @@ def test_log_scale_charts_survive_a_resize(fixture_home):
             geometry = app.screen.query_one("#chart-2 MetricChart", MetricChart)
             assert geometry.drawn   # and its y axis is labelled with values, not their logarithms
     asyncio.run(flow())
+
+
+def test_at_80_columns_a_long_name_gives_way_and_every_figure_shows(fixture_home):
+    store = Store(fixture_home)
+    store.update("aaaa1111", name="a-rather-long-experiment-name")
+    app = _app(fixture_home)
+
+    async def flow():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _settle(pilot, 1.0)
+            table = app.screen.query_one(DataTable)
+            name = table.get_cell("aaaa1111", "name")
+            assert name.endswith("…") and "a-rather-long-experiment-name".startswith(name[:-1]) and len(name) >= 6
+            assert table.get_cell("aaaa1111", "test%") == "97.36" and table.get_cell("aaaa1111", "age") == "1h"
+            assert table.virtual_size.width <= table.size.width   # no horizontal scrolling: nothing cut off
+    asyncio.run(flow())

@@ -6,6 +6,8 @@ import contextlib
 from collections import Counter
 from typing import Any
 
+from rich.cells import cell_len
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
@@ -21,7 +23,7 @@ AGE_REFRESH_S = 5.0
 ENDED = ("finished", "failed", "diverged", "interrupted")
 SHOWN = 200   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
 WIDE_AT = 160   # terminal columns from which the table adds seed, lr, time, progress and tags
-NARROW_BELOW = 100   # below it, net and d make room for the figures (80 columns keep test% and age)
+NARROW_BELOW = 100   # below it, net and d make room for the figures, and the name takes what is left
 GROUPINGS = ("none", "sweep", "config")   # `o` cycles: one row per run, by sweep, seeds of a config as one row
 SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "dataset", "net": "backbone",
                "loss": "loss", "d": "dim", "epoch": "epoch", "val%": "best_val", "test%": "test_acc", "age": "created",
@@ -195,6 +197,8 @@ class RunsScreen(PollingScreen):
         pick = [ALL_COLUMNS.index(label) for label in columns]
         content = {key: tuple(values[i] for i in pick) for key, values in self.shown_rows(matching, now).items()}
         header = tuple(label + ((" ▼" if self.reverse else " ▲") if label == self.sort_by else "") for label in columns)
+        if self.size.width < NARROW_BELOW:   # the name gives way (… marks a cut), never a figure
+            content = self._fit_names(columns, header, content)
         if header == self._header and list(content) == list(self._content):
             for key, values in content.items():
                 for label, old, new in zip(columns, self._content[key], values):
@@ -216,6 +220,18 @@ class RunsScreen(PollingScreen):
             self.query_one("#empty", Static).update(
                 f"No runs in {self.app.store.home} — [b]c[/b] to compose, or start mtm-tui with --home DIR")
         self._status(now)
+
+    def _fit_names(self, columns: tuple[str, ...], header: tuple[str, ...],
+                   content: dict[str, tuple]) -> dict[str, tuple]:
+        """Cut the names to the room the other columns leave in the table's width (each column is its
+        widest cell or title, plus the table's padding of one cell on each side)."""
+        at = columns.index("name")
+        widths = [max([cell_len(title)] + [cell_len(Text.from_markup(v[i]).plain) for v in content.values()])
+                  for i, title in enumerate(header)]
+        room = self.size.width - 2 - sum(w + 2 for i, w in enumerate(widths) if i != at) - 2   # 2: the scrollbar
+        room = max(room, 6)
+        return {key: (*v[:at], v[at] if cell_len(v[at]) <= room else v[at][:room - 1] + "…", *v[at + 1:])
+                for key, v in content.items()}
 
     def _status(self, now: float) -> None:
         live = sum(r["status"] in ("queued", "running") for r in self.rows)
