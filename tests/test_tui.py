@@ -200,87 +200,82 @@ def test_snapshot_help(snap_compare, fixture_home):
 
 # --- the real program in a terminal ----------------------------------------------------------------
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
-def test_mtm_tui_in_a_real_terminal(fixture_home, tmp_path):
-    session = f"mtm-test-{int(time.time() * 1000)}"
-    tui = [sys.executable, "-m", "mtm_tui.app", "--home", str(fixture_home)]
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", *tui], check=True)
+class Terminal:
+    """The real `mtm-tui` in a tmux session of its own: keys in, the screen's text out."""
 
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+    def __init__(self, size: tuple[int, int], *args: str, cwd: Path | None = None, env: dict | None = None):
+        self.session = f"mtm-test-{time.time_ns()}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(size[0]), "-y", str(size[1]),
+                        *(["-c", str(cwd)] if cwd else []), "env", *(f"{k}={v}" for k, v in (env or {}).items()),
+                        sys.executable, "-m", "mtm_tui.app", *args], check=True)
 
-    def wait_for(*texts: str, timeout: float = 30) -> None:
+    def keys(self, *sent: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.session, *sent], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session], capture_output=True,
+                              text=True).stdout
+
+    def wait_for(self, *texts: str, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if all(text in screen() for text in texts):
+            if all(text in self.screen() for text in texts):
                 return
-            time.sleep(0.2)
-        raise AssertionError(f"{texts!r} never appeared together:\n{screen()}")
+            time.sleep(0.3)
+        raise AssertionError(f"{texts!r} never appeared together:\n{self.screen()}")
 
-    try:
-        wait_for("3 of 3 runs", "aaaa1111", "finished")
-        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        wait_for("Spec & log")
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        deadline = time.time() + 15
-        while time.time() < deadline and subprocess.run(["tmux", "has-session", "-t", session],
-                                                        capture_output=True).returncode == 0:
+    def closed(self, timeout: float = 15) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if subprocess.run(["tmux", "has-session", "-t", self.session], capture_output=True).returncode:
+                return True
             time.sleep(0.2)
-        assert subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0
+        return False
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+def test_mtm_tui_in_a_real_terminal(fixture_home, tmp_path):
+    terminal = Terminal((100, 30), "--home", str(fixture_home))
+    try:
+        terminal.wait_for("3 of 3 runs", "aaaa1111", "finished", timeout=30)
+        terminal.keys("Enter")
+        terminal.wait_for("Spec & log")
+        terminal.keys("q")
+        assert terminal.closed()
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        terminal.kill()
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
 def test_launch_watch_an_epoch_stop_and_quit_in_a_real_terminal(tmp_path):
     """The whole loop by keys in a real terminal at 80x24: compose, launch (the queue's pool trains it
     in the background), watch its first epochs arrive on the Run screen, stop it, quit."""
-    session = f"mtm-loop-{int(time.time() * 1000)}"
     home = tmp_path / "home"
-    env = {**os.environ, "MTM_HOME": str(home)}
-    tui = ["env", f"MTM_HOME={home}", sys.executable, "-m", "mtm_tui.app"]
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-c", str(tmp_path), *tui],
-                   check=True, env=env)
-
-    def keys(*sent: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", session, *sent], check=True)
-
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def wait_for(text: str, timeout: float = 60) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if text in screen():
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"{text!r} never appeared:\n{screen()}")
-
+    terminal = Terminal((80, 24), cwd=tmp_path, env={"MTM_HOME": home})
     try:
-        wait_for("No runs in")
-        keys("c")
-        wait_for("valid")
-        keys("C-l")                       # launch: queued, then trained by the pool
-        wait_for("1 of 1 runs")
-        keys("Enter")
-        wait_for("Spec & log")
-        wait_for("cos val", timeout=120)  # the first epoch's readout under the accuracy chart
-        keys("x")
-        wait_for("Stop run")
-        keys("y")
+        terminal.wait_for("No runs in")
+        terminal.keys("c")
+        terminal.wait_for("valid")
+        terminal.keys("C-l")                               # launch: queued, then trained by the pool
+        terminal.wait_for("1 of 1 runs")
+        terminal.keys("Enter")
+        terminal.wait_for("Spec & log")
+        terminal.wait_for("cos val", timeout=120)          # the first epoch's readout under the accuracy chart
+        terminal.keys("x")
+        terminal.wait_for("Stop run")
+        terminal.keys("y")
         run_id = Store(home).rows()[0]["id"]
         deadline = time.time() + 120
         while Store(home).row(run_id)["status"] != "interrupted" and time.time() < deadline:
             time.sleep(0.5)
         assert Store(home).row(run_id)["status"] == "interrupted"
-        keys("q")
-        deadline = time.time() + 15
-        while time.time() < deadline and subprocess.run(["tmux", "has-session", "-t", session],
-                                                        capture_output=True).returncode == 0:
-            time.sleep(0.2)
-        assert subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0
+        terminal.keys("q")
+        assert terminal.closed()
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        terminal.kill()
         for row in Store(home).rows():   # never leave a training process behind
             if row["status"] in ("queued", "running"):
                 jobs.stop(Store(home), row["id"])

@@ -4,9 +4,9 @@ class centre G or a class embedding C; the legend is a widget of its own, beside
 
 import asyncio
 import json
-import time
 
 import torch
+from test_tui import until
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
@@ -18,15 +18,6 @@ from mtm_engine.store import Store
 from mtm_tui.app import MtmApp
 from mtm_tui.widgets.embedding import EmbeddingPlot
 from mtm_tui.widgets.palette import rich_colour
-
-
-async def until(pilot, predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError("timed out waiting for the UI")
 
 
 def _ten_class_snapshot() -> dict:

@@ -3,10 +3,10 @@ parameter matters most, on a fixture store with a six-trial sweep written direct
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
+from test_tui import _settle, until
 from textual.widgets import DataTable
 
 from mtm_engine.config import load_spec
@@ -67,20 +67,6 @@ def sweep_home(tmp_path, monkeypatch):
 
 def _app(home):
     return MtmApp(Path(os.path.relpath(home)), clock=lambda: NOW, host="fixture")
-
-
-async def _settle(pilot, seconds=1.0):
-    await pilot.pause(seconds)
-    await pilot.wait_for_scheduled_animations()
-
-
-async def until(pilot, predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError("timed out waiting for the UI")
 
 
 async def _open_sweep(pilot):
