@@ -178,7 +178,7 @@ class MetricChart(Vertical):
         plt.clear_figure()
         plt.xlabel(self.chart.xlabel)
         title = self.chart.title(self.view) + (f", last {self.view.last} epochs" if self.view.last else "")
-        if not self.drawn:   # an empty log-scale plot crashes plotext (reverse_scale of no data): stay linear
+        if not self.drawn:
             plt.title(f"{title}: waiting for the first epoch")
             plot.refresh()
             self.query_one(".legend", Static).update("")
@@ -187,24 +187,23 @@ class MetricChart(Vertical):
         # A log scale is drawn as log10 values on a linear axis, labelled with the values: plotext's own
         # log scale takes log10 of its data in place at every render, so a resize drew log(log(y)) and crashed.
         log = math.log10 if self.chart.log_y else (lambda y: y)
-        for i, (xs, ys) in enumerate(self.drawn.values()):
-            ys = [log(y) for y in ys]
+        plotted = [(xs, [log(y) for y in ys]) for xs, ys in self.drawn.values()]
+        for i, (xs, ys) in enumerate(plotted):
             if len(xs) > 1 and not self.chart.diagonal:
                 plt.plot(xs, ys, color=colour(i), marker="braille")
             plt.scatter(xs, ys, color=colour(i), marker=marker(i))   # the epochs themselves, by marker
         if self.chart.diagonal:
-            values = [v for xs, ys in self.drawn.values() for v in xs + ys]
+            values = [v for xs, ys in plotted for v in xs + ys]
             low, high = min(values), max(values)
             plt.plot([low, high], [low, high], color="gray", marker="braille")
         else:
-            plt.xticks(epoch_ticks([x for xs, _ in self.drawn.values() for x in xs]))
+            plt.xticks(epoch_ticks([x for xs, _ in plotted for x in xs]))
+        heights = [y for _, ys in plotted for y in ys]
         if self.chart.log_y:
-            logs = [math.log10(y) for _, ys in self.drawn.values() for y in ys]
-            plt.yticks(*log_ticks(min(logs), max(logs)))
-        ys = [log(y) for _, values in self.drawn.values() for y in values]
-        if max(ys) == min(ys):   # one value (the first epoch): plotext would span it -50%..+50% (accuracy 1.22)
-            pad = 0.01 * abs(ys[0]) or 0.01
-            plt.ylim(ys[0] - pad, ys[0] + pad)
+            plt.yticks(*log_ticks(min(heights), max(heights)))
+        if max(heights) == min(heights):   # one value (the first epoch): plotext would span it -50%..+50%
+            pad = 0.01 * abs(heights[0]) or 0.01
+            plt.ylim(heights[0] - pad, heights[0] + pad)
         plot.refresh()
         self.query_one(".legend", Static).update("   ".join(
             f"[{rich_colour(i)}]{marker(i)}[/] {escape(label)} {readout(ys[-1])}"
