@@ -58,6 +58,7 @@ class ModelSpec:
     dim: int = 512
     width: int = 16
     depth: int = 1             # convnet: convolutions in each stage after the first
+    stages: int = 4            # convnet: stages of width w, 2w, 4w, ...; all but the last halve the resolution
     normalize: bool = False    # L2-normalise, then multiply by scale: e and C (mtm heads), the features (pure heads)
     scale: float = 1.0
 
@@ -97,6 +98,7 @@ class EvalSpec:
     classifiers: tuple[str, ...] = ()
     batch_size: int = 1000
     centre_samples: int = 0        # training images whose embeddings give the centres G; 0: all of them
+    flip_tta: bool = False         # embed each image and its mirror image, and average (for mirror-symmetric kinds)
 
 
 @dataclass
@@ -309,6 +311,7 @@ def validate(spec: Spec) -> Spec:
     check(1 <= m.dim <= MAX_DIM, f"model.dim = {m.dim}: must be 1..{MAX_DIM} (our search space is 200..2000)")
     check(m.width >= 1, f"model.width = {m.width}: must be at least 1")
     check(m.depth >= 1, f"model.depth = {m.depth}: must be at least 1")
+    check(1 <= m.stages <= 5, f"model.stages = {m.stages}: must be 1 to 5 (each but the last halves the image)")
     check(
         not m.pretrained or m.backbone.startswith("resnet"),
         f"model.pretrained = true: only the resnet backbones have pretrained weights, not {m.backbone!r}",

@@ -217,12 +217,21 @@ def train_one_epoch(
 
 @torch.no_grad()
 def embed(model: MovingTargetsNet, x: Tensor, spec: Spec) -> tuple[Tensor, Tensor | None]:
-    """Embeddings [N, d] (and logits [N, K] for pure heads) in eval mode: float32, as the heads give them."""
+    """Embeddings [N, d] (and logits [N, K] for pure heads) in eval mode: float32, as the heads give them.
+
+    eval.flip_tta: the outputs for each image and its mirror image are averaged; a normalised
+    embedding's mean goes back onto its sphere (radius model.scale), where the class embeddings are."""
     model.eval()
     es, ls = [], []
     for chunk in x.split(spec.eval.batch_size):
         with _autocast(x.device, spec):
             e, logits = model(chunk)
+            if spec.eval.flip_tta:
+                e_flip, logits_flip = model(chunk.flip(-1))
+                e = (e + e_flip) / 2
+                logits = (logits + logits_flip) / 2 if logits is not None else None
+                if spec.model.normalize and spec.model.head == "mtm":
+                    e = spec.model.scale * torch.nn.functional.normalize(e, dim=1)
         es.append(e)
         if logits is not None:
             ls.append(logits)

@@ -392,16 +392,22 @@ def eval_(run: str = RUN,
                                                 help="best (the validation-selected epoch) or last."),
           split: Split = typer.Option(Split.test, "--split", help="The split to evaluate."),
           json_: bool = typer.Option(False, "--json", help="One JSON object: recomputed and recorded figures."),
+          set_: list[str] = typer.Option([], "--set", help="Evaluate otherwise: --set eval.key=value, e.g. "
+                                                           "eval.flip_tta=true (repeatable)."),
           home: Optional[Path] = HOME) -> None:
     """Recompute a run's accuracies and geometry from its kept weights, beside what it recorded."""
     from mtm_engine.analysis import evaluate_checkpoint
     from mtm_engine.config import spec_from_dict
 
     checkpoint, split = checkpoint.value, split.value
+    trained = [o for o in set_ if not o.startswith("eval.")]
+    if trained:
+        raise MtmError(f"--set {trained[0]}: mtm eval changes only how the weights are evaluated (eval.*); "
+                       f"to change the training, start a run with mtm run --set")
     store = open_store(home)
     run_id = store.resolve(run)
     meta, _, records = store.run(run_id)
-    epoch, record = evaluate_checkpoint(spec_from_dict(meta["spec"]), store.run_dir(run_id), checkpoint)
+    epoch, record = evaluate_checkpoint(spec_from_dict(meta["spec"], set_), store.run_dir(run_id), checkpoint)
     stored = next((r for r in records if r["epoch"] == epoch), {})
     keys = [k for k in record if k.startswith(f"{split}_")]
     if json_:

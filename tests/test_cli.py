@@ -88,6 +88,11 @@ def test_tags_notes_sort_limit_diff_logs_and_eval(mtm_env, tmp_path):
 
     evaluated = json.loads(run_mtm(["eval", a[:8], "--checkpoint", "last", "--json"], mtm_env, tmp_path).stdout)
     assert evaluated["epoch"] == 2 and evaluated["recomputed"] == evaluated["recorded"]
+    mirrored = json.loads(run_mtm(["eval", a[:8], "--checkpoint", "last", "--json", "--set", "eval.flip_tta=true"],
+                                  mtm_env, tmp_path).stdout)
+    assert mirrored["recomputed"]["test_cluster_size"] != mirrored["recorded"]["test_cluster_size"]
+    retrain = run_mtm(["eval", a[:8], "--set", "train.lr=1"], mtm_env, tmp_path)
+    assert retrain.returncode == 1 and "changes only how the weights are evaluated" in retrain.stderr
 
 
 def test_list_at_80_columns_cuts_no_number_and_no_status(mtm_env, tmp_path):

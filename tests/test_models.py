@@ -32,6 +32,15 @@ def test_convnet_depth_adds_convolutions_to_every_stage_but_the_first():
     assert convs(2) == [4, 8, 8, 16, 16, 32, 32]
 
 
+def test_convnet_stages_set_the_widths_and_the_pooling():
+    """stages=3 at 28 px: 28 -> 14 -> 7, then global pooling of the last stage's 4w channels."""
+    model = build_model(ModelSpec(backbone="convnet", width=4, depth=2, stages=3, dim=6), in_channels=1, num_classes=3)
+    convs = [m.out_channels for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in model.backbone.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert convs == [4, 8, 8, 16, 16] and len(pools) == 2 and model.embed.in_features == 16
+    assert model.backbone.body[:-2](torch.randn(2, 1, 28, 28)).shape == (2, 16, 7, 7)
+
+
 def test_weights_are_channels_last_and_any_input_layout_gives_the_same_output():
     model = build_model(ModelSpec(backbone="convnet", width=4, dim=6), in_channels=3, num_classes=3).eval()
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))

@@ -83,6 +83,28 @@ def test_a_normalised_pure_head_classifies_features_on_the_sphere():
     assert torch.allclose(logits, by_hand, atol=1e-5) and torch.allclose(e.norm(dim=1), torch.full((4,), 3.0))
 
 
+@pytest.mark.parametrize("head", ["mtm", "pure"])
+def test_flip_tta_averages_each_image_with_its_mirror_image(head):
+    """eval.flip_tta: e = mean of the two (back on the sphere of radius s for a normalised MTM
+    head), logits = mean of the two; by hand from two plain forward passes."""
+    from mtm_engine.train import embed
+
+    loss = "cross_entropy" if head == "pure" else "push_pull"
+    plain = load_spec(overrides=[f"model.head={head}", f"loss.name={loss}", "model.normalize=true", "model.scale=3"])
+    tta = load_spec(overrides=[f"model.head={head}", f"loss.name={loss}", "model.normalize=true", "model.scale=3",
+                               "eval.flip_tta=true"])
+    model = _model(plain)
+    x = torch.randn(5, 1, 36, 36)
+    e, logits = embed(model, x, tta)
+    e1, l1 = embed(model, x, plain)
+    e2, l2 = embed(model, x.flip(-1), plain)
+    mean = (e1 + e2) / 2
+    assert torch.allclose(e, 3 * F.normalize(mean, dim=1) if head == "mtm" else mean, atol=1e-5)
+    assert (logits is None) == (head == "mtm")
+    if head == "pure":
+        assert torch.allclose(logits, (l1 + l2) / 2, atol=1e-5)
+
+
 def test_label_smoothing_matches_a_hand_computation():
     logits, y = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
     logp = torch.log_softmax(logits, dim=1)[0]

@@ -1,0 +1,113 @@
+"""Time to the paper's accuracy: our results recipe against the paper's own pipeline, on one CPU.
+
+    python bench/time_to_accuracy.py --root ../shared/data --store experiments/results/store \\
+        --ours experiments/results/fashion-mnist/CNN-CP-headline.toml
+
+Two figures, measured side by side in this one run (alternating, `--repeats` times each):
+  paper   the RN18-PP preset (experiments/paper/best/fashion-mnist/RN18-PP.toml): ResNet18, the
+          paper's transforms (resize 44, crop 36), batch 100, Adam; `--images` training images of an
+          epoch timed, the img/s extrapolated to its 30 epochs of 48,000 images (training only: the
+          paper's evaluation would add to it)
+  ours    the `--ours` recipe's training, timed the same way, for its img/s on this CPU now
+Then, from the store, the time our recipe's runs took to reach `--target` (the paper's 91.20 on
+F-MNIST): the first epoch E at which the mean over seeds of the test accuracy at the
+validation-selected epoch (among epochs 1..E) reaches the target, and the recorded training plus
+evaluation seconds of epochs 1..E (mean over seeds). A run stopped at E would have run its schedule
+to the end in E epochs, so this reading of longer runs is conservative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mtm_engine.config import load_spec
+from mtm_engine.data import Split, load_dataset
+from mtm_engine.models import build_model
+from mtm_engine.records import acc_key
+from mtm_engine.store import Store
+from mtm_engine.train import make_optimiser, train_one_epoch
+
+PAPER = Path(__file__).resolve().parent.parent / "experiments" / "paper" / "best" / "fashion-mnist" / "RN18-PP.toml"
+PAPER_EPOCHS, TRAIN_IMAGES = 30, 48_000
+
+
+def images_per_s(spec, split: Split) -> float:
+    """Training img/s over `split` (a slice of an epoch), after two warm-up batches."""
+    torch.manual_seed(0)
+    model = build_model(spec.model, split.x.shape[1], 10)
+    optimiser = make_optimiser(spec, model)
+    warm = 2 * spec.train.batch_size
+    train_one_epoch(model, Split(split.x[:warm], split.y[:warm]), spec, optimiser, 1)
+    start = time.perf_counter()
+    train_one_epoch(model, split, spec, optimiser, 1)
+    return len(split) / (time.perf_counter() - start)
+
+
+def time_to_target(store: Store, name: str, target: float) -> tuple[int, float, int] | None:
+    """(epoch E, mean seconds of epochs 1..E, seeds) for the recipe's finished runs, or None."""
+    runs = [store.run(r["id"]) for r in store.rows() if r["name"] == name and r["status"] == "finished"]
+    if not runs:
+        raise SystemExit(f"no finished runs named {name!r} in {store.home}; run the recipe first")
+    classifier = runs[0][0]["spec"]["eval"]["classifiers"] or None
+    epochs = min(len(records) for _, _, records in runs)
+    for end in range(1, epochs + 1):
+        tests, seconds = [], []
+        for meta, _, records in runs:
+            key = classifier[0] if classifier else ("pure" if meta["spec"]["model"]["head"] == "pure" else "cos")
+            head = records[:end]
+            best = max(head, key=lambda r: r[acc_key("val", key)])   # the first epoch of the best validation
+            tests.append(best[acc_key("test", key)])
+            seconds.append(sum(r["train_time_s"] + r["eval_time_s"] for r in head))
+        if statistics.mean(tests) * 100 >= target:
+            return end, statistics.mean(seconds), len(runs)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="../shared/data")
+    parser.add_argument("--store", default="experiments/results/store")
+    parser.add_argument("--ours", required=True, help="our recipe (TOML); its runs are read from --store by name")
+    parser.add_argument("--target", type=float, default=91.20, help="test accuracy (%%) to reach")
+    parser.add_argument("--images", type=int, default=2000, help="training images timed per measurement")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    specs = {"paper": load_spec(PAPER, [f"data.root={args.root}", "train.device=cpu"]),
+             "ours": load_spec(args.ours, [f"data.root={args.root}", "train.device=cpu"])}
+    splits = {}
+    for name, spec in specs.items():
+        train = load_dataset(spec.data).train
+        splits[name] = Split(train.x[:args.images], train.y[:args.images])
+    rates: dict[str, list[float]] = {name: [] for name in specs}
+    for _ in range(args.repeats):
+        for name, spec in specs.items():
+            rates[name].append(images_per_s(spec, splits[name]))
+    rate = {name: statistics.median(r) for name, r in rates.items()}
+
+    print("$ python " + " ".join(sys.argv))
+    print(f"{torch.get_num_threads()} threads; training img/s, median of {args.repeats}, {args.images} images each")
+    paper_s = PAPER_EPOCHS * TRAIN_IMAGES / rate["paper"]
+    print(f"paper  RN18-PP, 36 px, batch 100, Adam: {rate['paper']:7.1f} img/s -> 1 epoch {TRAIN_IMAGES / rate['paper'] / 60:5.1f} min, "
+          f"{PAPER_EPOCHS} epochs {paper_s / 60:6.1f} min (training only)")
+    ours = specs["ours"]
+    print(f"ours   {ours.name}: {rate['ours']:7.1f} img/s -> 1 epoch {TRAIN_IMAGES / rate['ours'] / 60:5.1f} min "
+          f"(training only)")
+    reached = time_to_target(Store(Path(args.store)), ours.name, args.target)
+    if reached is None:
+        print(f"ours   never reached {args.target:.2f} (3-seed mean, validation-selected) in its recorded epochs")
+        return
+    end, seconds, seeds = reached
+    print(f"ours   reached {args.target:.2f} (mean of {seeds} seeds, validation-selected) at epoch {end}: "
+          f"{seconds / 60:.1f} min a run as recorded (training + evaluation)")
+    print(f"paper 30 epochs / ours to {args.target:.2f}: {paper_s / seconds:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
