@@ -1,25 +1,42 @@
-"""Post-hoc evaluation of a run's kept weights: `mtm eval` recomputes what the run recorded."""
+"""Post-hoc evaluation of a run's kept weights: `mtm eval` recomputes what the run recorded, and
+measures how certain its predictions are (`mtm eval --certainty`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
-from mtm_engine.config import Spec
-from mtm_engine.data import load_dataset
-from mtm_engine.errors import ConfigError
-from mtm_engine.models import build_model
+from mtm_engine.certainty import (
+    COVERAGES,
+    ClassGaussians,
+    accuracy_at_coverage,
+    aurc,
+    auroc,
+    distance_scores,
+    expected_calibration_error,
+    fit_temperature,
+    fpr_at_tpr,
+    softmax_scores,
+)
+from mtm_engine.classifiers import CLASSIFIERS, predict
+from mtm_engine.config import DATASETS, FOLDER_PREFIX, Spec
+from mtm_engine.data import Dataset, load_dataset
+from mtm_engine.errors import ConfigError, DataError
+from mtm_engine.geometry import class_centres
+from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.records import BEST, CHECKPOINT
-from mtm_engine.train import evaluate, read_checkpoint, resolve_device
+from mtm_engine.train import centre_subset, embed, evaluate, read_checkpoint, resolve_device
 
 CHECKPOINTS = {"best": BEST, "last": CHECKPOINT}
 
 
-def evaluate_checkpoint(spec: Spec, run_dir: Path, which: str = "best") -> tuple[int, dict[str, float]]:
-    """(epoch, record): the classifiers' accuracies and the geometry on the validation and test
-    splits, recomputed from the run's best (validation-selected) or last checkpoint. On the CPU they
-    equal the record the run stored for that epoch, to the last digit."""
+def restore(spec: Spec, run_dir: Path, which: str = "best") -> tuple[int, MovingTargetsNet, Dataset]:
+    """(epoch, model with the checkpoint's weights, the run's dataset), both on the run's device."""
     path = run_dir / CHECKPOINTS[which]
     if not path.exists():
         raise ConfigError(f"{path} does not exist: the run kept no {which} checkpoint (runs record best.pt "
@@ -29,5 +46,81 @@ def evaluate_checkpoint(spec: Spec, run_dir: Path, which: str = "best") -> tuple
     torch.manual_seed(spec.train.seed)
     model = build_model(spec.model, data.channels, data.num_classes)
     state = read_checkpoint(path, model)
-    record, _ = evaluate(model.to(device), data, spec)
-    return int(state["epoch"]), record
+    return int(state["epoch"]), model.to(device), data
+
+
+def evaluate_checkpoint(spec: Spec, run_dir: Path, which: str = "best") -> tuple[int, dict[str, float]]:
+    """(epoch, record): the classifiers' accuracies and the geometry on the validation and test
+    splits, recomputed from the run's best (validation-selected) or last checkpoint. On the CPU they
+    equal the record the run stored for that epoch, to the last digit."""
+    epoch, model, data = restore(spec, run_dir, which)
+    record, _ = evaluate(model, data, spec)
+    return epoch, record
+
+
+def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = None) -> dict[str, Any]:
+    """How well each certainty score of a run's predictions ranks them (Section VI-A), on the test split.
+
+    The prediction is the run's primary classifier's (spec.classifiers[0]). Scores (higher = more
+    certain): for MTM heads distance, margin and cosine to the nearest class centre G and class
+    embedding C; for pure heads msp and energy; for both `gaussian`, a Gaussian per class on the
+    training embeddings (DDU). For each: misclassification AUROC (right vs wrong), AURC, accuracy at
+    COVERAGES, and with `ood` (another dataset's test split, resized to the run's image size and
+    normalised with that dataset's own constants) AUROC and FPR at 95% TPR of in- against out-of-
+    distribution. Calibration: a temperature T for softmax(similarity / T) (pure heads: logits / T) is
+    fitted on the VALIDATION split; ECE on test at that T.
+    """
+    if ood is not None and ood not in DATASETS and not ood.startswith(FOLDER_PREFIX):
+        raise DataError(f"--ood {ood}: unknown dataset; choose one of {', '.join(DATASETS)}")
+    epoch, model, data = restore(spec, run_dir, which)
+    if ood is not None:
+        other = load_dataset(dataclasses.replace(spec.data, dataset=ood, val_fraction=0.0))
+        if other.channels != data.channels:
+            raise DataError(f"--ood {ood}: its images have {other.channels} channel(s), the run's {spec.data.dataset} "
+                            f"{data.channels}; choose a dataset with {data.channels}")
+        ood_x = other.test.x.to(data.test.x.device)
+    x, y = centre_subset(data.train, spec.eval.centre_samples)
+    e_train, _ = embed(model, x, spec)
+    G = class_centres(e_train, y, data.num_classes).nan_to_num(0.0)     # [K, d]
+    C = model.targets().detach() if model.class_embeddings is not None else None
+    primary = spec.classifiers[0]
+    gaussians = ClassGaussians(e_train, y, data.num_classes)
+
+    def scores(e: Tensor, logits: Tensor | None) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        if C is not None:
+            for refs, name in ((G, "G"), (C, "C")):
+                out.update({f"{score} {name}": v for score, v in distance_scores(e, refs).items()})
+        if logits is not None:
+            out.update(softmax_scores(logits))
+        out["gaussian"] = gaussians.score(e)
+        return out
+
+    def similarity(e: Tensor, logits: Tensor | None) -> Tensor:
+        """[N, K] logits of the primary classifier's softmax: cos or -distance to its references."""
+        rule = CLASSIFIERS[primary]
+        if rule is None:
+            return logits
+        metric, refs = rule
+        R = C if refs == "class_embeddings" else G
+        return F.normalize(e, dim=1) @ F.normalize(R, dim=1).T if metric == "cos" else -torch.cdist(e, R)
+
+    e_val, logits_val = embed(model, data.val.x, spec)
+    e_test, logits_test = embed(model, data.test.x, spec)
+    correct = predict(primary, e_test, centres=G, class_embeddings=C, logits=logits_test) == data.test.y
+    test_scores = scores(e_test, logits_test)
+    if ood is not None:
+        ood_scores = scores(*embed(model, ood_x, spec))
+        in_dist = torch.arange(len(e_test) + len(ood_x), device=correct.device) < len(e_test)   # [N_in + N_out]
+    table = {}
+    for name, s in test_scores.items():
+        row = {"misclassification_auroc": auroc(s, correct), "aurc": aurc(s, correct)}
+        row.update({f"accuracy_at_{round(c * 100)}": accuracy_at_coverage(s, correct, c) for c in COVERAGES})
+        if ood is not None:
+            both = torch.cat([s, ood_scores[name]])
+            row.update(ood_auroc=auroc(both, in_dist), ood_fpr95=fpr_at_tpr(both, in_dist))
+        table[name] = row
+    temperature = fit_temperature(similarity(e_val, logits_val), data.val.y)
+    probs = (similarity(e_test, logits_test) / temperature).softmax(dim=1)
+    return {"epoch": epoch, "classifier": primary, "accuracy": correct.double().mean().item(), "ood": ood,
+            "temperature": temperature, "ece": expected_calibration_error(probs, data.test.y), "scores": table}

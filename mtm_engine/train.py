@@ -238,6 +238,16 @@ def embed(model: MovingTargetsNet, x: Tensor, spec: Spec) -> tuple[Tensor, Tenso
     return torch.cat(es), (torch.cat(ls) if ls else None)
 
 
+def centre_subset(train: Split, samples: int) -> tuple[Tensor, Tensor]:
+    """The training images whose embeddings give the centres G: `samples` of them (eval.centre_samples),
+    the same fixed subset every epoch, or all if 0. -> (x [n, C, S, S], y [n])."""
+    x, y = train.x, train.y
+    if 0 < samples < len(y):
+        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:samples]
+        x, y = x[keep.to(x.device)], y[keep.to(y.device)]
+    return x, y
+
+
 def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[str, float], dict[str, Any]]:
     """Classifier accuracies and geometry on the validation and test splits, and a 2-D snapshot
     of the test embeddings (see geometry.embedding_snapshot).
@@ -246,10 +256,7 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     MTM heads ce_gap (per split) and ce_separation (of C alone).
     The centres G that the classifiers use come from the TRAINING split only.
     """
-    x, y = data.train.x, data.train.y
-    if 0 < spec.eval.centre_samples < len(y):   # the same fixed subset every epoch
-        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:spec.eval.centre_samples]
-        x, y = x[keep.to(x.device)], y[keep.to(y.device)]
+    x, y = centre_subset(data.train, spec.eval.centre_samples)
     e_train, _ = embed(model, x, spec)
     # A class absent from the training split has no centre; put it at the origin rather than NaN,
     # which argmax/argmin would otherwise pick.

@@ -393,21 +393,35 @@ def eval_(run: str = RUN,
           split: Split = typer.Option(Split.test, "--split", help="The split to evaluate."),
           json_: bool = typer.Option(False, "--json", help="One JSON object: recomputed and recorded figures."),
           set_: list[str] = typer.Option([], "--set", help="Evaluate otherwise: --set eval.key=value, e.g. "
-                                                           "eval.flip_tta=true (repeatable)."),
+                                                           "eval.flip_tta=true, or data.root=DIR (repeatable)."),
+          certainty: bool = typer.Option(False, "--certainty", help="How well certainty scores rank the test "
+                                         "predictions: misclassification AUROC, AURC, accuracy at coverage, ECE."),
+          ood: Optional[str] = typer.Option(None, "--ood", metavar="DATASET", help="With --certainty: "
+                                            "out-of-distribution AUROC and FPR@95 against DATASET's test split."),
           home: Optional[Path] = HOME) -> None:
     """Recompute a run's accuracies and geometry from its kept weights, beside what it recorded."""
     from mtm_engine.analysis import evaluate_checkpoint
     from mtm_engine.config import spec_from_dict
+    from mtm_engine.store import LIVE
 
     checkpoint, split = checkpoint.value, split.value
-    trained = [o for o in set_ if not o.startswith("eval.")]
+    trained = [o for o in set_ if not o.startswith(("eval.", "data.root="))]
     if trained:
-        raise MtmError(f"--set {trained[0]}: mtm eval changes only how the weights are evaluated (eval.*); "
-                       f"to change the training, start a run with mtm run --set")
+        raise MtmError(f"--set {trained[0]}: mtm eval changes only how the weights are evaluated (eval.*) and "
+                       f"where the data are (data.root); to change the training, start a run with mtm run --set")
+    if ood is not None and not certainty:
+        raise MtmError("--ood measures certainty scores: add --certainty")
     store = open_store(home)
     run_id = store.resolve(run)
-    meta, _, records = store.run(run_id)
-    epoch, record = evaluate_checkpoint(spec_from_dict(meta["spec"], set_), store.run_dir(run_id), checkpoint)
+    meta, row, records = store.run(run_id)
+    spec = spec_from_dict(meta["spec"], set_)
+    if certainty:
+        if row["status"] in LIVE:
+            raise MtmError(f"run {run_id[:8]} is {row['status']}: its best checkpoint may still change; "
+                           f"measure its certainty when it has ended (or stop it: mtm stop {run_id[:8]})")
+        _print_certainty(run_id, checkpoint, spec, store.run_dir(run_id), ood, json_)
+        return
+    epoch, record = evaluate_checkpoint(spec, store.run_dir(run_id), checkpoint)
     stored = next((r for r in records if r["epoch"] == epoch), {})
     keys = [k for k in record if k.startswith(f"{split}_")]
     if json_:
@@ -423,6 +437,29 @@ def eval_(run: str = RUN,
         table.add_row(k[len(split) + 1:], f"{record[k]:.6g}", "-" if k not in stored else f"{stored[k]:.6g}",
                       "equal" if same else "differs")
     console.print(table)
+
+
+def _print_certainty(run_id: str, checkpoint: str, spec, run_dir: Path, ood: str | None, json_: bool) -> None:
+    from mtm_engine.analysis import certainty
+
+    result = certainty(spec, run_dir, checkpoint, ood)
+    if json_:
+        print(json.dumps({"run_id": run_id, "checkpoint": checkpoint, **result}))
+        return
+    columns = {"misclassification_auroc": "AUROC", "aurc": "AURC", "accuracy_at_80": "acc@80",
+               "accuracy_at_90": "acc@90", "accuracy_at_95": "acc@95", "ood_auroc": "OOD AUROC", "ood_fpr95": "FPR@95"}
+    table = Table(title=f"run {run_id[:8]}: certainty of the {result['classifier']} classifier on the test split, "
+                        f"{checkpoint} checkpoint (epoch {result['epoch']}); AUROC: right against wrong"
+                        + (f"; OOD: against {ood}'s test split" if ood else ""), box=None, header_style="bold")
+    table.add_column("score", no_wrap=True)
+    shown = [k for k in columns if k in next(iter(result["scores"].values()))]
+    for k in shown:
+        table.add_column(columns[k], justify="right")
+    for name, row in result["scores"].items():
+        table.add_row(name, *(f"{row[k]:.4f}" for k in shown))
+    console.print(table)
+    console.print(f"accuracy {result['accuracy']:.4f} · temperature {result['temperature']:.4g} (fitted on validation) "
+                  f"· ECE {result['ece']:.4f}")
 
 
 @app.command()
