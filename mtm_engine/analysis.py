@@ -21,6 +21,8 @@ from mtm_engine.certainty import (
     expected_calibration_error,
     fit_temperature,
     fpr_at_tpr,
+    histogram,
+    risk_coverage_points,
     softmax_scores,
 )
 from mtm_engine.classifiers import CLASSIFIERS, predict
@@ -112,8 +114,10 @@ def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = 
     if ood is not None:
         ood_scores = scores(*embed(model, ood_x, spec))
         in_dist = torch.arange(len(e_test) + len(ood_x), device=correct.device) < len(e_test)   # [N_in + N_out]
-    table = {}
+    table, curves, histograms = {}, {}, {}
     for name, s in test_scores.items():
+        curves[name] = risk_coverage_points(s, correct)
+        histograms[name] = histogram({"in": s} | ({"out": ood_scores[name]} if ood is not None else {}))
         row = {"misclassification_auroc": auroc(s, correct), "aurc": aurc(s, correct)}
         row.update({f"accuracy_at_{round(c * 100)}": accuracy_at_coverage(s, correct, c) for c in COVERAGES})
         if ood is not None:
@@ -123,4 +127,5 @@ def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = 
     temperature = fit_temperature(similarity(e_val, logits_val), data.val.y)
     probs = (similarity(e_test, logits_test) / temperature).softmax(dim=1)
     return {"epoch": epoch, "classifier": primary, "accuracy": correct.double().mean().item(), "ood": ood,
-            "temperature": temperature, "ece": expected_calibration_error(probs, data.test.y), "scores": table}
+            "temperature": temperature, "ece": expected_calibration_error(probs, data.test.y), "scores": table,
+            "risk_coverage": curves, "histograms": histograms}

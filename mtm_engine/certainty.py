@@ -111,6 +111,25 @@ def risk_coverage(score: Tensor, correct: Tensor) -> tuple[Tensor, Tensor]:
     return k / len(score), errors / k
 
 
+def risk_coverage_points(score: Tensor, correct: Tensor, points: int = 100) -> dict[str, list[float]]:
+    """The risk-coverage curve at `points` evenly spaced coverages (1/points .. 1), for plots and files."""
+    coverage, risk = risk_coverage(score, correct)
+    at = torch.linspace(1 / points, 1, points, dtype=torch.double)
+    k = (at * len(score)).ceil().long().clamp(1, len(score)) - 1
+    return {"coverage": coverage[k].tolist(), "risk": risk[k].tolist()}
+
+
+def histogram(values: dict[str, Tensor], bins: int = 30) -> dict[str, list[float]]:
+    """Counts of each named set of scores over one shared set of `bins` equal-width bins:
+    {"edges": [bins + 1], name: [bins], ...} (in- against out-of-distribution, say)."""
+    everything = torch.cat(list(values.values())).double()
+    low, high = everything.min().item(), everything.max().item()
+    high = high if high > low else low + 1.0
+    edges = torch.linspace(low, high, bins + 1, dtype=torch.double)
+    return {"edges": edges.tolist(),
+            **{name: torch.histc(v.double(), bins, low, high).tolist() for name, v in values.items()}}
+
+
 def aurc(score: Tensor, correct: Tensor) -> float:
     """Area under the risk-coverage curve: the mean of the risk over k = 1..N (lower is better)."""
     return risk_coverage(score, correct)[1].mean().item()

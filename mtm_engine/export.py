@@ -206,8 +206,29 @@ def to_json(tables: list[Table], selection: str) -> str:
                                         for r in t.rows]} for t in tables]}, indent=1)
 
 
-def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    """A one-run Markdown report: spec, per-epoch metrics and the final figures."""
+CERTAINTY_COLUMNS = {"misclassification_auroc": "AUROC right/wrong", "aurc": "AURC", "accuracy_at_80": "acc@80%",
+                     "accuracy_at_90": "acc@90%", "accuracy_at_95": "acc@95%", "ood_auroc": "OOD AUROC",
+                     "ood_fpr95": "FPR@95%TPR"}
+
+
+def certainty_section(result: dict[str, Any]) -> list[str]:
+    """Markdown lines for a kept `mtm eval --certainty` measurement (analysis.certainty's result)."""
+    first = next(iter(result["scores"].values()))
+    shown = [k for k in CERTAINTY_COLUMNS if k in first]
+    lines = ["", "## Certainty", "",
+             f"The {result['classifier']} classifier's predictions on the test split, {result['checkpoint']} checkpoint "
+             f"(epoch {result['epoch']}), accuracy {100 * result['accuracy']:.2f}%"
+             + (f"; out-of-distribution: {result['ood']}'s test split" if result["ood"] else "") + ". "
+             f"ECE {result['ece']:.4f} at temperature {result['temperature']:.4g} (fitted on validation).", "",
+             "| score | " + " | ".join(CERTAINTY_COLUMNS[k] for k in shown) + " |", "|---" * (len(shown) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{row[k]:.4f}" for k in shown) + " |" for name, row in result["scores"].items()]
+    return lines
+
+
+def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str, Any]],
+               certainty: dict[str, Any] | None = None) -> str:
+    """A one-run Markdown report: spec, per-epoch metrics and the final figures, and the kept
+    certainty measurement if `mtm eval --certainty` made one."""
     spec = meta["spec"]
     columns = [c for c in COLUMNS if records and acc_key("test", c) in records[0]]
     lines = [f"# Run {meta['id']}: {meta['name']}", "",
@@ -229,4 +250,6 @@ def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str
     lines += ["", "## Per epoch", "", "| epoch | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for r in records:
         lines.append(f"| {r['epoch']} | " + " | ".join(f"{r[m]:.4g}" for m in metrics) + " |")
+    if certainty is not None:
+        lines += certainty_section(certainty)
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Protocol, TypedDict
 CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
 BEST = "best.pt"               # the validation-selected epoch: the weights behind the reported numbers
 SNAPSHOTS = {"last": "embedding-last.json", "best": "embedding-best.json"}   # 2-D embedding snapshots
+CERTAINTY = "certainty.json"   # the last `mtm eval --certainty` of the run (analysis.certainty's result)
 PROGRESS = "progress.json"     # the epoch in flight (Progress), rewritten every few seconds
 
 

@@ -35,7 +35,7 @@ from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
 from mtm_engine.errors import MtmError
-from mtm_engine.records import PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow
+from mtm_engine.records import CERTAINTY, PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow
 
 FORMAT = 1
 LIVE = ("queued", "running")
@@ -386,6 +386,29 @@ class Store:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise StoreError(f"embedding snapshot {path} is corrupt; the run rewrites it at its next epoch") from None
+
+    def write_certainty(self, run_id: str, result: dict[str, Any]) -> Path:
+        """Keep a certainty measurement (analysis.certainty) beside the run's checkpoints, atomically."""
+        path = self.run_dir(run_id) / CERTAINTY
+        tmp = path.with_name(f".{CERTAINTY}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(result))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {path} ({exc.strerror or exc}); free space or fix the permissions "
+                             f"of {path.parent}") from None
+        return path
+
+    def certainty(self, run_id: str) -> dict[str, Any] | None:
+        """The run's last certainty measurement, or None if `mtm eval --certainty` never measured it."""
+        path = self.run_dir(run_id) / CERTAINTY
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise StoreError(f"{path} is corrupt; measure again with mtm eval {run_id[:8]} --certainty") from None
 
     def write_progress(self, run_id: str, progress: Progress) -> None:
         """The epoch in flight. Best effort: a full disk must not end a run over a progress line

@@ -419,7 +419,7 @@ def eval_(run: str = RUN,
         if row["status"] in LIVE:
             raise MtmError(f"run {run_id[:8]} is {row['status']}: its best checkpoint may still change; "
                            f"measure its certainty when it has ended (or stop it: mtm stop {run_id[:8]})")
-        _print_certainty(run_id, checkpoint, spec, store.run_dir(run_id), ood, json_)
+        _print_certainty(store, run_id, checkpoint, spec, ood, json_)
         return
     epoch, record = evaluate_checkpoint(spec, store.run_dir(run_id), checkpoint)
     stored = next((r for r in records if r["epoch"] == epoch), {})
@@ -439,12 +439,13 @@ def eval_(run: str = RUN,
     console.print(table)
 
 
-def _print_certainty(run_id: str, checkpoint: str, spec, run_dir: Path, ood: str | None, json_: bool) -> None:
+def _print_certainty(store, run_id: str, checkpoint: str, spec, ood: str | None, json_: bool) -> None:
     from mtm_engine.analysis import certainty
 
-    result = certainty(spec, run_dir, checkpoint, ood)
+    result = {"checkpoint": checkpoint, **certainty(spec, store.run_dir(run_id), checkpoint, ood)}
+    kept = store.write_certainty(run_id, result)   # for mtm export, mtm plot and the TUI's Certainty tab
     if json_:
-        print(json.dumps({"run_id": run_id, "checkpoint": checkpoint, **result}))
+        print(json.dumps({"run_id": run_id, **result}))
         return
     columns = {"misclassification_auroc": "AUROC", "aurc": "AURC", "accuracy_at_80": "acc@80",
                "accuracy_at_90": "acc@90", "accuracy_at_95": "acc@95", "ood_auroc": "OOD AUROC", "ood_fpr95": "FPR@95"}
@@ -460,6 +461,7 @@ def _print_certainty(run_id: str, checkpoint: str, spec, run_dir: Path, ood: str
     console.print(table)
     console.print(f"accuracy {result['accuracy']:.4f} · temperature {result['temperature']:.4g} (fitted on validation) "
                   f"· ECE {result['ece']:.4f}")
+    console.print(f"kept in {kept}")
 
 
 @app.command()
@@ -623,8 +625,9 @@ def export(
     if run is not None:
         run_id = store.resolve(run)
         meta, row, records = store.run(run_id)
-        text = (ex.run_report(meta, row, records) if format_ == "markdown"
-                else json.dumps({**meta, **row, "records": records}, indent=1))
+        certainty = store.certainty(run_id)
+        text = (ex.run_report(meta, row, records, certainty) if format_ == "markdown"
+                else json.dumps({**meta, **row, "records": records, "certainty": certainty}, indent=1))
     else:
         rows = _filtered(store, status, dataset, loss, where, sweep)
         runs = [store.run(r["id"]) for r in rows]
@@ -742,7 +745,7 @@ def plot(
     ids = [store.resolve(r) for r in runs] if runs else [r["id"] for r in _filtered(store, status, dataset, loss,
                                                                                       where, sweep)]
     written = plot_runs([store.run(i) for i in ids], {i: store.snapshot(i, "best") for i in ids}, out,
-                        tuple(format_))
+                        tuple(format_), {i: store.certainty(i) for i in ids})
     console.print(f"wrote {len(written)} files to {out}/: " + ", ".join(sorted({p.stem for p in written})))
 
 

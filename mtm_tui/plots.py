@@ -40,8 +40,10 @@ def _first_classifier(records: list[dict[str, Any]]) -> str:
 
 
 def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | None], out: Path,
-              formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """runs: (meta, row, records) per run; snapshots: run id -> its best embedding snapshot."""
+              formats: tuple[str, ...] = ("png", "svg"), certainty: dict[str, dict | None] | None = None) -> list[Path]:
+    """runs: (meta, row, records) per run; snapshots: run id -> its best embedding snapshot;
+    certainty: run id -> its kept `mtm eval --certainty` measurement (the risk-coverage curves of
+    every run measured, and each run's score histograms)."""
     plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     runs = [run for run in runs if run[2]]
@@ -112,4 +114,36 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
                                 bbox_to_anchor=(1.02, 1.0)))
         ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.02, 0.0))
         save(fig, f"embedding-{meta['id']}")
+
+    measured = [(meta, certainty[meta["id"]]) for meta, _, _ in runs if (certainty or {}).get(meta["id"])]
+    if measured:   # the risk-coverage curves: one panel a run, one line a score
+        fig, axes = plt.subplots(1, len(measured), figsize=(5.5 * len(measured), 4.5), squeeze=False,
+                                 layout="constrained")
+        for ax, (meta, result) in zip(axes[0], measured):
+            for name, curve in result["risk_coverage"].items():
+                ax.plot(curve["coverage"], curve["risk"], label=name)
+            ax.set(title=f"{row_label(meta['spec'])} {meta['name']} s{meta['seed']} ({meta['id'][:8]})\n"
+                         f"{result['classifier']} classifier, test split", xlabel="coverage (the surest first)",
+                   ylabel="risk (their error rate)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        save(fig, "risk_coverage")
+    for meta, result in measured:   # each score's histogram: the share of each set in each bin
+        scores = result["histograms"]
+        columns = min(4, len(scores))
+        rows = -(-len(scores) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.8 * rows), squeeze=False,
+                                 layout="constrained")
+        for ax, (name, counts) in zip(axes.flat, scores.items()):
+            for which, label in (("in", "test (in)"), ("out", f"{result['ood']} (out)")):
+                if which in counts:
+                    total = sum(counts[which]) or 1
+                    ax.stairs([c / total for c in counts[which]], counts["edges"], fill=True, alpha=0.5, label=label)
+            ax.set(title=name, xlabel="score (higher: surer)", ylabel="share")
+            ax.legend(fontsize=6)
+        for ax in list(axes.flat)[len(scores):]:
+            ax.axis("off")
+        fig.suptitle(f"{_label(meta)}: certainty scores of the test split"
+                     + (f" against {result['ood']}'s" if result["ood"] else ""), fontsize=9)
+        save(fig, f"scores-{meta['id']}")
     return written

@@ -14,7 +14,9 @@ from mtm_engine.certainty import (
     expected_calibration_error,
     fit_temperature,
     fpr_at_tpr,
+    histogram,
     risk_coverage,
+    risk_coverage_points,
     softmax_scores,
 )
 
@@ -46,6 +48,15 @@ def test_risk_coverage_aurc_and_accuracy_at_coverage_by_hand():
     assert aurc(score, correct) == pytest.approx((0 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
     assert accuracy_at_coverage(score, correct, 0.5) == 0.5          # the two most certain: one right
     assert accuracy_at_coverage(score, correct, 0.25) == 1.0
+
+
+def test_curve_points_and_shared_histogram_bins_by_hand():
+    score = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    correct = torch.tensor([True, False, True, True])
+    points = risk_coverage_points(score, correct, points=2)   # coverages 1/2 and 1: the 2 and 4 most certain
+    assert points == {"coverage": [0.5, 1.0], "risk": [0.5, 0.25]}
+    counts = histogram({"in": torch.tensor([0.0, 1.0, 1.0]), "out": torch.tensor([2.0])}, bins=2)
+    assert counts == {"edges": [0.0, 1.0, 2.0], "in": [1.0, 2.0], "out": [0.0, 1.0]}
 
 
 def test_ece_by_hand():
@@ -111,6 +122,8 @@ def test_mtm_eval_certainty_measures_every_score_and_refuses_bad_input(mtm_env, 
     row = measured["scores"]["distance G"]
     assert 0.5 < row["misclassification_auroc"] <= 1 and row["accuracy_at_80"] >= measured["accuracy"]
     assert "ood_auroc" not in row and 0 <= measured["ece"] < 1
+    report = run_mtm(["export", run_id], mtm_env, tmp_path).stdout   # the kept measurement, in the run's report
+    assert "## Certainty" in report and f"| distance G | {row['misclassification_auroc']:.4f} |" in report
 
     for k in range(2):   # colour images: 3 channels against the run's 1
         (tmp_path / "rgb" / str(k)).mkdir(parents=True)

@@ -342,3 +342,41 @@ def test_at_80_columns_a_long_name_gives_way_and_every_figure_shows(fixture_home
             assert table.get_cell("aaaa1111", "test%") == "97.36" and table.get_cell("aaaa1111", "age") == "1h"
             assert table.virtual_size.width <= table.size.width   # no horizontal scrolling: nothing cut off
     asyncio.run(flow())
+
+
+def test_certainty_tab_shows_the_kept_measurement_or_how_to_make_it(fixture_home):
+    """A run measured by `mtm eval --certainty` (its kept certainty.json, written here by the store) shows
+    each score's AUROCs and one risk-coverage curve a score; a run never measured says which command to run;
+    a corrupt file is said in the tab."""
+    from mtm_tui.widgets.certainty import CertaintyView
+
+    store = Store(fixture_home)
+    curve = {"coverage": [0.5, 1.0], "risk": [0.0, 0.1]}
+    scores = {name: {"misclassification_auroc": auc, "aurc": 0.02, "accuracy_at_80": 0.99, "accuracy_at_90": 0.98,
+                     "accuracy_at_95": 0.95, "ood_auroc": auc - 0.1, "ood_fpr95": 0.3}
+              for name, auc in (("distance G", 0.91), ("gaussian", 0.87))}
+    store.write_certainty("aaaa1111", {"checkpoint": "best", "epoch": 8, "classifier": "cos", "accuracy": 0.9,
+                                       "ood": "mnist", "temperature": 0.05, "ece": 0.012, "scores": scores,
+                                       "risk_coverage": {name: curve for name in scores}, "histograms": {}})
+    (store.run_dir("bbbb2222") / "certainty.json").write_text("{not json")
+    app = _app(fixture_home)
+
+    async def flow():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await _settle(pilot, 1.0)
+            for run_id, expected in (("aaaa1111", "ECE 0.0120"), ("cccc3333", "Not measured yet"),
+                                     ("bbbb2222", "is corrupt")):
+                app.open_run(run_id)
+                await _settle(pilot, 1.0)
+                app.screen.query_one("#charts").active = "certainty"
+                await _settle(pilot, 0.5)
+                view = app.screen.query_one(CertaintyView)
+                assert expected in str(view.query_one(".about").render())
+                table = view.query_one(DataTable)
+                if run_id == "aaaa1111":
+                    assert table.row_count == 2 and table.get_row_at(0)[:2] == ["distance G", "0.9100"]
+                    assert "OOD AUROC" in [str(c.label) for c in table.columns.values()]
+                else:
+                    assert not table.display
+                await pilot.press("escape")
+    asyncio.run(flow())

@@ -12,12 +12,14 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
+from mtm_engine.errors import MtmError
 from mtm_engine.records import classifiers_in
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
 from mtm_tui.rows import gpu_memory, progress, status
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
+from mtm_tui.widgets.certainty import CertaintyView
 from mtm_tui.widgets.charts import CHARTS, MetricChart, View
 
 LOG_LINES = 12
@@ -61,6 +63,8 @@ class RunScreen(PollingScreen):
             for n, chart in enumerate(CHARTS.values()):
                 with TabPane(chart.tab, id=f"chart-{n}"):
                     yield MetricChart(chart)
+            with TabPane("Certainty", id="certainty"):
+                yield CertaintyView(self.run_id)
             with TabPane("Spec & log", id="details"):
                 with VerticalScroll():
                     yield DataTable(id="best-last", cursor_type="none")
@@ -73,10 +77,14 @@ class RunScreen(PollingScreen):
         meta, row, records = store.run(self.run_id)
         if row["status"] == "running":
             row["progress"] = store.progress(self.run_id)
-        return meta, row, records, log_tail(store.run_dir(self.run_id) / LOG)
+        try:
+            certainty = store.certainty(self.run_id)
+        except MtmError as exc:   # a corrupt file: said in its tab, not in a notification every poll
+            certainty = {"error": str(exc)}
+        return meta, row, records, log_tail(store.run_dir(self.run_id) / LOG), certainty
 
     def show(self, data: tuple) -> None:
-        meta, row, records, log = data
+        meta, row, records, log, certainty = data
         self.records, self.row = records, row
         if self.view.classifier not in classifiers_in(records):   # the primary classifier first
             self.view = View(row.get("primary") or next(iter(classifiers_in(records)), ""), self.view.test,
@@ -90,6 +98,7 @@ class RunScreen(PollingScreen):
             + (f"\n[yellow]epoch {row['epoch'] + 1}: {in_flight}[/]" if in_flight else "")
             + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else ""))
         self.draw_active()
+        self.query_one(CertaintyView).update(certainty)
         self._best_vs_last(records)
         spec = meta["spec"]
         self.query_one("#spec", Static).update("\n".join(
