@@ -27,28 +27,37 @@ from mtm_engine.certainty import (
 )
 from mtm_engine.classifiers import CLASSIFIERS, predict
 from mtm_engine.config import DATASETS, FOLDER_PREFIX, Spec
-from mtm_engine.data import Dataset, load_dataset
+from mtm_engine.data import Dataset, load_dataset, without_classes
 from mtm_engine.errors import ConfigError, DataError
+from mtm_engine.fewshot import EPISODES, QUERIES, episode_accuracy, generalised_accuracy, mean_ci, sample_episode
 from mtm_engine.geometry import class_centres
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.records import BEST, CHECKPOINT
 from mtm_engine.train import centre_subset, embed, evaluate, read_checkpoint, resolve_device
 
 CHECKPOINTS = {"best": BEST, "last": CHECKPOINT}
+SUPPORT_POOL = 1000   # training images of each held-out class that few-shot support sets are drawn from
 
 
-def restore(spec: Spec, run_dir: Path, which: str = "best") -> tuple[int, MovingTargetsNet, Dataset]:
-    """(epoch, model with the checkpoint's weights, the run's dataset), both on the run's device."""
+def restore(spec: Spec, run_dir: Path, which: str = "best", data: Dataset | None = None
+            ) -> tuple[int, MovingTargetsNet, Dataset]:
+    """(epoch, model with the checkpoint's weights, the run's dataset), both on the run's device.
+    `data` may pass the run's dataset, already loaded."""
     path = run_dir / CHECKPOINTS[which]
     if not path.exists():
         raise ConfigError(f"{path} does not exist: the run kept no {which} checkpoint (runs record best.pt "
                           f"from this version on; a run that has not finished an epoch has none)")
     device = resolve_device(spec.train.device)
-    data = load_dataset(spec.data).to(device)
-    torch.manual_seed(spec.train.seed)
-    model = build_model(spec.model, data.channels, data.num_classes)
+    data = (data or load_dataset(spec.data)).to(device)
+    model = initial_model(spec, data)
     state = read_checkpoint(path, model)
     return int(state["epoch"]), model.to(device), data
+
+
+def initial_model(spec: Spec, data: Dataset) -> MovingTargetsNet:
+    """The run's network as it was before its first step (the same seed, the same initialisation)."""
+    torch.manual_seed(spec.train.seed)
+    return build_model(spec.model, data.channels, data.num_classes).to(data.train.y.device)
 
 
 def evaluate_checkpoint(spec: Spec, run_dir: Path, which: str = "best") -> tuple[int, dict[str, float]]:
@@ -129,3 +138,57 @@ def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = 
     return {"epoch": epoch, "classifier": primary, "accuracy": correct.double().mean().item(), "ood": ood,
             "temperature": temperature, "ece": expected_calibration_error(probs, data.test.y), "scores": table,
             "risk_coverage": curves, "histograms": histograms}
+
+
+def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", episodes: int = EPISODES,
+            pool: int = SUPPORT_POOL) -> dict[str, Any]:
+    """Few-shot accuracy on the classes the run never saw (data.holdout_classes), for each K in `shots`:
+    N-way K-shot episodes with N = every held-out class (mean and 95% CI over `episodes`), and the
+    generalised setting (old classes' centres G beside the new classes' K-shot centres: accuracy on
+    old and on new test images). Measured for the trained network and, as a baseline, the same
+    network untrained (its random features). Support images come from a fixed random `pool` of
+    each held-out class's training images (not validation); queries from their test images. The
+    nearest centre is cosine, or euclidean for a run whose primary classifier is.
+    The episodes depend only on (K, episode number): every run and both networks meet the same ones."""
+    held = list(spec.data.holdout_classes)
+    if not held:
+        raise ConfigError("--fewshot measures classes the run never saw, and this run trained on every class; "
+                          "train one with --set data.holdout_classes=[5,6,7,8,9]")
+    full = load_dataset(dataclasses.replace(spec.data, holdout_classes=()))
+    counts = [int((full.train.y == k).sum()) for k in held]
+    if max(shots) > min(min(counts), pool):
+        fewest = held[counts.index(min(counts))]
+        raise ConfigError(f"--fewshot {max(shots)}: " + (
+            f"held-out class {fewest} has only {min(counts)} training images; choose K <= {min(counts)}"
+            if min(counts) < pool else f"support sets are drawn from {pool} images a class; choose K <= {pool}"))
+    device = resolve_device(spec.train.device)
+    full = full.to(device)
+    old = [k for k in range(full.num_classes) if k not in held]
+    epoch, trained, data = restore(spec, run_dir, which, without_classes(full, tuple(held)))
+    metric = "euc" if spec.classifiers[0].startswith("euc") else "cos"
+    g = torch.Generator().manual_seed(0)
+    support_idx = torch.cat([(full.train.y.cpu() == k).nonzero().squeeze(1)[
+        torch.randperm(counts[i], generator=g)[:pool]] for i, k in enumerate(held)]).to(device)
+    new_test = torch.isin(full.test.y, torch.tensor(held, device=device))                       # [N_test] bool
+    support, support_y = full.train.x[support_idx], full.train.y[support_idx].cpu()
+    query, query_y = full.test.x[new_test], full.test.y[new_test].cpu()
+    centre_x, centre_y = centre_subset(data.train, spec.eval.centre_samples)
+    results: dict[str, Any] = {}
+    for name, model in (("trained", trained), ("random", initial_model(spec, data))):
+        support_e, query_e, test_e = (embed(model, x, spec)[0].cpu() for x in (support, query, full.test.x))
+        G = class_centres(embed(model, centre_x, spec)[0], centre_y, data.num_classes).cpu()   # [K_old, d], old order
+        results[name] = {}
+        for k in shots:
+            g = torch.Generator().manual_seed(1_000 * k)
+            accuracy, old_acc, new_acc = [], [], []
+            for _ in range(episodes):
+                episode = sample_episode(support_y, query_y, held, len(held), k, QUERIES, g)
+                accuracy.append(episode_accuracy(support_e, query_e, episode, metric))
+                o, n = generalised_accuracy(G, support_e, episode, test_e, full.test.y.cpu(), old, metric)
+                old_acc.append(o)
+                new_acc.append(n)
+            mean, ci = mean_ci(accuracy)
+            results[name][k] = {"accuracy": mean, "ci95": ci, "generalised_old": mean_ci(old_acc)[0],
+                                "generalised_new": mean_ci(new_acc)[0]}
+    return {"epoch": epoch, "held_out": held, "ways": len(held), "queries": QUERIES, "episodes": episodes,
+            "metric": metric, "features": results}

@@ -47,6 +47,7 @@ class DataSpec:
     flip: str = "auto"         # auto: flip images that are mirror-symmetric in kind (not digits or characters)
     size: int = 36             # image side: 36 = the paper's resize to 44, centre-crop 36 (Table 2); another
                                # value resizes straight to it (28: MNIST's native size, 1.65x less compute)
+    holdout_classes: tuple[int, ...] = ()   # classes left out of training, validation and test (few-shot)
 
 
 @dataclass
@@ -280,6 +281,12 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         if isinstance(value, str):
             return value
         return _coerce(key, value, float)
+    if kind == tuple[int, ...]:   # a TOML list of whole numbers, or "5,6,7" from --set
+        if isinstance(value, str):
+            value = [int(v) if v.strip().lstrip("-").isdigit() else v for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key} = {value!r}: must be a list of class numbers, e.g. [5, 6, 7, 8, 9]")
     # tuple[str, ...]: a TOML list of strings, or one comma-separated string from --set.
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
@@ -307,6 +314,8 @@ def validate(spec: Spec) -> Spec:
     )
     check(0.0 <= d.val_fraction < 1.0,
            f"data.val_fraction = {d.val_fraction}: must be in [0, 1), e.g. 0.2 (0: no validation split)")
+    check(len(set(d.holdout_classes)) == len(d.holdout_classes) and all(k >= 0 for k in d.holdout_classes),
+          f"data.holdout_classes = {list(d.holdout_classes)}: class numbers from 0, each once")
     check(8 <= d.size <= 512, f"data.size = {d.size}: must be 8..512 (36: the paper's; 28: MNIST's own size)")
     check(1 <= m.dim <= MAX_DIM, f"model.dim = {m.dim}: must be 1..{MAX_DIM} (our search space is 200..2000)")
     check(m.width >= 1, f"model.width = {m.width}: must be at least 1")

@@ -259,13 +259,36 @@ def load_dataset(spec: DataSpec) -> Dataset:
     perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(spec.split_seed))
     n_val = max(1, round(len(perm) * spec.val_fraction)) if spec.val_fraction > 0 else 0   # 0: train on all
     val_idx, train_idx = perm[:n_val], perm[n_val:]
-    return Dataset(
+    data = Dataset(
         name,
         Split(train_x[train_idx], raw.train_y[train_idx]),
         Split(train_x[val_idx], raw.train_y[val_idx]),
         Split(test_x, raw.test_y),
         raw.classes,
     )
+    return without_classes(data, spec.holdout_classes) if spec.holdout_classes else data
+
+
+def without_classes(data: Dataset, held_out: tuple[int, ...]) -> Dataset:
+    """The dataset without the `held_out` classes in any split (data.holdout_classes), the others
+    renumbered 0..K'-1 in their order: the network then has K' outputs or class embeddings, and
+    nothing of the held-out classes reaches training, validation or the choice of epoch. The split
+    into training and validation images is the same as with every class (it is made before)."""
+    missing = [k for k in held_out if k >= data.num_classes]
+    if missing:
+        raise DataError(f"data.holdout_classes: class {missing[0]} does not exist; {data.name} has classes "
+                        f"0..{data.num_classes - 1}")
+    kept = [k for k in range(data.num_classes) if k not in held_out]
+    if len(kept) < 2:
+        raise DataError(f"data.holdout_classes = {list(held_out)} leaves {len(kept)} class to train on; keep at least 2")
+    renumber = torch.full((data.num_classes,), -1, dtype=torch.long)
+    renumber[kept] = torch.arange(len(kept))
+
+    def keep(split: Split) -> Split:
+        new = renumber.to(split.y.device)[split.y]   # [N]: -1 for the held-out classes
+        return Split(split.x[new >= 0], new[new >= 0])
+
+    return Dataset(data.name, keep(data.train), keep(data.val), keep(data.test), [data.classes[k] for k in kept])
 
 
 # Mirror images are still images of the same class here; not for digits or characters.

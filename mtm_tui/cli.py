@@ -398,6 +398,9 @@ def eval_(run: str = RUN,
                                          "predictions: misclassification AUROC, AURC, accuracy at coverage, ECE."),
           ood: Optional[str] = typer.Option(None, "--ood", metavar="DATASET", help="With --certainty: "
                                             "out-of-distribution AUROC and FPR@95 against DATASET's test split."),
+          fewshot: list[int] = typer.Option([], "--fewshot", metavar="K", help="K-shot accuracy on the classes the "
+                                            "run held out (data.holdout_classes), trained and untrained (repeatable)."),
+          episodes: int = typer.Option(600, "--episodes", min=2, help="With --fewshot: episodes per K."),
           home: Optional[Path] = HOME) -> None:
     """Recompute a run's accuracies and geometry from its kept weights, beside what it recorded."""
     from mtm_engine.analysis import evaluate_checkpoint
@@ -411,6 +414,10 @@ def eval_(run: str = RUN,
                        f"where the data are (data.root); to change the training, start a run with mtm run --set")
     if ood is not None and not certainty:
         raise MtmError("--ood measures certainty scores: add --certainty")
+    if certainty and fewshot:
+        raise MtmError("--certainty and --fewshot are two measurements; give one at a time")
+    if any(k < 1 for k in fewshot):
+        raise MtmError(f"--fewshot {min(fewshot)}: K is the number of support images a class, at least 1")
     store = open_store(home)
     run_id = store.resolve(run)
     meta, row, records = store.run(run_id)
@@ -420,6 +427,9 @@ def eval_(run: str = RUN,
             raise MtmError(f"run {run_id[:8]} is {row['status']}: its best checkpoint may still change; "
                            f"measure its certainty when it has ended (or stop it: mtm stop {run_id[:8]})")
         _print_certainty(store, run_id, checkpoint, spec, ood, json_)
+        return
+    if fewshot:
+        _print_fewshot(run_id, checkpoint, spec, store.run_dir(run_id), sorted(set(fewshot)), episodes, json_)
         return
     epoch, record = evaluate_checkpoint(spec, store.run_dir(run_id), checkpoint)
     stored = next((r for r in records if r["epoch"] == epoch), {})
@@ -462,6 +472,26 @@ def _print_certainty(store, run_id: str, checkpoint: str, spec, ood: str | None,
     console.print(f"accuracy {result['accuracy']:.4f} · temperature {result['temperature']:.4g} (fitted on validation) "
                   f"· ECE {result['ece']:.4f}")
     console.print(f"kept in {kept}")
+
+
+def _print_fewshot(run_id: str, checkpoint: str, spec, run_dir: Path, shots: list[int], episodes: int,
+                   json_: bool) -> None:
+    from mtm_engine.analysis import fewshot
+
+    result = {"checkpoint": checkpoint, **fewshot(spec, run_dir, shots, checkpoint, episodes)}
+    if json_:
+        print(json.dumps({"run_id": run_id, **result}))
+        return
+    table = Table(title=f"run {run_id[:8]}: {result['ways']}-way few-shot on held-out classes {result['held_out']}, "
+                        f"{checkpoint} checkpoint (epoch {result['epoch']}); {episodes} episodes, {result['queries']} "
+                        f"queries a class, nearest {result['metric']} centre", box=None, header_style="bold")
+    for column in ("features", "K", "accuracy ± 95% CI", "generalised: old", "generalised: new"):
+        table.add_column(column, justify="left" if column == "features" else "right")
+    for features, by_k in result["features"].items():
+        for k, row in by_k.items():
+            table.add_row(features, str(k), f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}",
+                          f"{100 * row['generalised_old']:.2f}", f"{100 * row['generalised_new']:.2f}")
+    console.print(table)
 
 
 @app.command()

@@ -153,7 +153,7 @@ class ComposeScreen(Screen):
                 if isinstance(value, bool):
                     value = "true" if value else "false"
                 widget.value = value if isinstance(widget, Select) else (
-                    ", ".join(value) if isinstance(value, list) else str(value))
+                    ", ".join(map(str, value)) if isinstance(value, list) else str(value))
         self.check()
         self.unchanged = self.values()
 
