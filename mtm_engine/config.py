@@ -7,6 +7,7 @@ from what the store holds. This module imports no torch: the TUI's compose form 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import tomllib
@@ -22,7 +23,9 @@ from mtm_engine.errors import ConfigError
 DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
 FOLDER_PREFIX = "folder:"
 BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-MTM_LOSSES = ("euclidean", "cosine", "proximity", "push_pull", "comparison")
+PAPER_LOSSES = ("euclidean", "cosine", "proximity", "push_pull", "comparison")
+PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "normalized_softmax", "arcface")   # pytorch-metric-learning's
+MTM_LOSSES = PAPER_LOSSES + PROXY_LOSSES
 PURE_LOSSES = ("cross_entropy",)
 LOSSES = MTM_LOSSES + PURE_LOSSES
 # Paper Table 6 columns; which head each classifier needs.
@@ -330,6 +333,9 @@ def validate(spec: Spec) -> Spec:
         lo.name in losses_for_head,
         f"loss.name = {lo.name!r}: does not train a {m.head!r} head; choose one of {', '.join(losses_for_head)}",
     )
+    check(lo.name not in PROXY_LOSSES or importlib.util.find_spec("pytorch_metric_learning") is not None,
+          f"loss.name = {lo.name!r} comes from pytorch-metric-learning, which is not installed; "
+          f"pip install 'mtm[metric]'")
     if lo.name == "push_pull":
         check(
             lo.r < 1.0,

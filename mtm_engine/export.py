@@ -26,6 +26,7 @@ COLUMNS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
 BACKBONE_SHORT = {"convnet": "CNN", "resnet18": "RN18", "resnet34": "RN34", "resnet50": "RN50",
                   "resnet101": "RN101", "resnet152": "RN152"}
 LOSS_CODES = {"euclidean": "E", "cosine": "C", "proximity": "CP", "push_pull": "PP", "comparison": "CM",
+              "proxy_anchor": "PA", "proxy_nca": "PNCA", "normalized_softmax": "NS", "arcface": "AF",
               "cross_entropy": "P"}
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "F-MNIST", "kmnist": "K-MNIST", "cifar10": "CIFAR10",
                   "cifar100": "CIFAR100", "digits": "digits"}

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mtm_engine.losses import LOSSES, comparison, cosine, cross_entropy, euclidean, proximity, push_pull
 
@@ -115,3 +116,46 @@ def test_every_mtm_loss_takes_the_same_call():
     for name, fn in LOSSES.items():
         if name != "cross_entropy":
             assert torch.isfinite(fn(e, y, C, r=0.5, eps=1e-8)), name
+
+
+def test_normalized_softmax_and_arcface_match_hand_computations():
+    """pytorch-metric-learning's losses with C as their proxies, against the formulas:
+    NormalizedSoftmax: cross-entropy of cos(e, c_k) / 0.05; ArcFace: cross-entropy of 64 cos(theta_k + m [k = y])
+    with m = 28.6 degrees, theta_k the angle between e and c_k (both target angles below 180 - m degrees, where
+    the library switches to a linear extension). Mean over the batch, times B for "sum"."""
+    e, C, y = torch.tensor([[1.0, 0.2], [0.3, -1.0]]), torch.tensor([[2.0, 0.0], [0.0, -1.0], [-1.0, 1.0]]), torch.tensor([0, 1])
+    cos = F.normalize(e, dim=1) @ F.normalize(C, dim=1).T                  # [2, 3]
+    by_hand = F.cross_entropy(cos / 0.05, y)
+    assert LOSSES["normalized_softmax"](e, y, C, reduction="mean").item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert LOSSES["normalized_softmax"](e, y, C).item() == pytest.approx(2 * by_hand.item(), rel=1e-5)
+    theta = torch.acos(cos.clamp(-1, 1))
+    margin = torch.zeros_like(cos).scatter(1, y[:, None], math.radians(28.6))
+    arc = F.cross_entropy(64 * torch.cos(theta + margin), y)
+    assert LOSSES["arcface"](e, y, C, reduction="mean").item() == pytest.approx(arc.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["proxy_anchor", "proxy_nca", "normalized_softmax", "arcface"])
+def test_proxy_losses_train_the_class_embeddings_they_are_given(name):
+    """The loss's proxies are C itself: its gradient reaches C, and a step lowers the loss."""
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(8, 4, generator=g)
+    y = torch.arange(8) % 3
+    C = torch.randn(3, 4, generator=g, requires_grad=True)
+    before = LOSSES[name](e, y, C)
+    before.backward()
+    assert C.grad is not None and C.grad.abs().sum() > 0
+    with torch.no_grad():
+        C -= 0.01 * C.grad / C.grad.norm()
+    assert LOSSES[name](e, y, C).item() < before.item()
+
+
+def test_a_proxy_loss_without_its_library_is_one_line(monkeypatch):
+    import importlib.util
+
+    from mtm_engine.config import load_spec
+    from mtm_engine.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytorch_metric_learning" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'mtm\[metric\]'"):
+        load_spec(overrides=["loss.name=arcface"])
