@@ -103,6 +103,7 @@ class EvalSpec:
     batch_size: int = 1000
     centre_samples: int = 0        # training images whose embeddings give the centres G; 0: all of them
     flip_tta: bool = False         # embed each image and its mirror image, and average (for mirror-symmetric kinds)
+    retrieval: bool = False        # precision@1, R-precision, MAP@R, NMI, AMI on test (pytorch-metric-learning)
 
 
 @dataclass
@@ -333,9 +334,11 @@ def validate(spec: Spec) -> Spec:
         lo.name in losses_for_head,
         f"loss.name = {lo.name!r}: does not train a {m.head!r} head; choose one of {', '.join(losses_for_head)}",
     )
-    check(lo.name not in PROXY_LOSSES or importlib.util.find_spec("pytorch_metric_learning") is not None,
-          f"loss.name = {lo.name!r} comes from pytorch-metric-learning, which is not installed; "
-          f"pip install 'mtm[metric]'")
+    library = importlib.util.find_spec("pytorch_metric_learning") is not None
+    check(lo.name not in PROXY_LOSSES or library, f"loss.name = {lo.name!r} comes from pytorch-metric-learning, "
+                                                  f"which is not installed; pip install 'mtm[metric]'")
+    check(not ev.retrieval or library, "eval.retrieval = true: its metrics come from pytorch-metric-learning, "
+                                       "which is not installed; pip install 'mtm[metric]'")
     if lo.name == "push_pull":
         check(
             lo.r < 1.0,

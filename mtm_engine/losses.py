@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mtm_engine.config import DEFAULT_R
 from mtm_engine.errors import ConfigError
+from mtm_engine.metric_learning import ProxyLoss
 
 LossFn = Callable[..., Tensor]
 
@@ -91,33 +92,6 @@ def cross_entropy(
 ) -> Tensor:
     """Cross-entropy of a pure head's logits [B, K]; summed over the batch like the MTM losses."""
     return F.cross_entropy(logits, y, reduction=reduction, label_smoothing=label_smoothing)
-
-
-class ProxyLoss:
-    """A proxy-based loss of pytorch-metric-learning, its proxies being the model's class embeddings C:
-    the library's own proxy parameter is dropped, and C [K, d] (or C^T [d, K], where the library keeps
-    a weight matrix) stands in for it, so that C is one parameter, trained by the loss and read by
-    cos_ce/euc_ce, the geometry and every view. The library's defaults otherwise (ProxyAnchor: margin
-    0.1, alpha 32; ProxyNCA: softmax scale 1; NormalizedSoftmax: temperature 0.05; ArcFace: margin
-    28.6 degrees, scale 64). The library averages over the batch; reduction "sum" multiplies by B,
-    as the paper's losses sum."""
-
-    def __init__(self, library_name: str, attribute: str):
-        self.library_name, self.attribute = library_name, attribute
-
-    def __call__(self, e: Tensor, y: Tensor, C: Tensor, *, r: float = 0.0, eps: float = 1e-8,
-                 reduction: str = "sum") -> Tensor:
-        try:
-            from pytorch_metric_learning import losses as pml
-        except ImportError:   # config.validate says so first; this is for direct calls
-            raise ConfigError(f"{self.library_name} comes from pytorch-metric-learning, which is not installed; "
-                              f"pip install 'mtm[metric]'") from None
-        loss = getattr(pml, self.library_name)(num_classes=C.shape[0], embedding_size=C.shape[1])
-        delattr(loss, self.attribute)                            # its own proxies: C replaces them
-        setattr(loss, self.attribute, C if self.attribute == "proxies" else C.T)
-        loss.cast_types = lambda dtype, device: None             # C already has e's dtype and device
-        mean = loss(e, y)
-        return mean * len(y) if reduction == "sum" else mean
 
 
 LOSSES: dict[str, LossFn] = {

@@ -52,6 +52,12 @@ METRICS = {m.name: m for m in (
     Metric("median_cosine", "median cosine", "cos", False),
     Metric("ce_gap", "class embedding gap", "mean |c_k - g_k|", True),                  # MTM heads only
     Metric("ce_separation", "class embedding separation", "mean |c_k - c_l|", True, per_split=False),
+    # eval.retrieval: the test split's embeddings retrieving the training split's (metric_learning.retrieval)
+    Metric("precision_at_1", "precision@1", "P@1", False),
+    Metric("r_precision", "R-precision", "R-P", False),
+    Metric("map_at_r", "MAP@R", "MAP@R", False),
+    Metric("nmi", "NMI of k-means", "NMI", False),
+    Metric("ami", "AMI of k-means", "AMI", False),
 )}
 
 

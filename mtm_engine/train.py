@@ -252,8 +252,9 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     """Classifier accuracies and geometry on the validation and test splits, and a 2-D snapshot
     of the test embeddings (see geometry.embedding_snapshot).
 
-    Keys: records.METRICS[name].key(split, classifier): the accuracies, the geometry, and for
-    MTM heads ce_gap (per split) and ce_separation (of C alone).
+    Keys: records.METRICS[name].key(split, classifier): the accuracies, the geometry, for MTM heads
+    ce_gap (per split) and ce_separation (of C alone), and with eval.retrieval the test split's
+    retrieval metrics against the training embeddings.
     The centres G that the classifiers use come from the TRAINING split only.
     """
     x, y = centre_subset(data.train, spec.eval.centre_samples)
@@ -276,6 +277,10 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
             record[METRICS["ce_gap"].key(name)] = class_embedding_gap(C, class_centres(e, split.y, data.num_classes))
         if name == "test":
             snapshot = embedding_snapshot(e, split.y, G, C)
+            if spec.eval.retrieval:
+                from mtm_engine.metric_learning import retrieval
+
+                record.update({METRICS[k].key(name): v for k, v in retrieval(e, split.y, e_train, y).items()})
     if C is not None:
         record[METRICS["ce_separation"].key()] = mean_pairwise_distance(C)
     return record, snapshot
