@@ -85,7 +85,7 @@ def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = 
         raise DataError(f"--ood {ood}: unknown dataset; choose one of {', '.join(DATASETS)}")
     epoch, model, data = restore(spec, run_dir, which)
     if ood is not None:
-        other = load_dataset(dataclasses.replace(spec.data, dataset=ood, val_fraction=0.0))
+        other = load_dataset(dataclasses.replace(spec.data, dataset=ood, val_fraction=0.0, holdout_classes=()))
         if other.channels != data.channels:
             raise DataError(f"--ood {ood}: its images have {other.channels} channel(s), the run's {spec.data.dataset} "
                             f"{data.channels}; choose a dataset with {data.channels}")

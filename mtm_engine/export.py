@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from mtm_engine.config import BACKBONES, LOSSES, MTM_LOSSES
-from mtm_engine.records import acc_key, config_id, differing_keys, flatten_spec
+from mtm_engine.records import CERTAINTY_MEASURES, acc_key, config_id, differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
 COLUMNS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
@@ -207,21 +207,18 @@ def to_json(tables: list[Table], selection: str) -> str:
                                         for r in t.rows]} for t in tables]}, indent=1)
 
 
-CERTAINTY_COLUMNS = {"misclassification_auroc": "AUROC right/wrong", "aurc": "AURC", "accuracy_at_80": "acc@80%",
-                     "accuracy_at_90": "acc@90%", "accuracy_at_95": "acc@95%", "ood_auroc": "OOD AUROC",
-                     "ood_fpr95": "FPR@95%TPR"}
-
-
 def certainty_section(result: dict[str, Any]) -> list[str]:
     """Markdown lines for a kept `mtm eval --certainty` measurement (analysis.certainty's result)."""
     first = next(iter(result["scores"].values()))
-    shown = [k for k in CERTAINTY_COLUMNS if k in first]
+    shown = [k for k in CERTAINTY_MEASURES if k in first]
     lines = ["", "## Certainty", "",
              f"The {result['classifier']} classifier's predictions on the test split, {result['checkpoint']} checkpoint "
              f"(epoch {result['epoch']}), accuracy {100 * result['accuracy']:.2f}%"
              + (f"; out-of-distribution: {result['ood']}'s test split" if result["ood"] else "") + ". "
-             f"ECE {result['ece']:.4f} at temperature {result['temperature']:.4g} (fitted on validation).", "",
-             "| score | " + " | ".join(CERTAINTY_COLUMNS[k] for k in shown) + " |", "|---" * (len(shown) + 1) + "|"]
+             f"ECE {result['ece']:.4f} at temperature {result['temperature']:.4g} (fitted on validation). AUROC: "
+             f"right against wrong predictions; acc@N: accuracy on the N% surest; FPR@95: out-of-distribution images "
+             f"accepted at 95% of the test images.", "",
+             "| score | " + " | ".join(CERTAINTY_MEASURES[k] for k in shown) + " |", "|---" * (len(shown) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{row[k]:.4f}" for k in shown) + " |" for name, row in result["scores"].items()]
     return lines
 

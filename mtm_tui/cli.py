@@ -422,10 +422,10 @@ def eval_(run: str = RUN,
     run_id = store.resolve(run)
     meta, row, records = store.run(run_id)
     spec = spec_from_dict(meta["spec"], set_)
+    if (certainty or fewshot) and row["status"] in LIVE:
+        raise MtmError(f"run {run_id[:8]} is {row['status']}: its best checkpoint may still change; "
+                       f"measure it when it has ended (or stop it: mtm stop {run_id[:8]})")
     if certainty:
-        if row["status"] in LIVE:
-            raise MtmError(f"run {run_id[:8]} is {row['status']}: its best checkpoint may still change; "
-                           f"measure its certainty when it has ended (or stop it: mtm stop {run_id[:8]})")
         _print_certainty(store, run_id, checkpoint, spec, ood, json_)
         return
     if fewshot:
@@ -451,21 +451,20 @@ def eval_(run: str = RUN,
 
 def _print_certainty(store, run_id: str, checkpoint: str, spec, ood: str | None, json_: bool) -> None:
     from mtm_engine.analysis import certainty
+    from mtm_engine.records import CERTAINTY_MEASURES
 
     result = {"checkpoint": checkpoint, **certainty(spec, store.run_dir(run_id), checkpoint, ood)}
     kept = store.write_certainty(run_id, result)   # for mtm export, mtm plot and the TUI's Certainty tab
     if json_:
         print(json.dumps({"run_id": run_id, **result}))
         return
-    columns = {"misclassification_auroc": "AUROC", "aurc": "AURC", "accuracy_at_80": "acc@80",
-               "accuracy_at_90": "acc@90", "accuracy_at_95": "acc@95", "ood_auroc": "OOD AUROC", "ood_fpr95": "FPR@95"}
     table = Table(title=f"run {run_id[:8]}: certainty of the {result['classifier']} classifier on the test split, "
                         f"{checkpoint} checkpoint (epoch {result['epoch']}); AUROC: right against wrong"
                         + (f"; OOD: against {ood}'s test split" if ood else ""), box=None, header_style="bold")
     table.add_column("score", no_wrap=True)
-    shown = [k for k in columns if k in next(iter(result["scores"].values()))]
+    shown = [k for k in CERTAINTY_MEASURES if k in next(iter(result["scores"].values()))]
     for k in shown:
-        table.add_column(columns[k], justify="right")
+        table.add_column(CERTAINTY_MEASURES[k], justify="right")
     for name, row in result["scores"].items():
         table.add_row(name, *(f"{row[k]:.4f}" for k in shown))
     console.print(table)

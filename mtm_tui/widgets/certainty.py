@@ -15,10 +15,10 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
+from mtm_engine.records import CERTAINTY_MEASURES
 from mtm_tui.widgets.palette import colour, marker, rich_colour
 
-COLUMNS = {"misclassification_auroc": "AUROC right/wrong", "aurc": "AURC", "accuracy_at_90": "acc@90%",
-           "ood_auroc": "OOD AUROC", "ood_fpr95": "FPR@95"}
+SHOWN = ("misclassification_auroc", "aurc", "accuracy_at_90", "ood_auroc", "ood_fpr95")   # of CERTAINTY_MEASURES
 
 
 class CertaintyView(Vertical):
@@ -64,11 +64,11 @@ class CertaintyView(Vertical):
         plot.display = legend.display = table.display = True
         about.update(f"the {result['classifier']} classifier on the test split, {result['checkpoint']} checkpoint "
                      f"(epoch {result['epoch']}): accuracy {100 * result['accuracy']:.2f}%, ECE {result['ece']:.4f} "
-                     f"at T = {result['temperature']:.3g} (fitted on validation)"
+                     f"at T = {result['temperature']:.3g} (fitted on validation); AUROC: right against wrong"
                      + (f"; OOD: {result['ood']}'s test split" if result["ood"] else ""))
         first = next(iter(result["scores"].values()))
-        shown = [k for k in COLUMNS if k in first]
-        table.add_columns("score", *(COLUMNS[k] for k in shown))
+        shown = [k for k in SHOWN if k in first]
+        table.add_columns("score", *(CERTAINTY_MEASURES[k] for k in shown))
         for name, row in result["scores"].items():
             table.add_row(name, *(f"{row[k]:.4f}" for k in shown))
         plt = plot.plt
