@@ -380,12 +380,7 @@ class Store:
     def snapshot(self, run_id: str, which: str = "last") -> dict[str, Any] | None:
         """The run's embedding snapshot ("last" or "best" epoch), or None before its first epoch."""
         path = self.run_dir(run_id) / SNAPSHOTS[which]
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"embedding snapshot {path} is corrupt; the run rewrites it at its next epoch") from None
+        return _read_json(path, f"embedding snapshot {path} is corrupt; the run rewrites it at its next epoch")
 
     def write_certainty(self, run_id: str, result: dict[str, Any]) -> Path:
         """Keep a certainty measurement (analysis.certainty) beside the run's checkpoints, atomically."""
@@ -403,12 +398,7 @@ class Store:
     def certainty(self, run_id: str) -> dict[str, Any] | None:
         """The run's last certainty measurement, or None if `mtm eval --certainty` never measured it."""
         path = self.run_dir(run_id) / CERTAINTY
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"{path} is corrupt; measure again with mtm eval {run_id[:8]} --certainty") from None
+        return _read_json(path, f"{path} is corrupt; measure again with mtm eval {run_id[:8]} --certainty")
 
     def write_progress(self, run_id: str, progress: Progress) -> None:
         """The epoch in flight. Best effort: a full disk must not end a run over a progress line
@@ -484,3 +474,13 @@ def parse_where(text: str) -> Callable[[dict[str, Any]], bool]:
 
     predicate.field = field   # type: ignore[attr-defined]  (checked against the rows by the caller)
     return predicate
+
+
+def _read_json(path: Path, corrupt: str) -> dict[str, Any] | None:
+    """A JSON file beside a run's checkpoints: None if absent; a corrupt one is the StoreError `corrupt`."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StoreError(corrupt) from None
