@@ -181,6 +181,15 @@ def spec_to_toml(spec: Spec, tune: dict[str, Any] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec (Spec.to_dict() of an older version) with the keys added since at their defaults,
+    as spec_from_dict would re-create it, without validating: runs made before a key existed compare
+    equal to runs made after with its default (the same configuration, the same seeds' group)."""
+    defaults = Spec().to_dict()
+    return {**stored, **{section: {**values, **stored.get(section, {})} for section, values in defaults.items()
+                         if isinstance(values, dict)}}
+
+
 def quickstart_path() -> Path:
     """The embedded default experiment, shipped inside the package."""
     return Path(str(resources.files("mtm_engine").joinpath("quickstart.toml")))

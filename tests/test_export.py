@@ -94,3 +94,18 @@ def test_mtm_export_compares_with_the_paper(tmp_path, mtm_env):
     report = subprocess.run(MTM + ["export", one, "--format", "markdown"], capture_output=True, text=True,
                             env=mtm_env, cwd=tmp_path)
     assert report.returncode == 0 and report.stdout.startswith(f"# Run {one}") and "## Per epoch" in report.stdout
+
+
+def test_a_run_stored_before_a_key_existed_groups_with_runs_that_have_its_default():
+    """Specs are stored as they were: a key added later (data.holdout_classes, eval.retrieval) is absent from
+    older runs. They are the same configuration as new runs at that key's default, and different from one
+    that changed it."""
+    from mtm_engine.config import load_spec
+    from mtm_engine.records import config_id, differing_keys
+
+    new = load_spec(overrides=["train.seed=1"]).to_dict()
+    old = load_spec().to_dict()
+    del old["data"]["holdout_classes"], old["eval"]["retrieval"]
+    assert config_id(old) == config_id(new) and differing_keys([old, new]) == ["train.seed"]
+    other = load_spec(overrides=["data.holdout_classes=[9]"]).to_dict()
+    assert config_id(other) != config_id(old) and differing_keys([old, other]) == ["data.holdout_classes"]
