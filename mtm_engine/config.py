@@ -181,13 +181,17 @@ def spec_to_toml(spec: Spec, tune: dict[str, Any] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored spec (Spec.to_dict() of an older version) with the keys added since at their defaults,
-    as spec_from_dict would re-create it, without validating: runs made before a key existed compare
-    equal to runs made after with its default (the same configuration, the same seeds' group)."""
+def comparable_spec(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec (Spec.to_dict() of any version) as comparisons should see it, without validating:
+    keys added since it was stored at their defaults, so that runs made before a key existed compare
+    equal to runs made after at its default; and loss.r at 0 for a loss that has no r (older versions
+    stored 0.95 there), since it changes nothing."""
     defaults = Spec().to_dict()
-    return {**stored, **{section: {**values, **stored.get(section, {})} for section, values in defaults.items()
+    spec = {**stored, **{section: {**values, **stored.get(section, {})} for section, values in defaults.items()
                          if isinstance(values, dict)}}
+    if spec["loss"].get("name") not in DEFAULT_R:
+        spec["loss"] = {**spec["loss"], "r": 0.0}
+    return spec
 
 
 def quickstart_path() -> Path:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from mtm_engine.config import BACKBONES, LOSSES, MTM_LOSSES
+from mtm_engine.config import BACKBONES, LOSSES, MTM_LOSSES, comparable_spec
 from mtm_engine.records import CERTAINTY_MEASURES, acc_key, config_id, differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
@@ -123,7 +123,7 @@ def _labels(configs: dict[str, list]) -> dict[str, str]:
         if len(keys) == 1:
             labels[keys[0]] = label
             continue
-        flat = {k: flatten_spec(configs[k][0][0]) for k in keys}
+        flat = {k: flatten_spec(comparable_spec(configs[k][0][0])) for k in keys}
         differing = differing_keys(configs[k][0][0] for k in keys)
         for k in keys:
             labels[k] = f"{label} ({', '.join(f'{name}={flat[k].get(name)}' for name in differing)})"

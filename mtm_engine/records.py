@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol, TypedDict
 
-from mtm_engine.config import with_defaults
+from mtm_engine.config import comparable_spec
 
 # The files a run keeps beside its run.json (HOME/runs/<id>/)
 CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
@@ -153,13 +153,13 @@ def config_id(spec: dict[str, Any]) -> str:
     """What makes runs the same configuration, as a short id: the whole spec but its name and
     seed. Seeds of one configuration share it (`mtm export`'s cells, the TUI's groups)."""
     same = {s: ({k: v for k, v in values.items() if not (s == "train" and k == "seed")} if isinstance(values, dict)
-                else values) for s, values in with_defaults(spec).items() if s != "name"}
+                else values) for s, values in comparable_spec(spec).items() if s != "name"}
     return hashlib.sha1(json.dumps(same, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def differing_keys(specs: Iterable[dict[str, Any]]) -> list[str]:
     """The flattened spec keys whose values are not all equal across `specs`, sorted."""
-    flat = [flatten_spec(with_defaults(spec)) for spec in specs]
+    flat = [flatten_spec(comparable_spec(spec)) for spec in specs]
     keys = sorted({k for f in flat for k in f})
     return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
 

@@ -109,3 +109,5 @@ def test_a_run_stored_before_a_key_existed_groups_with_runs_that_have_its_defaul
     assert config_id(old) == config_id(new) and differing_keys([old, new]) == ["train.seed"]
     other = load_spec(overrides=["data.holdout_classes=[9]"]).to_dict()
     assert config_id(other) != config_id(old) and differing_keys([old, other]) == ["data.holdout_classes"]
+    comparison = load_spec(overrides=["loss.name=comparison"]).to_dict()   # no r: a stored 0.95 changes nothing
+    assert config_id({**comparison, "loss": {**comparison["loss"], "r": 0.95}}) == config_id(comparison)
