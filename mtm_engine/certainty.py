@@ -15,6 +15,7 @@ from torch import Tensor
 
 COVERAGES = (0.8, 0.9, 0.95)   # selective classification: accuracy on the most certain 80/90/95%
 ECE_BINS = 15
+HISTOGRAM_TAIL = 0.005   # the share of scores on each side that histograms gather into their end bins
 GAUSSIAN_JITTER = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)   # added to the diagonal until Cholesky works
 
 
@@ -121,13 +122,16 @@ def risk_coverage_points(score: Tensor, correct: Tensor, points: int = 100) -> d
 
 def histogram(values: dict[str, Tensor], bins: int = 30) -> dict[str, list[float]]:
     """Counts of each named set of scores over one shared set of `bins` equal-width bins:
-    {"edges": [bins + 1], name: [bins], ...} (in- against out-of-distribution, say)."""
+    {"edges": [bins + 1], name: [bins], ...} (in- against out-of-distribution, say). The bins span
+    the 0.5th to 99.5th percentile of all the scores, and the outer ones count what lies beyond:
+    a Gaussian's log density has a tail of outliers that would squeeze everything into one bin."""
     everything = torch.cat(list(values.values())).double()
-    low, high = everything.min().item(), everything.max().item()
+    low = torch.quantile(everything, HISTOGRAM_TAIL, interpolation="lower").item()
+    high = torch.quantile(everything, 1 - HISTOGRAM_TAIL, interpolation="higher").item()
     high = high if high > low else low + 1.0
     edges = torch.linspace(low, high, bins + 1, dtype=torch.double)
     return {"edges": edges.tolist(),
-            **{name: torch.histc(v.double(), bins, low, high).tolist() for name, v in values.items()}}
+            **{name: torch.histc(v.double().clamp(low, high), bins, low, high).tolist() for name, v in values.items()}}
 
 
 def aurc(score: Tensor, correct: Tensor) -> float:

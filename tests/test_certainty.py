@@ -57,6 +57,9 @@ def test_curve_points_and_shared_histogram_bins_by_hand():
     assert points == {"coverage": [0.5, 1.0], "risk": [0.5, 0.25]}
     counts = histogram({"in": torch.tensor([0.0, 1.0, 1.0]), "out": torch.tensor([2.0])}, bins=2)
     assert counts == {"edges": [0.0, 1.0, 2.0], "in": [1.0, 2.0], "out": [0.0, 1.0]}
+    # 1,000 scores in [0, 1) and one far outlier: the bins span the scores, and the outlier lands in the first bin
+    tail = histogram({"in": torch.cat([torch.arange(1000.0) / 1000, torch.tensor([-1e6])])}, bins=4)
+    assert tail["edges"][0] > -1 and tail["edges"][-1] < 1 and sum(tail["in"]) == 1001 and tail["in"][0] >= 1
 
 
 def test_ece_by_hand():
