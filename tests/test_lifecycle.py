@@ -97,7 +97,8 @@ def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):
 
 
 def test_ctrl_c_of_mtm_run_says_how_to_resume_and_exits_130(mtm_env, tmp_path):
-    process = subprocess.Popen(MTM + ["run", "--set", "train.epochs=40"], stdout=subprocess.PIPE,
+    # far more epochs than polling can take to see the first one (each `mtm list` starts a Python): never ends first
+    process = subprocess.Popen(MTM + ["run", "--set", "train.epochs=1000"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=mtm_env, cwd=tmp_path)
     run_id = wait_for(lambda: next(iter(listed(mtm_env, tmp_path)), None))
     wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
