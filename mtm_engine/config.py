@@ -347,11 +347,12 @@ def validate(spec: Spec) -> Spec:
         lo.name in losses_for_head,
         f"loss.name = {lo.name!r}: does not train a {m.head!r} head; choose one of {', '.join(losses_for_head)}",
     )
-    library = importlib.util.find_spec("pytorch_metric_learning") is not None
-    check(lo.name not in PROXY_LOSSES or library, f"loss.name = {lo.name!r} comes from pytorch-metric-learning, "
-                                                  f"which is not installed; pip install 'mtm[metric]'")
-    check(not ev.retrieval or library, "eval.retrieval = true: its metrics come from pytorch-metric-learning, "
-                                       "which is not installed; pip install 'mtm[metric]'")
+    if lo.name in PROXY_LOSSES or ev.retrieval:   # looked up only when asked for (Compose validates per key)
+        library = importlib.util.find_spec("pytorch_metric_learning") is not None
+        check(lo.name not in PROXY_LOSSES or library, f"loss.name = {lo.name!r} comes from pytorch-metric-learning, "
+                                                      f"which is not installed; pip install 'mtm[metric]'")
+        check(not ev.retrieval or library, "eval.retrieval = true: its metrics come from pytorch-metric-learning, "
+                                           "which is not installed; pip install 'mtm[metric]'")
     if lo.name == "push_pull":
         check(
             lo.r < 1.0,
