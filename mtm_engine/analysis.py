@@ -145,8 +145,9 @@ def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", ep
     """Few-shot accuracy on the classes the run never saw (data.holdout_classes), for each K in `shots`:
     N-way K-shot episodes with N = every held-out class (mean and 95% CI over `episodes`), and the
     generalised setting (old classes' centres G beside the new classes' K-shot centres: accuracy on
-    old and on new test images). Measured for the trained network and, as a baseline, the same
-    network untrained (its random features). Support images come from a fixed random `pool` of
+    old and on new test images). Measured for the trained network and two baselines: the same
+    network untrained (its random features) and the images themselves (pixels, as normalised
+    for the network: what any feature must beat to have learnt something that transfers). Support images come from a fixed random `pool` of
     each held-out class's training images (not validation); queries from their test images. The
     nearest centre is cosine, or euclidean for a run whose primary classifier is.
     The episodes depend only on (K, episode number): every run and both networks meet the same ones."""
@@ -174,9 +175,12 @@ def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", ep
     query, query_y = full.test.x[new_test], full.test.y[new_test].cpu()
     centre_x, centre_y = centre_subset(data.train, spec.eval.centre_samples)
     results: dict[str, Any] = {}
-    for name, model in (("trained", trained), ("random", initial_model(spec, data))):
-        support_e, query_e, test_e = (embed(model, x, spec)[0].cpu() for x in (support, query, full.test.x))
-        G = class_centres(embed(model, centre_x, spec)[0], centre_y, data.num_classes).cpu()   # [K_old, d], old order
+    untrained = initial_model(spec, data)
+    featurisers = {"trained": lambda x: embed(trained, x, spec)[0], "random": lambda x: embed(untrained, x, spec)[0],
+                   "pixels": lambda x: x.flatten(1)}                                          # [N, d], [N, C*S*S]
+    for name, features in featurisers.items():
+        support_e, query_e, test_e = (features(x).cpu() for x in (support, query, full.test.x))
+        G = class_centres(features(centre_x), centre_y, data.num_classes).cpu()   # [K_old, d], old order
         results[name] = {}
         for k in shots:
             g = torch.Generator().manual_seed(1_000 * k)
@@ -188,7 +192,7 @@ def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", ep
                 old_acc.append(o)
                 new_acc.append(n)
             mean, ci = mean_ci(accuracy)
-            results[name][k] = {"accuracy": mean, "ci95": ci, "generalised_old": mean_ci(old_acc)[0],
+            results[name][str(k)] = {"accuracy": mean, "ci95": ci, "generalised_old": mean_ci(old_acc)[0],
                                 "generalised_new": mean_ci(new_acc)[0]}
     return {"epoch": epoch, "held_out": held, "ways": len(held), "queries": QUERIES, "episodes": episodes,
             "metric": metric, "features": results}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from mtm_engine.config import BACKBONES, LOSSES, MTM_LOSSES, comparable_spec
+from mtm_engine.config import BACKBONES, CLASSIFIERS_FOR_HEAD, LOSSES, MTM_LOSSES, comparable_spec
 from mtm_engine.records import CERTAINTY_MEASURES, acc_key, config_id, differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
@@ -105,7 +105,7 @@ def build_tables(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], select
                     row.val[column] = vals
             rows.append((_order(members[0][0]), row))
         tables.append(Table(dataset, [row for _, row in sorted(rows, key=lambda pair: pair[0])]))
-    return sorted(tables, key=lambda t: list(DATASET_TITLES).index(t.dataset) if t.dataset in DATASET_TITLES else 99)
+    return sorted(tables, key=lambda t: _dataset_order(t.dataset))
 
 
 def _order(spec: dict[str, Any]) -> tuple:
@@ -223,10 +223,119 @@ def certainty_section(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+# `mtm export --measures`: the figures of each configuration side by side, from its epoch records at
+# the validation-selected epoch (primary classifier) and the measurements `mtm eval` kept.
+# (heading, where the value comes from, its key, the scale it is shown at, the format)
+MEASURES = (
+    ("acc %", "record", "acc", 100, ".2f"), ("P@1", "record", "test_precision_at_1", 1, ".3f"),
+    ("MAP@R", "record", "test_map_at_r", 1, ".3f"), ("NMI", "record", "test_nmi", 1, ".3f"),
+    ("σ", "record", "test_cluster_size", 1, ".3g"), ("ρ", "record", "test_centre_distance", 1, ".3g"),
+    ("error AUROC", "certainty", "misclassification_auroc", 1, ".3f"), ("AURC", "certainty", "aurc", 1, ".4f"),
+    ("OOD AUROC", "certainty", "ood_auroc", 1, ".3f"), ("Gaussian OOD AUROC", "gaussian", "ood_auroc", 1, ".3f"),
+    ("ECE", "ece", "ece", 1, ".3f"),
+)
+OWN_SCORE = {"mtm": "distance C", "pure": "MSP"}   # the certainty score each head has without extra fitting
+FEWSHOT_COLUMNS = (("trained", "1"), ("trained", "5"), ("trained", "10"), ("random", "5"), ("pixels", "5"))
+
+
+def _measure(spec: dict[str, Any], records: list[dict[str, Any]], measured: dict[str, Any], source: str,
+             key: str) -> float | None:
+    if source == "record":
+        chosen = select_epoch(records, CLASSIFIERS_FOR_HEAD[spec["model"]["head"]][0])
+        return None if chosen is None else chosen.get(acc_key("test", CLASSIFIERS_FOR_HEAD[spec["model"]["head"]][0])
+                                                      if key == "acc" else key)
+    certainty = measured.get("certainty")
+    if certainty is None:
+        return None
+    if source == "ece":
+        return certainty["ece"]
+    score = certainty["scores"].get("gaussian" if source == "gaussian" else OWN_SCORE[spec["model"]["head"]], {})
+    return score.get(key)
+
+
+def _cells(values: list[float | None], scale: float, fmt: str) -> str:
+    present = [scale * v for v in values if v is not None]
+    if not present:
+        return "-"
+    if len(present) == 1:
+        return f"{present[0]:{fmt}}"
+    return f"{statistics.mean(present):{fmt}} ± {statistics.stdev(present):{fmt}}"
+
+
+def measures_markdown(runs: list[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]) -> str:
+    """runs: (spec, epoch records, {kind: kept measurement or None}). Per dataset, a table of each
+    configuration's figures (MEASURES), mean ± std over the seeds that have them; then a table of the
+    few-shot measurements, for the configurations that held classes out."""
+    out = []
+    for dataset in sorted({spec["data"]["dataset"] for spec, _, _ in runs}, key=_dataset_order):
+        title = DATASET_TITLES.get(dataset, dataset)
+        trained = [(s, r, m) for s, r, m in runs if s["data"]["dataset"] == dataset and r]
+        whole = _grouped([run for run in trained if not run[0]["data"].get("holdout_classes")])
+        if whole:
+            out += [f"**{title}**: each configuration's figures on the test split, mean ± std over its seeds "
+                    f"(over those measured, for `mtm eval`'s): accuracy and the retrieval and geometry measures at "
+                    f"the validation-selected epoch of the primary classifier; certainty from `mtm eval --certainty` "
+                    f"of the best checkpoint, by the head's own score (the distance to the nearest class embedding "
+                    f"C, or the pure head's MSP) and by a class-conditional Gaussian; ECE after temperature scaling.",
+                    "", f"| {title} | seeds | " + " | ".join(m[0] for m in MEASURES) + " |",
+                    "|---" * (len(MEASURES) + 2) + "|"]
+            for label, members in whole:
+                out.append(f"| {label} | {len(members)} | " + " | ".join(
+                    _cells([_measure(s, r, m, source, key) for s, r, m in members], scale, fmt)
+                    for _, source, key, scale, fmt in MEASURES) + " |")
+            out.append("")
+        fewshot = _grouped([run for run in trained if run[2].get("fewshot")])
+        if fewshot:
+            first = fewshot[0][1][0][2]["fewshot"]
+            out += [f"**{title}, few-shot**: {first['ways']}-way accuracy (%) on the held-out classes "
+                    f"{first['held_out']}, mean over {first['episodes']} episodes (`mtm eval --fewshot`): the trained "
+                    f"network's features at K shots, the same network untrained and the images themselves at 5 "
+                    f"shots; generalised: every test image among the old centres and the new 5-shot ones.", "",
+                    f"| {title} | " + " | ".join(f"{f} {k}-shot" for f, k in FEWSHOT_COLUMNS)
+                    + " | generalised old | generalised new |", "|---" * (len(FEWSHOT_COLUMNS) + 3) + "|"]
+            for label, members in fewshot:
+                kept = [m["fewshot"]["features"] for _, _, m in members]
+                cells = [_cells([f.get(name, {}).get(k, {}).get("accuracy") for f in kept], 100, ".2f")
+                         for name, k in FEWSHOT_COLUMNS]
+                cells += [_cells([f["trained"].get("5", {}).get(g) for f in kept], 100, ".2f")
+                          for g in ("generalised_old", "generalised_new")]
+                out.append(f"| {label} | " + " | ".join(cells) + " |")
+            out.append("")
+    return "\n".join(out)
+
+
+def _grouped(runs: list[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]) -> list[tuple[str, list]]:
+    """Runs grouped by configuration (seeds together), labelled and in paper order."""
+    configs: dict[str, list] = {}
+    for run in runs:
+        configs.setdefault(config_id(run[0]), []).append(run)
+    labels = _labels(configs)
+    return [(labels[key], members) for key, members in sorted(configs.items(), key=lambda kv: _order(kv[1][0][0]))]
+
+
+def _dataset_order(dataset: str) -> int:
+    return list(DATASET_TITLES).index(dataset) if dataset in DATASET_TITLES else 99
+
+
+def fewshot_section(result: dict[str, Any]) -> list[str]:
+    """Markdown lines for a kept `mtm eval --fewshot` measurement (analysis.fewshot's result)."""
+    lines = ["", "## Few-shot", "",
+             f"{result['ways']}-way episodes on the held-out classes {result['held_out']}, {result['checkpoint']} "
+             f"checkpoint (epoch {result['epoch']}): K support images a class from their training images, "
+             f"{result['queries']} queries a class from their test images, nearest {result['metric']} centre; "
+             f"mean ± 95% CI over {result['episodes']} episodes. Generalised: every test image among the old classes' "
+             f"centres and the new classes' K-shot centres.", "",
+             "| features | K | accuracy % | generalised: old % | generalised: new % |", "|---|---|---|---|---|"]
+    lines += [f"| {features} | {k} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | "
+              f"{100 * r['generalised_old']:.2f} | {100 * r['generalised_new']:.2f} |"
+              for features, by_k in result["features"].items() for k, r in by_k.items()]
+    return lines
+
+
 def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str, Any]],
-               certainty: dict[str, Any] | None = None) -> str:
-    """A one-run Markdown report: spec, per-epoch metrics and the final figures, and the kept
-    certainty measurement if `mtm eval --certainty` made one."""
+               measurements: dict[str, dict[str, Any] | None] | None = None) -> str:
+    """A one-run Markdown report: spec, per-epoch metrics and the final figures, and the measurements
+    `mtm eval` kept (records.MEASUREMENTS: kind -> result, or None where never measured)."""
     spec = meta["spec"]
     columns = [c for c in COLUMNS if records and acc_key("test", c) in records[0]]
     lines = [f"# Run {meta['id']}: {meta['name']}", "",
@@ -248,6 +357,8 @@ def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str
     lines += ["", "## Per epoch", "", "| epoch | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for r in records:
         lines.append(f"| {r['epoch']} | " + " | ".join(f"{r[m]:.4g}" for m in metrics) + " |")
-    if certainty is not None:
-        lines += certainty_section(certainty)
+    sections = {"certainty": certainty_section, "fewshot": fewshot_section}
+    for kind, result in (measurements or {}).items():
+        if result is not None:
+            lines += sections[kind](result)
     return "\n".join(lines) + "\n"

@@ -19,7 +19,9 @@ from mtm_engine.config import comparable_spec
 CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
 BEST = "best.pt"               # the validation-selected epoch: the weights behind the reported numbers
 SNAPSHOTS = {"last": "embedding-last.json", "best": "embedding-best.json"}   # 2-D embedding snapshots
-CERTAINTY = "certainty.json"   # the last `mtm eval --certainty` of the run (analysis.certainty's result)
+# The last measurement of each kind that `mtm eval` kept for the run: --certainty (analysis.certainty's
+# result) and --fewshot (analysis.fewshot's, its K merged into what earlier calls kept).
+MEASUREMENTS = {"certainty": "certainty.json", "fewshot": "fewshot.json"}
 # The measures of each certainty score in that result, and their column headings (CLI, export, TUI).
 CERTAINTY_MEASURES = {"misclassification_auroc": "AUROC", "aurc": "AURC", "accuracy_at_80": "acc@80",
                       "accuracy_at_90": "acc@90", "accuracy_at_95": "acc@95", "ood_auroc": "OOD AUROC",

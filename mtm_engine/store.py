@@ -35,7 +35,7 @@ from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
 from mtm_engine.errors import MtmError
-from mtm_engine.records import CERTAINTY, PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow
+from mtm_engine.records import MEASUREMENTS, PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow
 
 FORMAT = 1
 LIVE = ("queued", "running")
@@ -382,10 +382,11 @@ class Store:
         path = self.run_dir(run_id) / SNAPSHOTS[which]
         return _read_json(path, f"embedding snapshot {path} is corrupt; the run rewrites it at its next epoch")
 
-    def write_certainty(self, run_id: str, result: dict[str, Any]) -> Path:
-        """Keep a certainty measurement (analysis.certainty) beside the run's checkpoints, atomically."""
-        path = self.run_dir(run_id) / CERTAINTY
-        tmp = path.with_name(f".{CERTAINTY}.{os.getpid()}.tmp")
+    def write_measurement(self, run_id: str, kind: str, result: dict[str, Any]) -> Path:
+        """Keep an `mtm eval` measurement (records.MEASUREMENTS: certainty, fewshot) beside the run's
+        checkpoints, atomically."""
+        path = self.run_dir(run_id) / MEASUREMENTS[kind]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(result))
             os.replace(tmp, path)
@@ -395,10 +396,10 @@ class Store:
                              f"of {path.parent}") from None
         return path
 
-    def certainty(self, run_id: str) -> dict[str, Any] | None:
-        """The run's last certainty measurement, or None if `mtm eval --certainty` never measured it."""
-        path = self.run_dir(run_id) / CERTAINTY
-        return _read_json(path, f"{path} is corrupt; measure again with mtm eval {run_id[:8]} --certainty")
+    def measurement(self, run_id: str, kind: str) -> dict[str, Any] | None:
+        """The run's kept measurement of this kind, or None if `mtm eval --<kind>` never measured it."""
+        path = self.run_dir(run_id) / MEASUREMENTS[kind]
+        return _read_json(path, f"{path} is corrupt; measure again with mtm eval {run_id[:8]} --{kind}")
 
     def write_progress(self, run_id: str, progress: Progress) -> None:
         """The epoch in flight. Best effort: a full disk must not end a run over a progress line

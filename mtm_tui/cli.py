@@ -406,6 +406,7 @@ def eval_(run: str = RUN,
     from mtm_engine.analysis import evaluate_checkpoint
     from mtm_engine.config import spec_from_dict
     from mtm_engine.store import LIVE
+    from mtm_tui import measure
 
     checkpoint, split = checkpoint.value, split.value
     trained = [o for o in set_ if not o.startswith(("eval.", "data.root="))]
@@ -426,10 +427,10 @@ def eval_(run: str = RUN,
         raise MtmError(f"run {run_id[:8]} is {row['status']}: its best checkpoint may still change; "
                        f"measure it when it has ended (or stop it: mtm stop {run_id[:8]})")
     if certainty:
-        _print_certainty(store, run_id, checkpoint, spec, ood, json_)
+        measure.certainty(store, run_id, checkpoint, spec, ood, json_)
         return
     if fewshot:
-        _print_fewshot(run_id, checkpoint, spec, store.run_dir(run_id), sorted(set(fewshot)), episodes, json_)
+        measure.fewshot(store, run_id, checkpoint, spec, sorted(set(fewshot)), episodes, json_)
         return
     epoch, record = evaluate_checkpoint(spec, store.run_dir(run_id), checkpoint)
     stored = next((r for r in records if r["epoch"] == epoch), {})
@@ -446,50 +447,6 @@ def eval_(run: str = RUN,
         same = stored.get(k) == record[k]
         table.add_row(k[len(split) + 1:], f"{record[k]:.6g}", "-" if k not in stored else f"{stored[k]:.6g}",
                       "equal" if same else "differs")
-    console.print(table)
-
-
-def _print_certainty(store, run_id: str, checkpoint: str, spec, ood: str | None, json_: bool) -> None:
-    from mtm_engine.analysis import certainty
-    from mtm_engine.records import CERTAINTY_MEASURES
-
-    result = {"checkpoint": checkpoint, **certainty(spec, store.run_dir(run_id), checkpoint, ood)}
-    kept = store.write_certainty(run_id, result)   # for mtm export, mtm plot and the TUI's Certainty tab
-    if json_:
-        print(json.dumps({"run_id": run_id, **result}))
-        return
-    table = Table(title=f"run {run_id[:8]}: certainty of the {result['classifier']} classifier on the test split, "
-                        f"{checkpoint} checkpoint (epoch {result['epoch']}); AUROC: right against wrong"
-                        + (f"; OOD: against {ood}'s test split" if ood else ""), box=None, header_style="bold")
-    table.add_column("score", no_wrap=True)
-    shown = [k for k in CERTAINTY_MEASURES if k in next(iter(result["scores"].values()))]
-    for k in shown:
-        table.add_column(CERTAINTY_MEASURES[k], justify="right")
-    for name, row in result["scores"].items():
-        table.add_row(name, *(f"{row[k]:.4f}" for k in shown))
-    console.print(table)
-    console.print(f"accuracy {result['accuracy']:.4f} · temperature {result['temperature']:.4g} (fitted on validation) "
-                  f"· ECE {result['ece']:.4f}")
-    console.print(f"kept in {kept}")
-
-
-def _print_fewshot(run_id: str, checkpoint: str, spec, run_dir: Path, shots: list[int], episodes: int,
-                   json_: bool) -> None:
-    from mtm_engine.analysis import fewshot
-
-    result = {"checkpoint": checkpoint, **fewshot(spec, run_dir, shots, checkpoint, episodes)}
-    if json_:
-        print(json.dumps({"run_id": run_id, **result}))
-        return
-    table = Table(title=f"run {run_id[:8]}: {result['ways']}-way few-shot on held-out classes {result['held_out']}, "
-                        f"{checkpoint} checkpoint (epoch {result['epoch']}); {episodes} episodes, {result['queries']} "
-                        f"queries a class, nearest {result['metric']} centre", box=None, header_style="bold")
-    for column in ("features", "K", "accuracy ± 95% CI", "generalised: old", "generalised: new"):
-        table.add_column(column, justify="left" if column == "features" else "right")
-    for features, by_k in result["features"].items():
-        for k, row in by_k.items():
-            table.add_row(features, str(k), f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}",
-                          f"{100 * row['generalised_old']:.2f}", f"{100 * row['generalised_new']:.2f}")
     console.print(table)
 
 
@@ -641,6 +598,8 @@ def export(
     select: Select = typer.Option(Select.val, "--select", help="val (validation-selected epoch), final, or max-test "
                                                               "(the paper's protocol, optimistic)."),
     compare_paper: bool = typer.Option(False, "--compare-paper", help="Put the paper's figures beside ours."),
+    measures: bool = typer.Option(False, "--measures", help="Instead: each configuration's accuracy, retrieval, "
+                                  "geometry, certainty and few-shot figures side by side (Markdown)."),
     status: list[Status] = typer.Option([Status.finished], "--status", help="Runs with this status (repeatable)."),
     dataset: Optional[str] = FILTERS["dataset"], loss: Optional[str] = FILTERS["loss"],
     where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
@@ -648,32 +607,47 @@ def export(
 ) -> None:
     """Export result tables in the layout of the paper's Tables 6-7 (or one run's report)."""
     from mtm_engine import export as ex
+    from mtm_engine.records import MEASUREMENTS
 
     format_, select = format_.value, select.value
     store = open_store(home)
     if run is not None:
         run_id = store.resolve(run)
         meta, row, records = store.run(run_id)
-        certainty = store.certainty(run_id)
-        text = (ex.run_report(meta, row, records, certainty) if format_ == "markdown"
-                else json.dumps({**meta, **row, "records": records, "certainty": certainty}, indent=1))
+        measured = {kind: store.measurement(run_id, kind) for kind in MEASUREMENTS}
+        text = (ex.run_report(meta, row, records, measured) if format_ == "markdown"
+                else json.dumps({**meta, **row, "records": records, **measured}, indent=1))
     else:
         rows = _filtered(store, status, dataset, loss, where, sweep)
         runs = [store.run(r["id"]) for r in rows]
+        if measures:
+            if format_ != "markdown" or select != "val" or compare_paper:
+                raise MtmError("--measures is a Markdown table at the validation-selected epoch; "
+                               "drop --format, --select and --compare-paper")
+            text = ex.measures_markdown([(meta["spec"], records, {kind: store.measurement(meta["id"], kind)
+                                                                  for kind in MEASUREMENTS}) for meta, _, records in runs])
+            if not text:
+                raise MtmError("no runs with records match; `mtm list` shows the runs")
+            return _write(text, out)
         tables = ex.build_tables([(meta["spec"], records) for meta, _, records in runs], select)
         if not tables:
             raise MtmError("no runs with records match; `mtm list` shows the runs (export takes finished "
                            "runs unless --status says otherwise)")
         text = {"markdown": lambda: ex.to_markdown(tables, select, compare_paper), "csv": lambda: ex.to_csv(tables),
                 "json": lambda: ex.to_json(tables, select)}[format_]()
+    _write(text, out)
+
+
+def _write(text: str, out: Optional[Path]) -> None:
+    """To the terminal, or to the file `out` (saying where)."""
     if out is None:
         print(text, end="" if text.endswith("\n") else "\n")
-    else:
-        from mtm_engine.store import writing
+        return
+    from mtm_engine.store import writing
 
-        with writing(out):
-            out.write_text(text)
-        err_console.print(f"wrote {out.resolve()}", markup=False)
+    with writing(out):
+        out.write_text(text)
+    err_console.print(f"wrote {out.resolve()}", markup=False)
 
 
 @app.command("tune")
@@ -774,7 +748,7 @@ def plot(
     ids = [store.resolve(r) for r in runs] if runs else [r["id"] for r in _filtered(store, status, dataset, loss,
                                                                                       where, sweep)]
     written = plot_runs([store.run(i) for i in ids], {i: store.snapshot(i, "best") for i in ids}, out,
-                        tuple(format_), {i: store.certainty(i) for i in ids})
+                        tuple(format_), {i: store.measurement(i, "certainty") for i in ids})
     console.print(f"wrote {len(written)} files to {out}/: " + ", ".join(sorted({p.stem for p in written})))
 
 

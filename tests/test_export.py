@@ -111,3 +111,41 @@ def test_a_run_stored_before_a_key_existed_groups_with_runs_that_have_its_defaul
     assert config_id(other) != config_id(old) and differing_keys([old, other]) == ["data.holdout_classes"]
     comparison = load_spec(overrides=["loss.name=comparison"]).to_dict()   # no r: a stored 0.95 changes nothing
     assert config_id({**comparison, "loss": {**comparison["loss"], "r": 0.95}}) == config_id(comparison)
+
+
+def test_measures_put_each_configuration_s_figures_side_by_side():
+    """mtm export --measures: mean ± std over seeds of the figures at the validation-selected epoch and of
+    the kept measurements, by hand; a measurement missing for a seed is left out of its cell, not zero."""
+    from mtm_engine.export import measures_markdown
+
+    mtm = load_spec(overrides=["data.dataset=mnist"]).to_dict()
+    pure = load_spec(overrides=["data.dataset=mnist", "model.head=pure", "loss.name=cross_entropy"]).to_dict()
+
+    def records(val, test, sigma):   # epoch 2 is chosen on validation: its figures count, not epoch 1's
+        return [{"epoch": 1, "val_acc_cos": 0.5, "test_acc_cos": 0.5, "val_acc_pure": 0.5, "test_acc_pure": 0.5,
+                 "test_cluster_size": 9.0, "test_map_at_r": 0.1},
+                {"epoch": 2, "val_acc_cos": val, "test_acc_cos": test, "val_acc_pure": val, "test_acc_pure": test,
+                 "test_cluster_size": sigma, "test_map_at_r": 0.8}]
+
+    def certainty(own, auroc, gaussian_ood):
+        return {"ece": 0.02, "scores": {own: {"misclassification_auroc": auroc, "aurc": 0.01, "ood_auroc": 0.9},
+                                        "gaussian": {"ood_auroc": gaussian_ood}}}
+
+    held = load_spec(overrides=["data.dataset=mnist", "data.holdout_classes=[8,9]"]).to_dict()
+    fewshot = {"ways": 2, "held_out": [8, 9], "episodes": 600, "features": {
+        "trained": {"1": {"accuracy": 0.7}, "5": {"accuracy": 0.8, "generalised_old": 0.95, "generalised_new": 0.5}},
+        "pixels": {"5": {"accuracy": 0.75}}}}
+    text = measures_markdown([
+        (mtm, records(0.9, 0.91, 1.0), {"certainty": certainty("distance C", 0.8, 0.96), "fewshot": None}),
+        ({**mtm, "train": {**mtm["train"], "seed": 1}}, records(0.9, 0.93, 3.0),
+         {"certainty": certainty("distance C", 0.9, 0.98)}),
+        (pure, records(0.9, 0.95, 2.0), {"certainty": certainty("MSP", 0.85, 0.99)}),
+        (held, records(0.9, 0.99, 1.0), {"fewshot": fewshot}),
+    ])
+    lines = text.splitlines()
+    # acc 92.00 ± 1.41 (91, 93); MAP@R 0.800 at epoch 2; σ 2 ± 1.41; error AUROC 0.85 ± 0.0707; Gaussian 0.97 ± 0.0141
+    assert ("| CNN-PP | 2 | 92.00 ± 1.41 | - | 0.800 ± 0.000 | - | 2 ± 1.41 | - | 0.850 ± 0.071 | 0.0100 ± 0.0000 "
+            "| 0.900 ± 0.000 | 0.970 ± 0.014 | 0.020 ± 0.000 |") in lines
+    assert "| CNN-P | 1 | 95.00 | - | 0.800 | - | 2 | - | 0.850 | 0.0100 | 0.900 | 0.990 | 0.020 |" in lines
+    assert not any(line.startswith("| CNN-PP (") for line in lines)   # the held-out run is not in the first table
+    assert "| CNN-PP | 70.00 | 80.00 | - | - | 75.00 | 95.00 | 50.00 |" in lines

@@ -60,11 +60,18 @@ def test_mtm_eval_fewshot_measures_trained_and_random_features_and_refuses_bad_i
     out = run_mtm(["eval", run_id, "--fewshot", "1", "--fewshot", "5", "--episodes", "20", "--json"], mtm_env, tmp_path)
     result = json.loads(out.stdout)
     assert result["held_out"] == [5, 6, 7, 8, 9] and result["ways"] == 5 and result["episodes"] == 20
-    for features in ("trained", "random"):
+    for features in ("trained", "random", "pixels"):
         for k in ("1", "5"):
             row = result["features"][features][k]
             assert 0.2 <= row["accuracy"] <= 1 and row["ci95"] > 0   # 5 ways: chance is 0.2
     assert result["features"]["trained"]["5"]["generalised_old"] > result["features"]["random"]["5"]["generalised_old"]
+    # kept in the run's folder; a later K joins the earlier ones; the run's report shows them all
+    later = json.loads(run_mtm(["eval", run_id, "--fewshot", "2", "--episodes", "20", "--json"], mtm_env, tmp_path).stdout)
+    assert list(later["features"]["trained"]) == ["1", "2", "5"]
+    assert later["features"]["trained"]["5"] == result["features"]["trained"]["5"]
+    report = run_mtm(["export", run_id], mtm_env, tmp_path).stdout
+    five = result["features"]["pixels"]["5"]
+    assert "## Few-shot" in report and f"| pixels | 5 | {100 * five['accuracy']:.2f} ± {100 * five['ci95']:.2f} |" in report
 
     too_many = run_mtm(["eval", run_id, "--fewshot", "200"], mtm_env, tmp_path)
     assert too_many.returncode == 1 and "has only" in too_many.stderr and "choose K <=" in too_many.stderr

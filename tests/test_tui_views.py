@@ -355,7 +355,7 @@ def test_certainty_tab_shows_the_kept_measurement_or_how_to_make_it(fixture_home
     scores = {name: {"misclassification_auroc": auc, "aurc": 0.02, "accuracy_at_80": 0.99, "accuracy_at_90": 0.98,
                      "accuracy_at_95": 0.95, "ood_auroc": auc - 0.1, "ood_fpr95": 0.3}
               for name, auc in (("distance G", 0.91), ("gaussian", 0.87))}
-    store.write_certainty("aaaa1111", {"checkpoint": "best", "epoch": 8, "classifier": "cos", "accuracy": 0.9,
+    store.write_measurement("aaaa1111", "certainty", {"checkpoint": "best", "epoch": 8, "classifier": "cos", "accuracy": 0.9,
                                        "ood": "mnist", "temperature": 0.05, "ece": 0.012, "scores": scores,
                                        "risk_coverage": {name: curve for name in scores}, "histograms": {}})
     (store.run_dir("bbbb2222") / "certainty.json").write_text("{not json")

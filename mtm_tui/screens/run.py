@@ -78,7 +78,7 @@ class RunScreen(PollingScreen):
         if row["status"] == "running":
             row["progress"] = store.progress(self.run_id)
         try:
-            certainty = store.certainty(self.run_id)
+            certainty = store.measurement(self.run_id, "certainty")
         except MtmError as exc:   # a corrupt file: said in its tab, not in a notification every poll
             certainty = {"error": str(exc)}
         return meta, row, records, log_tail(store.run_dir(self.run_id) / LOG), certainty
