@@ -145,9 +145,12 @@ def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", ep
     """Few-shot accuracy on the classes the run never saw (data.holdout_classes), for each K in `shots`:
     N-way K-shot episodes with N = every held-out class (mean and 95% CI over `episodes`), and the
     generalised setting (old classes' centres G beside the new classes' K-shot centres: accuracy on
-    old and on new test images). Measured for the trained network and two baselines: the same
-    network untrained (its random features) and the images themselves (pixels, as normalised
-    for the network: what any feature must beat to have learnt something that transfers). Support images come from a fixed random `pool` of
+    old and on new test images). Measured for the trained network (its embeddings e; a pure head's
+    are its penultimate features) and two baselines: the same network untrained, by its backbone's
+    random features (not its head's output: an untrained MTM head's e is almost all bias, |b| 0.58
+    against |Wf| 0.014 for the convnet, so its cosine barely sees the image), and the images themselves
+    (pixels, as normalised for the network: what any feature must beat to have learnt something that
+    transfers). Support images come from a fixed random `pool` of
     each held-out class's training images (not validation); queries from their test images. The
     nearest centre is cosine, or euclidean for a run whose primary classifier is.
     The episodes depend only on (K, episode number): every run and both networks meet the same ones."""
@@ -176,7 +179,7 @@ def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", ep
     centre_x, centre_y = centre_subset(data.train, spec.eval.centre_samples)
     results: dict[str, Any] = {}
     untrained = initial_model(spec, data)
-    featurisers = {"trained": lambda x: embed(trained, x, spec)[0], "random": lambda x: embed(untrained, x, spec)[0],
+    featurisers = {"trained": lambda x: embed(trained, x, spec)[0], "random": lambda x: embed(untrained, x, spec, backbone=True)[0],
                    "pixels": lambda x: x.flatten(1)}                                          # [N, d], [N, C*S*S]
     for name, features in featurisers.items():
         support_e, query_e, test_e = (features(x).cpu() for x in (support, query, full.test.x))

@@ -216,21 +216,23 @@ def train_one_epoch(
 # --- evaluation ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def embed(model: MovingTargetsNet, x: Tensor, spec: Spec) -> tuple[Tensor, Tensor | None]:
-    """Embeddings [N, d] (and logits [N, K] for pure heads) in eval mode: float32, as the heads give them.
+def embed(model: MovingTargetsNet, x: Tensor, spec: Spec, backbone: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Embeddings [N, d] (and logits [N, K] for pure heads) in eval mode: float32, as the heads give them;
+    with `backbone`, the backbone's features [N, F] instead, before any head (no logits).
 
     eval.flip_tta: the outputs for each image and its mirror image are averaged; a normalised
     embedding's mean goes back onto its sphere (radius model.scale), where the class embeddings are."""
     model.eval()
+    forward = (lambda images: (model.features(images).float(), None)) if backbone else model
     es, ls = [], []
     for chunk in x.split(spec.eval.batch_size):
         with _autocast(x.device, spec):
-            e, logits = model(chunk)
+            e, logits = forward(chunk)
             if spec.eval.flip_tta:
-                e_flip, logits_flip = model(chunk.flip(-1))
+                e_flip, logits_flip = forward(chunk.flip(-1))
                 e = (e + e_flip) / 2
                 logits = (logits + logits_flip) / 2 if logits is not None else None
-                if spec.model.normalize and spec.model.head == "mtm":
+                if spec.model.normalize and spec.model.head == "mtm" and not backbone:
                     e = spec.model.scale * torch.nn.functional.normalize(e, dim=1)
         es.append(e)
         if logits is not None:

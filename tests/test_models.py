@@ -23,6 +23,28 @@ def test_pure_head_outputs_logits_and_its_penultimate_features():
     assert model.class_embeddings is None
 
 
+def test_backbone_features_are_what_any_head_reads():
+    """embed(..., backbone=True) gives the backbone's features [N, F] for either head (the few-shot random
+    baseline): an unnormalised pure head's e itself, and for an MTM head the input of its embedding layer."""
+    from mtm_engine.config import load_spec
+    from mtm_engine.train import embed
+
+    x = torch.randn(5, 1, 28, 28)
+    for head in ("mtm", "pure"):
+        spec = load_spec(overrides=[f"model.head={head}", "eval.flip_tta=true", "model.normalize=false"]
+                         + (["loss.name=cross_entropy"] if head == "pure" else []))
+        torch.manual_seed(0)
+        model = build_model(spec.model, in_channels=1, num_classes=10).eval()
+        features, logits = embed(model, x, spec, backbone=True)
+        with torch.no_grad():
+            mirrored = (model.backbone(x) + model.backbone(x.flip(-1))) / 2   # [5, F], flip averaged
+        assert logits is None and features.shape == mirrored.shape == (5, 128) and torch.allclose(features, mirrored, atol=1e-6)
+        if head == "pure":
+            assert torch.allclose(features, embed(model, x, spec)[0], atol=1e-6)
+        else:
+            assert embed(model, x, spec)[0].shape == (5, spec.model.dim)
+
+
 def test_convnet_depth_adds_convolutions_to_every_stage_but_the_first():
     def convs(depth):
         model = build_model(ModelSpec(backbone="convnet", width=4, depth=depth), in_channels=1, num_classes=3)
