@@ -234,7 +234,7 @@ MEASURES = (
     ("OOD AUROC", "certainty", "ood_auroc", 1, ".3f"), ("Gaussian OOD AUROC", "gaussian", "ood_auroc", 1, ".3f"),
     ("ECE", "ece", "ece", 1, ".3f"),
 )
-OWN_SCORE = {"mtm": "distance C", "pure": "MSP"}   # the certainty score each head has without extra fitting
+OWN_SCORE = {"mtm": "distance C", "pure": "msp"}   # the certainty score each head has without extra fitting
 FEWSHOT_COLUMNS = (("trained", "1"), ("trained", "5"), ("trained", "10"), ("random", "5"), ("pixels", "5"))
 
 
