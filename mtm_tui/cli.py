@@ -399,7 +399,7 @@ def eval_(run: str = RUN,
           ood: Optional[str] = typer.Option(None, "--ood", metavar="DATASET", help="With --certainty: "
                                             "out-of-distribution AUROC and FPR@95 against DATASET's test split."),
           fewshot: list[int] = typer.Option([], "--fewshot", metavar="K", help="K-shot accuracy on the classes the "
-                                            "run held out (data.holdout_classes), trained and untrained (repeatable)."),
+                                            "run held out (data.holdout_classes): trained, untrained and pixels (repeatable)."),
           episodes: int = typer.Option(600, "--episodes", min=2, help="With --fewshot: episodes per K."),
           home: Optional[Path] = HOME) -> None:
     """Recompute a run's accuracies and geometry from its kept weights, beside what it recorded."""
