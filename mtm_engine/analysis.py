@@ -153,7 +153,7 @@ def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", ep
     transfers). Support images come from a fixed random `pool` of
     each held-out class's training images (not validation); queries from their test images. The
     nearest centre is cosine, or euclidean for a run whose primary classifier is.
-    The episodes depend only on (K, episode number): every run and both networks meet the same ones."""
+    The episodes depend only on (K, episode number): every run and every kind of feature meet the same ones."""
     held = list(spec.data.holdout_classes)
     if not held:
         raise ConfigError("--fewshot measures classes the run never saw, and this run trained on every class; "
@@ -179,8 +179,9 @@ def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", ep
     centre_x, centre_y = centre_subset(data.train, spec.eval.centre_samples)
     results: dict[str, Any] = {}
     untrained = initial_model(spec, data)
-    featurisers = {"trained": lambda x: embed(trained, x, spec)[0], "random": lambda x: embed(untrained, x, spec, backbone=True)[0],
-                   "pixels": lambda x: x.flatten(1)}                                          # [N, d], [N, C*S*S]
+    featurisers = {"trained": lambda x: embed(trained, x, spec)[0],                         # [N, d]
+                   "random": lambda x: embed(untrained, x, spec, backbone=True)[0],        # [N, F]
+                   "pixels": lambda x: x.flatten(1)}                                       # [N, C*S*S]
     for name, features in featurisers.items():
         support_e, query_e, test_e = (features(x).cpu() for x in (support, query, full.test.x))
         G = class_centres(features(centre_x), centre_y, data.num_classes).cpu()   # [K_old, d], old order
