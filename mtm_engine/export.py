@@ -241,9 +241,9 @@ FEWSHOT_COLUMNS = (("trained", "1"), ("trained", "5"), ("trained", "10"), ("rand
 def _measure(spec: dict[str, Any], records: list[dict[str, Any]], measured: dict[str, Any], source: str,
              key: str) -> float | None:
     if source == "record":
-        chosen = select_epoch(records, CLASSIFIERS_FOR_HEAD[spec["model"]["head"]][0])
-        return None if chosen is None else chosen.get(acc_key("test", CLASSIFIERS_FOR_HEAD[spec["model"]["head"]][0])
-                                                      if key == "acc" else key)
+        primary = CLASSIFIERS_FOR_HEAD[spec["model"]["head"]][0]
+        chosen = select_epoch(records, primary)
+        return None if chosen is None else chosen.get(acc_key("test", primary) if key == "acc" else key)
     certainty = measured.get("certainty")
     if certainty is None:
         return None
