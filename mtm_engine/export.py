@@ -131,11 +131,7 @@ def _labels(configs: dict[str, list]) -> dict[str, str]:
 
 
 def format_cell(values: list[float] | None) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return _cells(values or [], 1, ".2f")
 
 
 def _paper_cell(paper: dict[str, Any], dataset: str, label: str, column: str) -> str:
@@ -254,6 +250,7 @@ def _measure(spec: dict[str, Any], records: list[dict[str, Any]], measured: dict
 
 
 def _cells(values: list[float | None], scale: float, fmt: str) -> str:
+    """"-", one value, or mean ± sample std of the values that are present, scaled and formatted."""
     present = [scale * v for v in values if v is not None]
     if not present:
         return "-"
@@ -269,8 +266,8 @@ def measures_markdown(runs: list[tuple[dict[str, Any], list[dict[str, Any]], dic
     out = []
     for dataset in sorted({spec["data"]["dataset"] for spec, _, _ in runs}, key=_dataset_order):
         title = DATASET_TITLES.get(dataset, dataset)
-        trained = [(s, r, m) for s, r, m in runs if s["data"]["dataset"] == dataset and r]
-        whole = _grouped([run for run in trained if not run[0]["data"].get("holdout_classes")])
+        recorded = [(s, r, m) for s, r, m in runs if s["data"]["dataset"] == dataset and r]
+        whole = _grouped([run for run in recorded if not run[0]["data"].get("holdout_classes")])
         if whole:
             out += [f"**{title}**: each configuration's figures on the test split, mean ± std over its seeds "
                     f"(over those measured, for `mtm eval`'s): accuracy and the retrieval and geometry measures at "
@@ -284,7 +281,7 @@ def measures_markdown(runs: list[tuple[dict[str, Any], list[dict[str, Any]], dic
                     _cells([_measure(s, r, m, source, key) for s, r, m in members], scale, fmt)
                     for _, source, key, scale, fmt in MEASURES) + " |")
             out.append("")
-        fewshot = _grouped([run for run in trained if run[2].get("fewshot")])
+        fewshot = _grouped([run for run in recorded if run[2].get("fewshot")])
         if fewshot:
             first = fewshot[0][1][0][2]["fewshot"]
             out += [f"**{title}, few-shot**: {first['ways']}-way accuracy (%) on the held-out classes "
