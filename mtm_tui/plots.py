@@ -20,6 +20,7 @@ FIGURES = {
     "median_cosine": ("Median cosine similarity over epochs (test split)", METRICS["median_cosine"]),
 }
 
+
 def _pyplot():
     try:
         import matplotlib

@@ -1,0 +1,250 @@
+"""`mtm` commands that start, watch and manage runs: run, logs, tag, note, stop, resume, rm (and the
+hidden worker and pool that detached runs use)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mtm_engine.errors import MtmError
+from mtm_tui.commands.base import HOME, RUN, app, console, err_console, foreground, open_store
+from mtm_tui.progress import TextSink, result_table
+
+
+def _report(run_id: str, spec, result, as_json: bool) -> None:
+    selected = result.summary.get("val", {})
+    if as_json:
+        print(json.dumps({
+            "run_id": run_id, "name": spec.name, "status": result.status, "message": result.message,
+            "epochs": len(result.records),
+            "test_accuracy": {c: v["test_acc"] for c, v in selected.items()},
+            "selected_epoch": {c: v["epoch"] for c, v in selected.items()},
+            "final_test_accuracy": {c: v["test_acc"] for c, v in result.summary.get("final", {}).items()},
+        }))
+    elif result.records:
+        console.print(result_table(result.summary, spec.classifiers))
+    if result.status != "finished":
+        if not as_json:
+            err_console.print(f"run {run_id[:8]} {result.status}: {result.message}", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="Experiment TOML file; the embedded quick start if omitted."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set section.key=value (repeatable)."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result, nothing else."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Queue it to run in the background (survives "
+                                                                 "logout); a pool of device slots drains the queue."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Train N seeds (train.seed, +1, ...), one run each; "
+                                                         "report mean ± std. Detached, they share the slots."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="With --detach: the GPUs of the slots, 'auto' (every "
+                                                            "visible GPU) or a list like 0,1."),
+    per_gpu: Optional[int] = typer.Option(None, "--per-gpu", help="With --detach: runs at once on each GPU [default: 1]."),
+    slots: Optional[int] = typer.Option(None, "--slots", help="With --detach: N CPU slots instead of GPUs."),
+    home: Optional[Path] = HOME,
+) -> None:
+    """Train one experiment (in the foreground, or queued in the background with --detach)."""
+    import dataclasses
+
+    from mtm_engine.config import load_spec
+    from mtm_engine.runner import create_run
+
+    tune_keys = [o for o in set_ if o.startswith("tune.")]
+    if tune_keys:
+        raise MtmError(f"--set {tune_keys[0]}: tune.* keys only apply to `mtm tune`; drop it from `mtm run`")
+    spec = load_spec(config, overrides=set_)
+    specs = [dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=spec.train.seed + i))
+             for i in range(seeds)]
+    store = open_store(home)
+    if detach:
+        from mtm_tui import jobs
+
+        devices = jobs.plan_slots(gpus, per_gpu, slots) if (gpus, per_gpu, slots) != (None, None, None) else None
+        run_ids = [create_run(store, s, status="queued") for s in specs]
+        if devices is not None:
+            jobs.configure_slots(store, devices)
+        logs = jobs.enqueue(store, run_ids)
+        if json_:
+            print(json.dumps({"run_ids": run_ids, "run_id": run_ids[0], "status": "queued", "log": str(logs[0])}))
+        else:
+            for run_id, log in zip(run_ids, logs):
+                console.print(f"run [bold]{run_id[:8]}[/] (seed {store.meta(run_id)['seed']}) queued; log: {log}")
+            console.print(f"slots: {', '.join(jobs.configured_slots(store))}; watch with `mtm list` or "
+                          "`mtm show RUN`; stop with `mtm stop RUN`", markup=False)
+        return
+    if (gpus, per_gpu, slots) != (None, None, None):
+        raise MtmError("--gpus, --per-gpu and --slots set the slots of detached runs; add --detach")
+    results = []
+    for s in specs:
+        run_id = create_run(store, s, status="running")
+        if not json_:
+            console.print(f"run [bold]{run_id[:8]}[/] ({s.name}, seed {s.train.seed}): {s.data.dataset}, "
+                          f"{s.model.backbone}, {s.loss.name}, {s.train.epochs} epochs; store {store.home}")
+        result = foreground(store, run_id, s, resume=False, as_json=json_)
+        results.append((run_id, result))
+        if result.status != "finished" or seeds == 1:
+            _report(run_id, s, result, json_)
+    if seeds > 1:
+        _report_seeds(spec, results, json_)
+
+
+def _report_seeds(spec, results: list, as_json: bool) -> None:
+    """Mean ± std over seeds of the test accuracy at each run's validation-selected epoch."""
+    import statistics
+
+    per_classifier = {c: [r.summary["val"][c]["test_acc"] for _, r in results] for c in spec.classifiers}
+    if as_json:
+        print(json.dumps({"run_ids": [i for i, _ in results], "status": "finished", "seeds": len(results),
+                          "test_accuracy_mean": {c: statistics.mean(v) for c, v in per_classifier.items()},
+                          "test_accuracy_std": {c: statistics.stdev(v) for c, v in per_classifier.items()}}))
+        return
+    table = Table(title=f"{len(results)} seeds: test accuracy at the validation-selected epoch")
+    for column in ("classifier", "mean ± std", "per seed"):
+        table.add_column(column)
+    for c, values in per_classifier.items():
+        table.add_row(c, f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}",
+                      "  ".join(f"{v:.4f}" for v in values))
+    console.print(table)
+
+
+@app.command(hidden=True)
+def worker(run_id: str, home: Optional[Path] = HOME) -> None:
+    """Execute one queued run in this process (the pool starts it in the run's slot), continuing from
+    its checkpoint if it has one. Its progress goes to the run's log."""
+    from mtm_engine.config import spec_from_dict
+    from mtm_engine.runner import execute
+    from mtm_engine.store import LOG
+
+    store = open_store(home)
+    spec = spec_from_dict(store.meta(run_id)["spec"])
+    with open(store.run_dir(run_id) / LOG, "a") as log:
+        say = lambda text: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=log, flush=True)  # noqa
+        say(f"run {run_id} ({spec.name}, seed {spec.train.seed}) pid {os.getpid()}, "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')!r}")
+        try:
+            result = execute(store, run_id, TextSink(spec.train.epochs, spec.classifiers, log), resume=True)
+        except Exception as exc:   # recorded as failed by execute; say why in the log
+            say(f"failed: {type(exc).__name__}: {exc}")
+            raise typer.Exit(1)
+        say(f"{result.status} {result.message}".rstrip())
+
+
+@app.command(hidden=True)
+def pool(home: Optional[Path] = HOME) -> None:
+    """Drain this home's queue of detached runs into its device slots (what --detach starts)."""
+    from mtm_tui import jobs
+
+    jobs.drain(open_store(home))
+
+
+@app.command()
+def logs(run: str = RUN,
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until the run ends."),
+         home: Optional[Path] = HOME) -> None:
+    """Print a run's log (what a detached run printed)."""
+    from mtm_engine.store import LIVE, LOG
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    path = store.run_dir(run_id) / LOG
+    while follow and not path.exists() and store.row(run_id)["status"] == "queued":
+        time.sleep(0.5)   # its log begins when a slot takes it
+    if not path.exists():
+        if store.row(run_id)["status"] == "queued":
+            raise MtmError(f"run {run_id[:8]} is queued: its log begins when a slot takes it (`mtm logs -f` waits)")
+        raise MtmError(f"run {run_id[:8]} has no log: it ran in the foreground (its figures: `mtm show {run_id[:8]}`)")
+    with open(path, errors="replace") as fh:
+        while True:
+            chunk = fh.read()
+            if chunk:
+                print(chunk, end="", flush=True)
+            elif not follow or store.row(run_id)["status"] not in LIVE:
+                return
+            else:
+                time.sleep(0.5)
+
+
+@app.command()
+def tag(run: str = RUN, tags: list[str] = typer.Argument(..., help="Tags to add (or remove with --untag)."),
+        untag: bool = typer.Option(False, "--untag", help="Remove these tags instead."),
+        home: Optional[Path] = HOME) -> None:
+    """Tag a run (mtm list --tag TAG shows the runs with a tag)."""
+    store = open_store(home)
+    run_id = store.resolve(run)
+    new = store.tag(run_id, tags, untag)
+    console.print(f"run {run_id[:8]} tags: {', '.join(new) or '(none)'}", markup=False)
+
+
+@app.command()
+def note(run: str = RUN, text: str = typer.Argument(..., help="The note; an empty string removes it."),
+         home: Optional[Path] = HOME) -> None:
+    """Attach a note to a run (shown by mtm show; --where 'note=...' filters on it)."""
+    store = open_store(home)
+    run_id = store.resolve(run)
+    store.update(run_id, note=text)
+    console.print(f"run {run_id[:8]} note: {text or '(removed)'}", markup=False)
+
+
+@app.command()
+def stop(run: str = RUN,
+         wait: float = typer.Option(0.0, "--wait", help="Wait up to this many seconds for the run to stop."),
+         home: Optional[Path] = HOME) -> None:
+    """Stop a run gracefully: its last whole epoch stays checkpointed; it becomes `interrupted`."""
+    from mtm_engine.store import LIVE
+    from mtm_tui import jobs
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    done = jobs.stop(store, run_id)
+    deadline = time.time() + wait
+    while wait and time.time() < deadline and store.row(run_id)["status"] in LIVE:
+        time.sleep(0.5)
+    status = store.row(run_id)["status"]
+    short = run_id[:8]
+    console.print(f"run {short}: " + (f"{done}: stopped ({status}); `mtm resume {short}` continues it"
+                                      if status not in LIVE else f"{done}; it stops after the current batch"),
+                  markup=False, soft_wrap=True)
+
+
+@app.command()
+def resume(run: str = RUN,
+           detach: bool = typer.Option(False, "--detach", "-d", help="Continue in the background."),
+           json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result."),
+           home: Optional[Path] = HOME) -> None:
+    """Continue an interrupted (or failed) run from its last checkpoint."""
+    from mtm_engine.config import spec_from_dict
+    from mtm_engine.store import owner
+    from mtm_tui import jobs
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    if detach:
+        log = jobs.resume_detached(store, run_id)
+        console.print(f"run [bold]{run_id[:8]}[/] queued to resume in the background; log: {log}")
+        return
+    jobs.claim_for_resume(store, run_id, status="running", **owner())
+    spec = spec_from_dict(store.meta(run_id)["spec"])
+    _report(run_id, spec, foreground(store, run_id, spec, resume=True, as_json=json_), json_)
+
+
+@app.command()
+def rm(run: str = RUN,
+       yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+       home: Optional[Path] = HOME) -> None:
+    """Delete a run: its records, checkpoint and log."""
+    from mtm_tui import jobs
+
+    store = open_store(home)
+    run_id = store.resolve(run)
+    row = store.row(run_id)
+    if not yes and not typer.confirm(f"delete run {run_id} ({row['name']}, {row['status']})?"):
+        raise typer.Exit(1)
+    jobs.delete(store, run_id)
+    console.print(f"deleted run {run_id}")
