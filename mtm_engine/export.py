@@ -225,7 +225,7 @@ def certainty_section(result: dict[str, Any]) -> list[str]:
 MEASURES = (
     ("acc %", "record", "acc", 100, ".2f"), ("P@1", "record", "test_precision_at_1", 1, ".3f"),
     ("MAP@R", "record", "test_map_at_r", 1, ".3f"), ("NMI", "record", "test_nmi", 1, ".3f"),
-    ("σ", "record", "test_cluster_size", 1, ".3g"), ("ρ", "record", "test_centre_distance", 1, ".3g"),
+    ("σ", "record", "test_cluster_size", 1, ".2f"), ("ρ", "record", "test_centre_distance", 1, ".2f"),
     ("error AUROC", "certainty", "misclassification_auroc", 1, ".3f"), ("AURC", "certainty", "aurc", 1, ".4f"),
     ("OOD AUROC", "certainty", "ood_auroc", 1, ".3f"), ("Gaussian OOD AUROC", "gaussian", "ood_auroc", 1, ".3f"),
     ("ECE", "ece", "ece", 1, ".3f"),

@@ -148,9 +148,9 @@ def test_measures_put_each_configuration_s_figures_side_by_side():
         (held, records(0.9, 0.99, 1.0), {"fewshot": fewshot}),
     ])
     lines = text.splitlines()
-    # acc 92.00 ± 1.41 (91, 93); MAP@R 0.800 at epoch 2; σ 2 ± 1.41; error AUROC 0.85 ± 0.0707; Gaussian 0.97 ± 0.0141
-    assert ("| CNN-PP | 2 | 92.00 ± 1.41 | - | 0.800 ± 0.000 | - | 2 ± 1.41 | - | 0.850 ± 0.071 | 0.0100 ± 0.0000 "
+    # acc 92.00 ± 1.41 (91, 93); MAP@R 0.800 at epoch 2; σ 2.00 ± 1.41; error AUROC 0.85 ± 0.0707; Gaussian 0.97 ± 0.0141
+    assert ("| CNN-PP | 2 | 92.00 ± 1.41 | - | 0.800 ± 0.000 | - | 2.00 ± 1.41 | - | 0.850 ± 0.071 | 0.0100 ± 0.0000 "
             "| 0.900 ± 0.000 | 0.970 ± 0.014 | 0.020 ± 0.000 |") in lines
-    assert "| CNN-P | 1 | 95.00 | - | 0.800 | - | 2 | - | 0.850 | 0.0100 | 0.900 | 0.990 | 0.020 |" in lines
+    assert "| CNN-P | 1 | 95.00 | - | 0.800 | - | 2.00 | - | 0.850 | 0.0100 | 0.900 | 0.990 | 0.020 |" in lines
     assert not any(line.startswith("| CNN-PP (") for line in lines)   # the held-out run is not in the first table
     assert "| CNN-PP | 70.00 | 80.00 | - | - | 75.00 | 95.00 | 50.00 |" in lines
