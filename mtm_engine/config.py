@@ -92,6 +92,7 @@ class TrainSpec:
     schedule: str = "none"         # none | cosine | onecycle, stepped per batch
     warmup_epochs: float = 0.0     # linear warm-up (none, cosine); onecycle's rising phase
     ce_lr_mult: float = 1.0        # learning-rate multiplier of the class embeddings
+    ema: float = 0.0               # decay of a per-batch moving average of the weights, evaluated instead; 0: off
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -369,6 +370,7 @@ def validate(spec: Spec) -> Spec:
     check(0.0 <= t.warmup_epochs < t.epochs,
            f"train.warmup_epochs = {t.warmup_epochs}: must be in [0, train.epochs = {t.epochs})")
     check(t.ce_lr_mult > 0.0, f"train.ce_lr_mult = {t.ce_lr_mult}: must be above 0, e.g. 1")
+    check(0.0 <= t.ema < 1.0, f"train.ema = {t.ema}: must be in [0, 1), e.g. 0.995 (0: no weight averaging)")
     check(d.crop_padding >= 0, f"data.crop_padding = {d.crop_padding}: must be at least 0")
     check(m.scale > 0.0, f"model.scale = {m.scale}: must be above 0, e.g. 10")
     check(0.0 <= lo.label_smoothing < 1.0, f"loss.label_smoothing = {lo.label_smoothing}: must be in [0, 1)")

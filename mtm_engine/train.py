@@ -3,6 +3,7 @@ through an injected sink, and writes only its checkpoint."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -65,16 +66,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,
-                    schedule: torch.optim.lr_scheduler.LRScheduler, epoch: int) -> None:
-    """Atomically (temp file, fsync, rename): a kill during the write leaves the last good one."""
+                    schedule: torch.optim.lr_scheduler.LRScheduler, epoch: int,
+                    average: WeightAverage | None = None) -> None:
+    """Atomically (temp file, fsync, rename): a kill during the write leaves the last good one.
+
+    "model" holds the weights that were evaluated: the trained ones, or their average (train.ema),
+    whose trained weights and count then go beside them for resuming."""
     state = {
         "epoch": epoch,   # the last completed epoch (1-based)
-        "model": model.state_dict(),          # includes the class embeddings C
+        "model": (average.module if average is not None else model).state_dict(),   # includes C
         "optimizer": optimiser.state_dict(),
         "schedule": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+    if average is not None:
+        state.update(trained_model=model.state_dict(), averaged_steps=average.steps)
     tmp = path.with_suffix(".tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -86,12 +93,15 @@ def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.
         tmp.unlink(missing_ok=True)
 
 
-def read_checkpoint(path: Path, model: MovingTargetsNet) -> dict[str, Any]:
-    """Load a checkpoint's state and its weights into `model`; a damaged or foreign file, or one
-    of another network, is one ConfigError line that names the file."""
+def read_checkpoint(path: Path, model: MovingTargetsNet, trained: MovingTargetsNet | None = None) -> dict[str, Any]:
+    """Load a checkpoint's state and its evaluated weights into `model` (and, for a run with train.ema,
+    the trained weights into `trained`); a damaged or foreign file, or one of another network, is one
+    ConfigError line that names the file."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
+        if trained is not None:
+            trained.load_state_dict(state["trained_model"])
     except FileNotFoundError:
         raise ConfigError(f"checkpoint {path} is missing") from None
     except Exception as exc:   # unpickling, zip and shape errors differ by torch version; all mean "not this run's"
@@ -116,9 +126,13 @@ def keep_best(checkpoint: Path) -> None:
 
 
 def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,
-                    schedule: torch.optim.lr_scheduler.LRScheduler) -> int:
-    """Restore model, optimiser, schedule and RNG states; return the last completed epoch."""
-    state = read_checkpoint(path, model)
+                    schedule: torch.optim.lr_scheduler.LRScheduler, average: WeightAverage | None = None) -> int:
+    """Restore model (and its average), optimiser, schedule and RNG states; return the last completed epoch."""
+    if average is None:
+        state = read_checkpoint(path, model)
+    else:
+        state = read_checkpoint(path, average.module, trained=model)
+        average.steps = int(state["averaged_steps"])
     optimiser.load_state_dict(state["optimizer"])
     if "schedule" in state:   # checkpoints from before schedules existed had a constant rate
         schedule.load_state_dict(state["schedule"])
@@ -146,6 +160,36 @@ def make_optimiser(spec: Spec, model: MovingTargetsNet) -> torch.optim.Optimizer
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
     return (torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam)(groups, lr=t.lr)
+
+
+class WeightAverage:
+    """train.ema: an exponential moving average of a network's weights and float buffers (BatchNorm's
+    statistics), updated after every optimiser step. Step 1 copies the weights w_1; step t > 1 sets
+    a = d a + (1 - d) w_t with d = min(ema, t / (9 + t)), a warm-up that keeps the first steps (and the
+    initialisation) from weighing on a short run. Integer buffers are copied. The step count is a
+    Python int and the update one fused kernel per tensor list: no host-device sync per batch."""
+
+    def __init__(self, model: MovingTargetsNet, ema: float):
+        self.module = copy.deepcopy(model)   # the averaged network, evaluated instead of `model`
+        self.ema, self.steps = ema, 0
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))   # shared storage
+        self.floats = ([a for a, _ in pairs if a.is_floating_point()], [w for a, w in pairs if a.is_floating_point()])
+        self.others = [(a, w) for a, w in pairs if not a.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        averaged, weights = self.floats
+        if self.steps == 1:
+            torch._foreach_copy_(averaged, weights)
+        else:
+            torch._foreach_lerp_(averaged, weights, 1.0 - min(self.ema, self.steps / (9 + self.steps)))
+        for a, w in self.others:
+            a.copy_(w)
+
+
+def make_average(spec: Spec, model: MovingTargetsNet) -> WeightAverage | None:
+    return WeightAverage(model, spec.train.ema) if spec.train.ema else None
 
 
 def make_schedule(spec: Spec, optimiser: torch.optim.Optimizer, batches_per_epoch: int):
@@ -176,11 +220,12 @@ def epoch_generator(spec: Spec, epoch: int) -> torch.Generator:
 
 def train_one_epoch(
     model: MovingTargetsNet, split: Split, spec: Spec, optimiser: torch.optim.Optimizer, epoch: int,
-    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None, average: WeightAverage | None = None,
     on_progress: Callable[[int, int, Tensor], None] = lambda batch, batches, loss: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> float | None:
-    """Algorithm 1's inner loop. Returns the mean per-instance training loss, or None if stopped."""
+    """Algorithm 1's inner loop, updating `average` (train.ema) after each step. Returns the mean
+    per-instance training loss (of the trained weights), or None if stopped."""
     model.train()   # every epoch: the original code left BatchNorm frozen after the first evaluation
     loss_fn = get_loss(spec.loss.name)
     lo = spec.loss
@@ -202,6 +247,8 @@ def train_one_epoch(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if average is not None:
+            average.update()
         if schedule is not None:
             schedule.step()
         batch_sum = loss.detach() * (len(y) if lo.reduction == "mean" else 1)
@@ -352,8 +399,10 @@ def fit(
     model = build_model(spec.model, data.channels, data.num_classes).to(device)
     optimiser = make_optimiser(spec, model)
     schedule = make_schedule(spec, optimiser, math.ceil(len(data.train) / spec.train.batch_size))
+    average = make_average(spec, model)
+    evaluated = average.module if average is not None else model
     checkpoint = run_dir / CHECKPOINT
-    done = load_checkpoint(checkpoint, model, optimiser, schedule) if resume and checkpoint.exists() else 0
+    done = load_checkpoint(checkpoint, model, optimiser, schedule, average) if resume and checkpoint.exists() else 0
     records = [r for r in (history or []) if r["epoch"] <= done]
     sink.emit(RunStarted(str(device), sum(p.numel() for p in model.parameters()),
                          {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, done + 1))
@@ -370,7 +419,7 @@ def fit(
         start = time.perf_counter()
         gpu.start()
         train_loss = train_one_epoch(
-            model, data.train, spec, optimiser, epoch, schedule,
+            model, data.train, spec, optimiser, epoch, schedule, average,
             on_progress=lambda b, n, loss, epoch=epoch: progress(epoch, b, n, loss), should_stop=should_stop,
         )
         if train_loss is None:
@@ -382,7 +431,7 @@ def fit(
                        f"(now {spec.train.lr:g}) or loss.r (now {spec.loss.r:g})")
             sink.emit(RunDiverged(epoch, message))
             return RunResult("diverged", records, summarise(records, spec.classifiers), message)
-        metrics, snapshot = evaluate(model, data, spec)
+        metrics, snapshot = evaluate(evaluated, data, spec)
         record = {"epoch": epoch, "train_loss": train_loss, "lr": optimiser.param_groups[0]["lr"], **metrics}
         end = time.perf_counter()
         record.update(train_time_s=trained - start, eval_time_s=end - trained, epoch_time_s=end - start,
@@ -393,7 +442,7 @@ def fit(
         best = summarise(records, spec.classifiers[:1])["val"].get(spec.classifiers[0], {}).get("epoch") == epoch
         write_snapshot(run_dir, snapshot, epoch, best=best)
         sink.emit(EpochEnded(epoch, record))
-        save_checkpoint(checkpoint, model, optimiser, schedule, epoch)
+        save_checkpoint(checkpoint, model, optimiser, schedule, epoch, average)
         if best:
             keep_best(checkpoint)
         sink.emit(CheckpointSaved(epoch, checkpoint))

@@ -1,5 +1,5 @@
 """Training options beyond the paper: augmentation, schedules, weight decay, the class-embedding
-learning rate, normalised embeddings and label smoothing."""
+learning rate, normalised embeddings, label smoothing and weight averaging."""
 
 import math
 
@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from mtm_engine.config import DataSpec, load_spec
-from mtm_engine.data import augment, flips, load_dataset
+from mtm_engine.data import Split, augment, flips, load_dataset
 from mtm_engine.losses import cross_entropy
 from mtm_engine.models import build_model
-from mtm_engine.train import EpochEnded, fit, make_optimiser, make_schedule
+from mtm_engine.train import EpochEnded, fit, make_average, make_optimiser, make_schedule, train_one_epoch
 
 
 def test_augment_crops_from_the_padded_image_and_flips_whole_images():
@@ -116,7 +116,7 @@ def test_label_smoothing_matches_a_hand_computation():
 def test_options_train_and_resume_exactly(tmp_path):
     overrides = ["data.augment=true", "data.flip=on", "train.schedule=onecycle", "train.weight_decay=1e-4",
                  "train.optimizer=adamw", "model.normalize=true", "model.scale=8", "train.ce_lr_mult=2",
-                 "train.epochs=3"]
+                 "train.ema=0.9", "train.epochs=3"]
     data = load_dataset(load_spec().data)
     full = fit(load_spec(overrides=overrides), tmp_path / "a", data=data)
 
@@ -132,14 +132,60 @@ def test_options_train_and_resume_exactly(tmp_path):
     assert two.status == "interrupted" and len(two.records) == 2
     resumed = fit(load_spec(overrides=overrides), tmp_path / "b", data=data, resume=True, history=two.records)
     assert full.records[-1]["test_acc_euc"] > 0.5
-    for key in ("train_loss", "lr", "test_acc_euc"):
+    for key in ("train_loss", "lr", "test_acc_euc", "test_cluster_size", "ce_separation"):
         assert resumed.records[-1][key] == pytest.approx(full.records[-1][key], rel=1e-5), key
+    ends = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("a", "b")]
+    for part in ("model", "trained_model"):   # the average (train.ema) and the trained weights, bit for bit
+        for k, v in ends[0][part].items():
+            assert torch.equal(ends[1][part][k], v), (part, k)
+
+
+def test_weight_averaging_matches_a_hand_computation():
+    """train.ema = 0.9 over four batches: a = w1 (a copy), then a = d a + (1 - d) w_t with the warm-up
+    d = min(0.9, t / (9 + t)), for the weights and the BatchNorm statistics (model.stages builds BatchNorm)
+    alike; integer buffers are copied."""
+    spec = load_spec(overrides=["train.ema=0.9", "train.batch_size=15", "model.stages=2", "model.width=4"])
+    data = load_dataset(spec.data)
+    split = Split(data.train.x[:60], data.train.y[:60])
+    torch.manual_seed(0)
+    model = build_model(spec.model, data.channels, data.num_classes)
+    average = make_average(spec, model)
+    seen = []   # the trained weights and buffers after each step (every batch reports progress)
+    train_one_epoch(model, split, spec, make_optimiser(spec, model), 1, average=average,
+                    on_progress=lambda *_: seen.append({k: v.clone() for k, v in model.state_dict().items()}))
+    assert len(seen) == 4 and average.steps == 4
+    by_hand = seen[0]
+    for t, weights in enumerate(seen[1:], start=2):
+        d = min(0.9, t / (9 + t))   # 2/11, 3/12, 4/13
+        by_hand = {k: d * v + (1 - d) * weights[k] if v.is_floating_point() else weights[k] for k, v in by_hand.items()}
+    averaged = average.module.state_dict()
+    assert any("running_mean" in k for k in averaged) and any("num_batches_tracked" in k for k in averaged)
+    for k, v in by_hand.items():
+        assert torch.allclose(averaged[k], v, atol=1e-6) if v.is_floating_point() else torch.equal(averaged[k], v), k
+    assert not torch.allclose(averaged["class_embeddings"], seen[-1]["class_embeddings"])   # C is averaged too
+
+
+def test_weight_averaging_trains_the_same_weights_and_evaluates_their_average(tmp_path):
+    """With train.ema the trained weights are bit for bit those of the same run without it; the records,
+    the selection and the kept checkpoint's `model` are the average's."""
+    data = load_dataset(load_spec().data)
+    overrides = ["train.epochs=2", "model.width=4", "model.dim=16"]
+    plain = fit(load_spec(overrides=overrides), tmp_path / "plain", data=data)
+    averaged = fit(load_spec(overrides=[*overrides, "train.ema=0.9"]), tmp_path / "ema", data=data)
+    assert [r["train_loss"] for r in averaged.records] == [r["train_loss"] for r in plain.records]
+    assert averaged.records[-1]["test_cluster_size"] != plain.records[-1]["test_cluster_size"]
+    plain_state = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)
+    ema_state = torch.load(tmp_path / "ema" / "checkpoint.pt", weights_only=True)
+    for k, v in plain_state["model"].items():
+        assert torch.equal(ema_state["trained_model"][k], v), k
+    assert not torch.equal(ema_state["model"]["class_embeddings"], plain_state["model"]["class_embeddings"])
 
 
 @pytest.mark.parametrize("override, message", [
     ("loss.label_smoothing=0.1", "applies to cross_entropy"),
     ("train.warmup_epochs=20", "must be in [0, train.epochs"),
     ("train.schedule=step", "train.schedule = 'step': unknown"),
+    ("train.ema=1", "train.ema = 1.0: must be in [0, 1"),
 ])
 def test_option_errors(override, message):
     from mtm_engine.errors import ConfigError

@@ -83,10 +83,12 @@ def test_should_stop_interrupts_after_a_whole_epoch(digits, tmp_path):
     assert result.status == "interrupted" and [r["epoch"] for r in result.records] == [1]
 
 
-def test_the_kept_best_and_last_weights_reproduce_the_recorded_epochs_exactly(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])   # with weight averaging, the average is what is evaluated and kept
+def test_the_kept_best_and_last_weights_reproduce_the_recorded_epochs_exactly(tmp_path, ema):
     from mtm_engine.analysis import evaluate_checkpoint
 
-    spec = load_spec(overrides=["train.epochs=3", "model.width=4", "model.dim=16", "train.lr=0.003"])
+    spec = load_spec(overrides=["train.epochs=3", "model.width=4", "model.dim=16", "train.lr=0.003",
+                                f"train.ema={ema}"])
     result = fit(spec, tmp_path)
     assert (tmp_path / "best.pt").exists() and (tmp_path / "checkpoint.pt").exists()
     best_epoch = result.summary["val"][spec.classifiers[0]]["epoch"]
