@@ -25,6 +25,7 @@ from mtm_engine.certainty import (
     risk_coverage_points,
     softmax_scores,
 )
+from mtm_engine.checkpoints import read_checkpoint
 from mtm_engine.classifiers import CLASSIFIERS, predict
 from mtm_engine.config import DATASETS, FOLDER_PREFIX, Spec
 from mtm_engine.data import Dataset, load_dataset, without_classes
@@ -33,7 +34,7 @@ from mtm_engine.fewshot import EPISODES, QUERIES, episode_accuracy, generalised_
 from mtm_engine.geometry import class_centres
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.records import BEST, CHECKPOINT
-from mtm_engine.train import centre_subset, embed, evaluate, read_checkpoint, resolve_device
+from mtm_engine.train import centre_subset, embed, evaluate, resolve_device
 
 CHECKPOINTS = {"best": BEST, "last": CHECKPOINT}
 SUPPORT_POOL = 1000   # training images of each held-out class that few-shot support sets are drawn from

@@ -3,11 +3,9 @@ through an injected sink, and writes only its checkpoint."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from mtm_engine.checkpoints import WeightAverage, keep_best, load_checkpoint, make_average, save_checkpoint
 from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split, augment, batches, flips, load_dataset
@@ -29,7 +28,6 @@ from mtm_engine.geometry import (
 from mtm_engine.losses import get_loss
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.records import (
-    BEST,
     CHECKPOINT,
     METRICS,
     SNAPSHOTS,
@@ -48,7 +46,7 @@ from mtm_engine.results import summarise
 PROGRESS_STEPS = 50   # BatchProgress events per epoch, at most
 
 
-# --- devices and checkpoints --------------------------------------------------------------------
+# --- devices ------------------------------------------------------------------------------------
 
 def resolve_device(name: str) -> torch.device:
     """`auto`: cuda, then mps, then cpu. A named device that is absent is a user error."""
@@ -63,83 +61,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device = 'mps': no Apple GPU is available here; use auto or cpu")
     return torch.device(name)
-
-
-def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,
-                    schedule: torch.optim.lr_scheduler.LRScheduler, epoch: int,
-                    average: WeightAverage | None = None) -> None:
-    """Atomically (temp file, fsync, rename): a kill during the write leaves the last good one.
-
-    "model" holds the weights that were evaluated: the trained ones, or their average (train.ema),
-    whose trained weights and count then go beside them for resuming."""
-    state = {
-        "epoch": epoch,   # the last completed epoch (1-based)
-        "model": (average.module if average is not None else model).state_dict(),   # includes C
-        "optimizer": optimiser.state_dict(),
-        "schedule": schedule.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    if average is not None:
-        state.update(trained_model=model.state_dict(), averaged_steps=average.steps)
-    tmp = path.with_suffix(".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:   # a failed write (a full disk) leaves no temporary file
-        tmp.unlink(missing_ok=True)
-
-
-def read_checkpoint(path: Path, model: MovingTargetsNet, trained: MovingTargetsNet | None = None) -> dict[str, Any]:
-    """Load a checkpoint's state and its evaluated weights into `model` (and, for a run with train.ema,
-    the trained weights into `trained`); a damaged or foreign file, or one of another network, is one
-    ConfigError line that names the file."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        if trained is not None:
-            trained.load_state_dict(state["trained_model"])
-    except FileNotFoundError:
-        raise ConfigError(f"checkpoint {path} is missing") from None
-    except Exception as exc:   # unpickling, zip and shape errors differ by torch version; all mean "not this run's"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"checkpoint {path} is damaged or belongs to another network ({reason[:160]}); "
-                          f"move it aside (resume then starts the run again from epoch 1)") from None
-    return state
-
-
-def keep_best(checkpoint: Path) -> None:
-    """Copy the checkpoint just written to best.pt, as atomically (temp file, fsync, rename)."""
-    best = checkpoint.with_name(BEST)
-    tmp = best.with_suffix(".tmp")
-    try:
-        with open(checkpoint, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, best)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,
-                    schedule: torch.optim.lr_scheduler.LRScheduler, average: WeightAverage | None = None) -> int:
-    """Restore model (and its average), optimiser, schedule and RNG states; return the last completed epoch."""
-    if average is None:
-        state = read_checkpoint(path, model)
-    else:
-        state = read_checkpoint(path, average.module, trained=model)
-        average.steps = int(state["averaged_steps"])
-    optimiser.load_state_dict(state["optimizer"])
-    if "schedule" in state:   # checkpoints from before schedules existed had a constant rate
-        schedule.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["epoch"])
 
 
 # --- one epoch ----------------------------------------------------------------------------------
@@ -160,36 +81,6 @@ def make_optimiser(spec: Spec, model: MovingTargetsNet) -> torch.optim.Optimizer
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
     return (torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam)(groups, lr=t.lr)
-
-
-class WeightAverage:
-    """train.ema: an exponential moving average of a network's weights and float buffers (BatchNorm's
-    statistics), updated after every optimiser step. Step 1 copies the weights w_1; step t > 1 sets
-    a = d a + (1 - d) w_t with d = min(ema, t / (9 + t)), a warm-up that keeps the first steps (and the
-    initialisation) from weighing on a short run. Integer buffers are copied. The step count is a
-    Python int and the update one fused kernel per tensor list: no host-device sync per batch."""
-
-    def __init__(self, model: MovingTargetsNet, ema: float):
-        self.module = copy.deepcopy(model)   # the averaged network, evaluated instead of `model`
-        self.ema, self.steps = ema, 0
-        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))   # shared storage
-        self.floats = ([a for a, _ in pairs if a.is_floating_point()], [w for a, w in pairs if a.is_floating_point()])
-        self.others = [(a, w) for a, w in pairs if not a.is_floating_point()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.steps += 1
-        averaged, weights = self.floats
-        if self.steps == 1:
-            torch._foreach_copy_(averaged, weights)
-        else:
-            torch._foreach_lerp_(averaged, weights, 1.0 - min(self.ema, self.steps / (9 + self.steps)))
-        for a, w in self.others:
-            a.copy_(w)
-
-
-def make_average(spec: Spec, model: MovingTargetsNet) -> WeightAverage | None:
-    return WeightAverage(model, spec.train.ema) if spec.train.ema else None
 
 
 def make_schedule(spec: Spec, optimiser: torch.optim.Optimizer, batches_per_epoch: int):

@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mtm_engine.checkpoints import make_average
 from mtm_engine.config import DataSpec, load_spec
 from mtm_engine.data import Split, augment, flips, load_dataset
 from mtm_engine.losses import cross_entropy
 from mtm_engine.models import build_model
-from mtm_engine.train import EpochEnded, fit, make_average, make_optimiser, make_schedule, train_one_epoch
+from mtm_engine.train import EpochEnded, fit, make_optimiser, make_schedule, train_one_epoch
 
 
 def test_augment_crops_from_the_padded_image_and_flips_whole_images():
