@@ -114,6 +114,9 @@ def test_seeds_of_one_config_group_into_one_row_with_mean_and_std(tmp_path, monk
         run_id = create_run(store, load_spec(overrides=["name=pp", f"train.seed={seed}"]), status="finished")
         store.append_epoch(run_id, _records(1)[0], {"epoch": 1, "best_val": acc, "test_acc": acc, "best_epoch": 1})
         store.update(run_id, status="finished")   # as a run's end does: the row reaches the index
+    # seed 2 was made before a spec key existed: its index row holds the id of the spec as it was then; the
+    # group reads the id from the stored spec, as `mtm export` does
+    store.update(run_id, config="made-before-a-key")
     other = create_run(store, load_spec(overrides=["name=pp-lr", "train.lr=0.01"]), status="finished")
     app = _app(tmp_path / "home")
 

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mtm_engine.errors import MtmError
 from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
+from mtm_engine.records import config_id
 from mtm_tui import jobs
 from mtm_tui.rows import COLUMNS as ROW_COLUMNS
 from mtm_tui.rows import WIDE_COLUMNS, age, pct, progress, row_cells, wide_cells
@@ -105,6 +106,7 @@ class RunsScreen(PollingScreen):
         self.marked: set[str] = set()
         self.sort_by, self.reverse, self.grouping = "age", True, "none"   # newest first
         self.groups: dict[str, list[dict[str, Any]]] = {}   # GROUP + config -> its runs, as shown
+        self.configs: dict[str, str] = {}   # run id -> config id from its stored spec (a run's spec never changes)
         self._header: tuple = ()
         self._content: dict[str, tuple] = {}
         self._content_columns: tuple[str, ...] = ()
@@ -137,7 +139,19 @@ class RunsScreen(PollingScreen):
         for row in rows:   # the epoch in flight: a small file per running run
             if row["status"] == "running":
                 row["progress"] = store.progress(row["id"])
+            row["config"] = self.config_of(row)
         return jobs.with_queue_places(rows)
+
+    def config_of(self, row: dict[str, Any]) -> str | None:
+        """The run's config id as `mtm export` computes it, from its stored spec. The id in the index was
+        computed when the run was made, so a spec key added since (at its default) would split the seeds
+        of one configuration into two groups; each run file is read once."""
+        if row["id"] not in self.configs:
+            try:
+                self.configs[row["id"]] = config_id(self.app.store.meta(row["id"])["spec"])
+            except (MtmError, KeyError, TypeError):   # a damaged run file: the id it was made with
+                return row.get("config")
+        return self.configs[row["id"]]
 
     def show(self, rows: list[dict[str, Any]]) -> None:
         self.rows, self.fetched = rows, True
