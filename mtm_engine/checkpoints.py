@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +63,18 @@ def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.
     }
     if average is not None:
         state.update(trained_model=model.state_dict(), averaged_steps=average.steps)
+    _write(path, state)
+
+
+def keep_best(path: Path, state: dict[str, Any], epoch: int) -> None:
+    """best.pt: the validation-selected epoch's evaluated weights (`state`, a state_dict), which `mtm eval`,
+    certainty and few-shot read; no optimiser state, so a third of a last checkpoint's size (Adam keeps two
+    moments a weight), and one copy of the weights with train.ema."""
+    _write(path.with_name(BEST), {"epoch": epoch, "model": state})
+
+
+def _write(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file, fsync, rename: a kill during the write leaves the last good file."""
     tmp = path.with_suffix(".tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -91,20 +102,6 @@ def read_checkpoint(path: Path, model: MovingTargetsNet, trained: MovingTargetsN
         raise ConfigError(f"checkpoint {path} is damaged or belongs to another network ({reason[:160]}); "
                           f"move it aside (resume then starts the run again from epoch 1)") from None
     return state
-
-
-def keep_best(checkpoint: Path) -> None:
-    """Copy the checkpoint just written to best.pt, as atomically (temp file, fsync, rename)."""
-    best = checkpoint.with_name(BEST)
-    tmp = best.with_suffix(".tmp")
-    try:
-        with open(checkpoint, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, best)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,

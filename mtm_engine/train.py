@@ -335,7 +335,7 @@ def fit(
         sink.emit(EpochEnded(epoch, record))
         save_checkpoint(checkpoint, model, optimiser, schedule, epoch, average)
         if best:
-            keep_best(checkpoint)
+            keep_best(checkpoint, evaluated.state_dict(), epoch)
         sink.emit(CheckpointSaved(epoch, checkpoint))
         if should_stop() and epoch < spec.train.epochs:
             return RunResult("interrupted", records, summarise(records, spec.classifiers),

@@ -92,6 +92,8 @@ def test_the_kept_best_and_last_weights_reproduce_the_recorded_epochs_exactly(tm
     result = fit(spec, tmp_path)
     assert (tmp_path / "best.pt").exists() and (tmp_path / "checkpoint.pt").exists()
     best_epoch = result.summary["val"][spec.classifiers[0]]["epoch"]
+    kept = torch.load(tmp_path / "best.pt", weights_only=True)   # the evaluated weights only: no optimiser state
+    assert set(kept) == {"epoch", "model"} and kept["epoch"] == best_epoch
     for which, expected_epoch in (("best", best_epoch), ("last", 3)):
         epoch, record = evaluate_checkpoint(spec, tmp_path, which)
         stored = result.records[epoch - 1]
