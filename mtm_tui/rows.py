@@ -3,6 +3,7 @@ markup; no Textual import). The paper's short names (F-MNIST, RN18, PP) keep it 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
@@ -72,3 +73,44 @@ def row_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
             BACKBONE_SHORT.get(row["backbone"], row["backbone"]), LOSS_CODES.get(row["loss"], row["loss"]),
             str(row.get("dim") or "-"), f"{row['epoch']}/{row['epochs']}", pct(row.get("best_val")),
             pct(row.get("test_acc")), age(now - row["created"]), row.get("sweep") or "")
+
+
+def searchable(row: dict[str, Any]) -> str:
+    """What the filter matches: the row's fields as stored (fashion-mnist, push_pull) and as shown
+    (F-MNIST, PP), its tags and note. Every word typed must occur."""
+    shown = (row.get("id", ""), row.get("name", ""), row.get("status", ""), DATASET_TITLES.get(row["dataset"], ""),
+             BACKBONE_SHORT.get(row["backbone"], ""), LOSS_CODES.get(row["loss"], ""))
+    stored = (row["dataset"], row["backbone"], row["loss"], row.get("sweep") or "", row.get("note") or "",
+              *(row.get("tags") or ()))
+    return " ".join(map(str, shown + stored)).lower()
+
+
+def mean_std(values: list[float]) -> str:
+    """Percent, mean ± std over seeds (std with n - 1, as `mtm export`)."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return pct(mean)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{100 * mean:.2f}±{100 * std:.2f}"
+
+
+def cells(row: dict[str, Any], now: float, marked: bool) -> tuple:
+    """The Runs screen's cells: the mark, the COLUMNS, then the WIDE_COLUMNS."""
+    return ("●" if marked else " ", *row_cells(row, now), *wide_cells(row, now))
+
+
+def group_cells(members: list[dict[str, Any]], now: float) -> tuple[str, ...]:
+    """A configuration's seeds as one row: its run count, statuses, and val%/test% as mean ± std."""
+    first = members[0]
+    counts = Counter(r["status"] for r in members)
+    shown = list(row_cells(first, now))
+    shown[COLUMNS.index("id")] = f"×{len(members)}"
+    shown[COLUMNS.index("status")] = " ".join(f"{n} {s}" for s, n in counts.items())
+    shown[COLUMNS.index("epoch")] = f"{min(r['epoch'] for r in members)}/{first['epochs']}"
+    for column, field in (("val%", "best_val"), ("test%", "test_acc")):
+        shown[COLUMNS.index(column)] = mean_std([r[field] for r in members if r.get(field) is not None])
+    shown[COLUMNS.index("age")] = age(now - max(r["created"] for r in members))
+    seeds = ",".join(str(r.get("seed", "?")) for r in members)
+    return (*shown, seeds, *wide_cells(first, now)[1:3], "", "")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from typing import Any
 
 from rich.cells import cell_len
@@ -13,11 +12,10 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mtm_engine.errors import MtmError
-from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
 from mtm_engine.records import config_id
 from mtm_tui import jobs
 from mtm_tui.rows import COLUMNS as ROW_COLUMNS
-from mtm_tui.rows import WIDE_COLUMNS, age, pct, progress, row_cells, wide_cells
+from mtm_tui.rows import WIDE_COLUMNS, cells, group_cells, progress, searchable
 from mtm_tui.screens.base import ChoiceScreen, ConfirmScreen, PollingScreen, PromptScreen
 
 AGE_REFRESH_S = 5.0
@@ -33,47 +31,6 @@ NEWEST_FIRST = ("val%", "test%", "age", "epoch")   # sorted high to low when fir
 GROUP = "group:"   # row keys of a configuration's seeds shown as one row
 COLUMNS = ("", *ROW_COLUMNS)
 ALL_COLUMNS = COLUMNS + WIDE_COLUMNS
-
-
-def searchable(row: dict[str, Any]) -> str:
-    """What the filter matches: the row's fields as stored (fashion-mnist, push_pull) and as shown
-    (F-MNIST, PP), its tags and note. Every word typed must occur."""
-    shown = (row.get("id", ""), row.get("name", ""), row.get("status", ""), DATASET_TITLES.get(row["dataset"], ""),
-             BACKBONE_SHORT.get(row["backbone"], ""), LOSS_CODES.get(row["loss"], ""))
-    stored = (row["dataset"], row["backbone"], row["loss"], row.get("sweep") or "", row.get("note") or "",
-              *(row.get("tags") or ()))
-    return " ".join(map(str, shown + stored)).lower()
-
-
-def mean_std(values: list[float]) -> str:
-    """Percent, mean ± std over seeds (std with n - 1, as `mtm export`)."""
-    if not values:
-        return "-"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return pct(mean)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{100 * mean:.2f}±{100 * std:.2f}"
-
-
-def cells(row: dict[str, Any], now: float, marked: bool) -> tuple:
-    """One string per ALL_COLUMNS entry: the mark, the COLUMNS, then the WIDE_COLUMNS."""
-    return ("●" if marked else " ", *row_cells(row, now), *wide_cells(row, now))
-
-
-def group_cells(members: list[dict[str, Any]], now: float) -> tuple[str, ...]:
-    """A configuration's seeds as one row: its run count, statuses, and val%/test% as mean ± std."""
-    first = members[0]
-    counts = Counter(r["status"] for r in members)
-    cells = list(row_cells(first, now))
-    cells[COLUMNS.index("id") - 1] = f"×{len(members)}"
-    cells[COLUMNS.index("status") - 1] = " ".join(f"{n} {s}" for s, n in counts.items())
-    cells[COLUMNS.index("epoch") - 1] = f"{min(r['epoch'] for r in members)}/{first['epochs']}"
-    for column, field in (("val%", "best_val"), ("test%", "test_acc")):
-        cells[COLUMNS.index(column) - 1] = mean_std([r[field] for r in members if r.get(field) is not None])
-    cells[COLUMNS.index("age") - 1] = age(now - max(r["created"] for r in members))
-    seeds = ",".join(str(r.get("seed", "?")) for r in members)
-    return (*cells, seeds, *wide_cells(first, now)[1:3], "", "")
 
 
 class RunsScreen(PollingScreen):
