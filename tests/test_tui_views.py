@@ -128,7 +128,7 @@ def test_seeds_of_one_config_group_into_one_row_with_mean_and_std(tmp_path, monk
             await pilot.press("o", "o")   # none -> sweep -> config
             assert screen.grouping == "config"
             table = screen.query_one(DataTable)
-            assert table.row_count == 2
+            await until(pilot, lambda: table.row_count == 2)
             group = next(str(k.value) for k in table.rows if str(k.value).startswith("group:"))
             assert table.get_cell(group, "id") == "×3" and table.get_cell(group, "test%") == "92.00±2.00"
             assert set(table.get_cell(group, "seed").split(",")) == {"0", "1", "2"}
