@@ -63,7 +63,7 @@ class RunsScreen(PollingScreen):
         self.marked: set[str] = set()
         self.sort_by, self.reverse, self.grouping = "age", True, "none"   # newest first
         self.groups: dict[str, list[dict[str, Any]]] = {}   # GROUP + config -> its runs, as shown
-        self.configs: dict[str, str] = {}   # run id -> config id from its stored spec (a run's spec never changes)
+        self.configs: dict[str, str | None] = {}   # run id -> config id from its stored spec (a run's spec never changes)
         self._header: tuple = ()
         self._content: dict[str, tuple] = {}
         self._content_columns: tuple[str, ...] = ()
@@ -108,8 +108,8 @@ class RunsScreen(PollingScreen):
         if row["id"] not in self.configs:
             try:
                 self.configs[row["id"]] = config_id(self.app.store.meta(row["id"])["spec"])
-            except (MtmError, KeyError, TypeError):   # a damaged run file: the id it was made with
-                return row.get("config")
+            except (MtmError, KeyError, TypeError):   # a damaged run file: the id it was made with, not read again
+                self.configs[row["id"]] = row.get("config")
         return self.configs[row["id"]]
 
     def show(self, rows: list[dict[str, Any]]) -> None:
