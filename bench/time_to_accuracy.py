@@ -59,8 +59,8 @@ def time_to_target(store: Store, name: str, epochs: int, target: float, classifi
             if r["name"] == name and r["epochs"] == epochs and r["status"] == "finished"]
     if not runs:
         raise SystemExit(f"no finished {epochs}-epoch runs named {name!r} in {store.home}; run the recipe first")
-    epochs = min(len(records) for _, _, records in runs)
-    for end in range(1, epochs + 1):
+    recorded = min(len(records) for _, _, records in runs)
+    for end in range(1, recorded + 1):
         tests, seconds = [], []
         for _, _, records in runs:
             head = records[:end]
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="../shared/data")
     parser.add_argument("--store", default="experiments/results/store")
-    parser.add_argument("--ours", required=True, help="our recipe (TOML); its runs are read from --store by name")
+    parser.add_argument("--ours", required=True, help="our recipe (TOML); its runs are read from --store by name and epoch count")
     parser.add_argument("--set", action="append", default=[], help="override a key of --ours, as `mtm run --set`")
     parser.add_argument("--target", type=float, default=91.20, help="test accuracy (%%) to reach")
     parser.add_argument("--classifier", help="the classifier whose accuracy counts (default: the recipe's primary)")
