@@ -30,6 +30,7 @@ import torch
 
 from mtm_engine.config import load_spec
 from mtm_engine.data import Split, load_dataset
+from mtm_engine.errors import MtmError
 from mtm_engine.models import build_model
 from mtm_engine.records import acc_key
 from mtm_engine.store import Store
@@ -84,8 +85,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    specs = {"paper": load_spec(PAPER, [f"data.root={args.root}", "train.device=cpu"]),
-             "ours": load_spec(args.ours, [*args.set, f"data.root={args.root}", "train.device=cpu"])}
+    try:   # a bad --ours or --set: its one-line message, as `mtm run` gives it
+        specs = {"paper": load_spec(PAPER, [f"data.root={args.root}", "train.device=cpu"]),
+                 "ours": load_spec(args.ours, [*args.set, f"data.root={args.root}", "train.device=cpu"])}
+    except MtmError as exc:
+        raise SystemExit(f"error: {exc}") from None
     splits = {}
     for name, spec in specs.items():
         train = load_dataset(spec.data).train
