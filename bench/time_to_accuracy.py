@@ -10,8 +10,8 @@ Two figures, measured side by side in this one run (alternating, `--repeats` tim
           paper's evaluation would add to it)
   ours    the `--ours` recipe's training, timed the same way, for its img/s on this CPU now
 Then, from the store, the time our recipe's runs took to reach `--target` (the paper's 91.20 on
-F-MNIST); its runs are the finished ones with its name and epoch count (`--set train.epochs=15` reads the
-runs made with that override): the first epoch E at which the mean over seeds of the test accuracy at the
+F-MNIST); its runs are the finished ones of its configuration (`mtm export`'s cells: the whole spec but
+name and seed, so `--set train.epochs=15` reads the runs made with that override): the first epoch E at which the mean over seeds of the test accuracy at the
 validation-selected epoch (among epochs 1..E) reaches the target, and the recorded training plus
 evaluation seconds of epochs 1..E (the median over seeds, so that one seed which shared the CPU with
 other work does not count). A run stopped at E would have run its schedule to the end in E epochs,
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from mtm_engine.config import load_spec
+from mtm_engine.config import Spec, load_spec
 from mtm_engine.data import Split, load_dataset
 from mtm_engine.errors import MtmError
 from mtm_engine.models import build_model
-from mtm_engine.records import acc_key
+from mtm_engine.records import acc_key, config_id
 from mtm_engine.store import Store
 from mtm_engine.train import make_optimiser, train_one_epoch
 
@@ -52,14 +52,15 @@ def images_per_s(spec, split: Split) -> float:
     return len(split) / (time.perf_counter() - start)
 
 
-def time_to_target(store: Store, name: str, epochs: int, target: float, classifier: str) -> tuple[int, float, int] | None:
+def time_to_target(store: Store, recipe: Spec, target: float, classifier: str) -> tuple[int, float, int] | None:
     """(epoch E, median seconds of epochs 1..E over seeds, seeds) for the recipe's finished runs, or None.
-    The epoch count is part of the recipe: a longer cosine schedule reaches a given epoch at a higher
-    learning rate, so 10- and 15-epoch runs of one name are not seeds of one recipe."""
+    The runs are the seeds of its configuration, as `mtm export` groups them: 10- and 15-epoch runs of
+    one name are not seeds of one recipe (a longer cosine schedule reaches an epoch at a higher rate)."""
+    config = config_id(recipe.to_dict())
     runs = [store.run(r["id"]) for r in store.rows()
-            if r["name"] == name and r["epochs"] == epochs and r["status"] == "finished"]
+            if r["status"] == "finished" and config_id(store.meta(r["id"])["spec"]) == config]
     if not runs:
-        raise SystemExit(f"no finished {epochs}-epoch runs named {name!r} in {store.home}; run the recipe first")
+        raise SystemExit(f"no finished runs of {recipe.name!r} (config {config}) in {store.home}; run the recipe first")
     recorded = min(len(records) for _, _, records in runs)
     for end in range(1, recorded + 1):
         tests, seconds = [], []
@@ -77,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="../shared/data")
     parser.add_argument("--store", default="experiments/results/store")
-    parser.add_argument("--ours", required=True, help="our recipe (TOML); its runs are read from --store by name and epoch count")
+    parser.add_argument("--ours", required=True, help="our recipe (TOML); its runs are read from --store by configuration")
     parser.add_argument("--set", action="append", default=[], help="override a key of --ours, as `mtm run --set`")
     parser.add_argument("--target", type=float, default=91.20, help="test accuracy (%%) to reach")
     parser.add_argument("--classifier", help="the classifier whose accuracy counts (default: the recipe's primary)")
@@ -86,6 +87,7 @@ def main() -> None:
     args = parser.parse_args()
 
     try:   # a bad --ours or --set: its one-line message, as `mtm run` gives it
+        recipe = load_spec(args.ours, args.set)   # as its runs were made, for its config id
         specs = {"paper": load_spec(PAPER, [f"data.root={args.root}", "train.device=cpu"]),
                  "ours": load_spec(args.ours, [*args.set, f"data.root={args.root}", "train.device=cpu"])}
     except MtmError as exc:
@@ -109,7 +111,7 @@ def main() -> None:
     print(f"ours   {ours.name}, {ours.train.epochs} epochs: {rate['ours']:7.1f} img/s -> 1 epoch {TRAIN_IMAGES / rate['ours'] / 60:5.1f} min "
           f"(training only)")
     classifier = args.classifier or ours.classifiers[0]
-    reached = time_to_target(Store(Path(args.store)), ours.name, ours.train.epochs, args.target, classifier)
+    reached = time_to_target(Store(Path(args.store)), recipe, args.target, classifier)
     if reached is None:
         print(f"ours   never reached {args.target:.2f} ({classifier}, mean of the seeds, validation-selected) in its "
               f"recorded epochs")
