@@ -252,6 +252,25 @@ def test_run_charts_show_one_classifier_validation_first_and_zoom(fixture_home):
     asyncio.run(flow())
 
 
+def test_compose_shows_the_preset_as_it_is_and_esc_leaves_an_untouched_form(fixture_home):
+    # The Selects post their first option when they mount, after the preset has been loaded: the
+    # loss's (euclidean) once reset push-and-pull's r to 0, so the form launched another loss and Esc asked.
+    app = _app(fixture_home)
+
+    async def flow():
+        async with app.run_test() as pilot:
+            await _settle(pilot, 1.0)
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, ComposeScreen) and app.screen.spec is not None)
+            await pilot.pause(0.5)
+            quickstart = load_spec()
+            assert app.screen.query_one("#f-loss--r", Input).value == str(quickstart.loss.r)
+            assert app.screen.spec.loss == quickstart.loss
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+    asyncio.run(flow())
+
+
 @pytest.mark.parametrize("size", [(80, 24), (200, 50)])
 def test_compose_takes_keys_typed_while_it_loads_and_esc_asks(fixture_home, size):
     app = _app(fixture_home)

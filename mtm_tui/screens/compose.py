@@ -114,6 +114,8 @@ class ComposeScreen(Screen):
         self.load_preset(str(quickstart_path()))
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.value != event.select.value:   # stale: a Select's first option, posted at mount, after the preset set it
+            return
         if event.select.id == "preset" and event.value != Select.BLANK:
             self.load_preset(str(event.value))
             return
