@@ -12,7 +12,8 @@ multiply-adds of the convolutions and linear layers are counted from their shape
 
 Networks, all with BatchNorm and ReLU after each 3x3 convolution:
   ours       the headline recipes' network (ConvNet: width 16, depth 2, 4 stages; 28, 14, 7, 3 px)
-  stages3    ConvNet with 3 stages of width 32 (28, 14, 7 px): what RESULTS.md probed as the issue's
+  stages3    ConvNet with 3 stages of width 32 (28, 14, 7 px): the shape RESULTS.md probed for the
+             issue's network
   reference  the issue's reference network as it describes it: six 3x3 convolutions at 28 px, 0.29 M
              parameters, read as two each of 32, 64 and 128 channels at 28, 14 and 7 px (285,984 conv
              weights), then global average pooling
@@ -74,13 +75,13 @@ def multiply_adds(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def sgemm_gflops(n: int, repeats: int = 5) -> float:
+def sgemm_gflops(n: int, products: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b   # warm-up
     start = time.perf_counter()
-    for _ in range(repeats):
+    for _ in range(products):
         a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+    return 2 * n**3 * products / (time.perf_counter() - start) / 1e9
 
 
 class Trainer:

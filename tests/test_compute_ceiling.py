@@ -18,8 +18,8 @@ def test_multiply_adds_match_a_hand_count():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 10))
     # conv: 2 x 4 x 4 outputs, each 1 x 3 x 3 products = 288; linear: 10 outputs of 32 products = 320; per image
     assert ceiling.multiply_adds(model, torch.zeros(3, 1, 4, 4)) == 3 * (288 + 320)
-    grouped = nn.Conv2d(4, 4, 3, padding=1, groups=4)   # depthwise: 1 input channel an output
-    assert ceiling.multiply_adds(grouped, torch.zeros(1, 4, 5, 5)) == 4 * 5 * 5 * 9
+    grouped = nn.Conv2d(4, 8, 3, padding=1, groups=2)   # each output sees 4 / 2 = 2 input channels
+    assert ceiling.multiply_adds(grouped, torch.zeros(1, 4, 5, 5)) == 8 * 5 * 5 * (2 * 9)
 
 
 def test_the_reference_network_is_the_issue_s_six_convolutions():
@@ -34,7 +34,7 @@ def test_the_reference_network_is_the_issue_s_six_convolutions():
 
 def test_the_script_prints_and_writes_its_figures(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "compute_ceiling.py"), "--repeats", "1", "--steps", "1",
-                          "--matrix", "128", "--claim", "1000", "--json", str(tmp_path / "f.json")],
+                          "--matrix", "128", "--batch", "8", "--claim", "1000", "--json", str(tmp_path / "f.json")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     figures = json.loads((tmp_path / "f.json").read_text())
