@@ -112,16 +112,25 @@ class Trainer:
         return steps * len(self.y) / (time.perf_counter() - start)
 
 
+def positive(text: str) -> int:
+    """argparse type: a whole number >= 1 (a batch, a step count or a matrix of 0 would measure nothing)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20, help="training steps a network a repeat")
-    parser.add_argument("--batch", type=int, default=128, help="images a training step (the headline recipes' 128)")
-    parser.add_argument("--matrix", type=int, default=2048, help="n of the n x n matrix product")
+    parser.add_argument("--repeats", type=positive, default=3)
+    parser.add_argument("--steps", type=positive, default=20, help="training steps a network a repeat")
+    parser.add_argument("--batch", type=positive, default=128, help="images a training step (the headline recipes' 128)")
+    parser.add_argument("--matrix", type=positive, default=2048, help="n of the n x n matrix product")
     parser.add_argument("--claim", type=float, default=1690.0,
                         help="a quoted training speed (images/s) of `reference`; 0 to skip")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
+    if args.claim < 0:
+        parser.error(f"argument --claim: {args.claim:g} is not a speed; give images/s, or 0 to skip")
 
     trainers = {name: Trainer(make(), args.batch) for name, make in NETWORKS.items()}
     rates: dict[str, list[float]] = {"sgemm": [], **{name: [] for name in trainers}}

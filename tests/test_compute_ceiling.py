@@ -44,3 +44,11 @@ def test_the_script_prints_and_writes_its_figures(tmp_path):
     # the claim's FLOP rate: 1000 images/s x 3 passes x 2 FLOPs x the multiply-adds
     assert figures["claim"]["gflops"] == 1000 * 6 * reference["multiply_adds"] / 1e9
     assert out.stdout.startswith("$ python ") and "x the ceiling" in out.stdout
+
+
+def test_options_that_would_measure_nothing_are_refused_in_one_line():
+    for option, value in (("--batch", "0"), ("--steps", "-3"), ("--claim", "-1")):
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "compute_ceiling.py"), option, value],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert out.stderr.strip().splitlines()[-1].startswith(f"compute_ceiling.py: error: argument {option}: ")
