@@ -43,7 +43,8 @@ def reference_network() -> nn.Sequential:
     channels = 1
     for stage, width in enumerate((32, 64, 128)):
         for _ in range(2):
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
             channels = width
         if stage < 2:
             layers.append(nn.MaxPool2d(2))
@@ -123,7 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument("--steps", type=positive, default=20, help="training steps a network a repeat")
-    parser.add_argument("--batch", type=positive, default=128, help="images a training step (the headline recipes' 128)")
+    parser.add_argument("--batch", type=positive, default=128,
+                        help="images a training step (the headline recipes' 128)")
     parser.add_argument("--matrix", type=positive, default=2048, help="n of the n x n matrix product")
     parser.add_argument("--claim", type=float, default=1690.0,
                         help="a quoted training speed (images/s) of `reference`; 0 to skip")
@@ -157,8 +159,8 @@ def main() -> None:
     if args.claim:
         flops = 3 * 2 * trainers["reference"].macs
         needed = args.claim * flops / 1e9
-        print(f"claim    {args.claim:6.0f} img/s of reference needs {needed:6.1f} GFLOP/s = {needed / ceiling:.2f} x the "
-              f"ceiling; measured here: {statistics.median(rates['reference']):.0f} img/s")
+        print(f"claim    {args.claim:6.0f} img/s of reference needs {needed:6.1f} GFLOP/s = "
+              f"{needed / ceiling:.2f} x the ceiling; measured here: {statistics.median(rates['reference']):.0f} img/s")
         figures["claim"] = {"images_per_s": args.claim, "gflops": needed, "of_ceiling": needed / ceiling}
     if args.json:
         with open(args.json, "w") as fh:

@@ -28,7 +28,8 @@ def test_the_reference_network_is_the_issue_s_six_convolutions():
     assert [c.out_channels for c in convs] == [32, 32, 64, 64, 128, 128]
     assert sum(p.numel() for c in convs for p in c.parameters()) == 285_984   # the issue's 0.29 M
     # 28 px: 1->32, 32->32; 14 px: 32->64, 64->64; 7 px: 64->128, 128->128
-    hand = 28 * 28 * (9 * 32 + 32 * 9 * 32) + 14 * 14 * (32 * 9 * 64 + 64 * 9 * 64) + 7 * 7 * (64 * 9 * 128 + 128 * 9 * 128)
+    hand = (28 * 28 * (9 * 32 + 32 * 9 * 32) + 14 * 14 * (32 * 9 * 64 + 64 * 9 * 64)
+            + 7 * 7 * (64 * 9 * 128 + 128 * 9 * 128))
     assert ceiling.multiply_adds(net, torch.zeros(1, 1, 28, 28)) == hand == 29_127_168
 
 
