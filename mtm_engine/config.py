@@ -63,6 +63,7 @@ class ModelSpec:
     width: int = 16
     depth: int = 1             # convnet: convolutions in each stage after the first
     stages: int = 4            # convnet: stages of width w, 2w, 4w, ...; all but the last halve the resolution
+    shortcut: bool = False     # convnet: each convolution after a stage's first adds its input back (residual)
     normalize: bool = False    # L2-normalise, then multiply by scale: e and C (mtm heads), the features (pure heads)
     scale: float = 1.0
 

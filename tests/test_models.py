@@ -5,7 +5,7 @@ import torch
 
 from mtm_engine.config import ModelSpec
 from mtm_engine.errors import ModelError
-from mtm_engine.models import build_model
+from mtm_engine.models import Shortcut, build_model
 
 
 def test_mtm_head_outputs_embeddings_and_owns_class_embeddings():
@@ -61,6 +61,23 @@ def test_convnet_stages_set_the_widths_and_the_pooling():
     pools = [m for m in model.backbone.modules() if isinstance(m, torch.nn.MaxPool2d)]
     assert convs == [4, 8, 8, 16, 16] and len(pools) == 2 and model.embed.in_features == 16
     assert model.backbone.body[:-2](torch.randn(2, 1, 28, 28)).shape == (2, 16, 7, 7)
+
+
+def test_convnet_shortcut_adds_each_later_convolution_to_its_input():
+    """With shortcut, a stage's later convolutions are residual blocks: the same convolutions (and so the
+    same multiply-adds), and a block whose BN scale is 0 at the start is the identity on its input."""
+    def convs(shortcut):
+        model = build_model(ModelSpec(backbone="convnet", width=4, depth=3, shortcut=shortcut), in_channels=1, num_classes=3)
+        return [(m.in_channels, m.out_channels) for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    assert convs(True) == convs(False)
+    block = Shortcut(3)
+    x = torch.rand(2, 3, 5, 5)   # >= 0, so ReLU(x + 0) == x
+    torch.testing.assert_close(block(x), x)
+    block = Shortcut(3).eval()    # BN with its initial running statistics (mean 0, var 1)
+    torch.nn.init.ones_(block.bn.weight)
+    expected = torch.relu(x + torch.nn.functional.conv2d(x, block.conv.weight, padding=1) / (1 + block.bn.eps) ** 0.5)
+    torch.testing.assert_close(block(x), expected)
 
 
 def test_weights_are_channels_last_and_any_input_layout_gives_the_same_output():
