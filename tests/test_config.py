@@ -43,6 +43,7 @@ def test_pure_head_defaults_to_its_classifiers():
     ("train.bogus=1", "train.bogus: unknown key; the keys of [train] are epochs"),
     ("optim.lr=1", "--set optim.lr: unknown section 'optim'"),
     ("model.depth=0", "model.depth = 0: must be at least 1"),
+    ("model.shortcut=true", "model.shortcut = true: needs a convnet with model.depth >= 2"),
     ("data.val_fraction=1", "data.val_fraction = 1.0: must be in [0, 1)"),
     ("model.pretrained=true", "model.pretrained = true: only the resnet backbones"),
     ("eval.classifiers=pure", "eval.classifiers: 'pure' does not apply to a 'mtm' head"),
