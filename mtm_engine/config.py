@@ -340,9 +340,10 @@ def validate(spec: Spec) -> Spec:
     check(m.width >= 1, f"model.width = {m.width}: must be at least 1")
     check(m.depth >= 1, f"model.depth = {m.depth}: must be at least 1")
     check(1 <= m.stages <= 5, f"model.stages = {m.stages}: must be 1 to 5 (each but the last halves the image)")
-    check(not m.shortcut or m.backbone == "convnet" and m.depth >= 2,
-          f"model.shortcut = true: needs a convnet with model.depth >= 2, whose later convolutions become residual "
-          f"blocks (here {m.backbone}, depth {m.depth}); set model.depth = 2 or more, or shortcut = false")
+    check(not m.shortcut or (m.backbone == "convnet" and m.depth >= 2 and m.stages >= 2),
+          f"model.shortcut = true: needs a convnet with model.depth >= 2 and model.stages >= 2, whose later "
+          f"convolutions become residual blocks (here {m.backbone!r}, depth {m.depth}, {m.stages} stages); "
+          f"use model.backbone = \"convnet\" with model.depth = 2 or more, or model.shortcut = false")
     check(
         not m.pretrained or m.backbone.startswith("resnet"),
         f"model.pretrained = true: only the resnet backbones have pretrained weights, not {m.backbone!r}",

@@ -35,8 +35,8 @@ class ConvNet(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         for stage in range(stages):
-            for conv in range(1 if stage == 0 else depth):
-                if shortcut and conv > 0:
+            for index in range(1 if stage == 0 else depth):
+                if shortcut and index > 0:
                     layers.append(Shortcut(channels))
                     continue
                 layers += [nn.Conv2d(channels, width << stage, 3, padding=1, bias=False),
@@ -54,7 +54,8 @@ class ConvNet(nn.Module):
 
 class Shortcut(nn.Module):
     """ReLU(x + BN(conv3x3(x))) on x [B, c, H, W]: a residual block of one convolution (He et al., 2016).
-    BN's scale starts at 0, so the block starts as the identity (Goyal et al., 2017: "zero-init residual")."""
+    BN's scale starts at 0, so the block starts as the identity on non-negative x, as after a ReLU
+    (Goyal et al., 2017: "zero-init residual")."""
 
     def __init__(self, channels: int):
         super().__init__()

@@ -57,6 +57,13 @@ def test_bad_values_name_the_key_the_value_and_the_fix(override, message):
     assert "\n" not in str(info.value)
 
 
+def test_shortcut_is_refused_where_it_would_build_the_same_network():
+    for overrides in (["model.backbone=resnet18"], ["model.depth=2", "model.stages=1"]):
+        with pytest.raises(ConfigError, match=r"^model.shortcut = true: needs a convnet with model.depth >= 2 and "):
+            load_spec(overrides=[*overrides, "model.shortcut=true"])
+    assert load_spec(overrides=["model.depth=2", "model.shortcut=true"]).model.shortcut
+
+
 def test_malformed_and_missing_files(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train\nepochs = 3\n")

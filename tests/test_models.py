@@ -66,11 +66,18 @@ def test_convnet_stages_set_the_widths_and_the_pooling():
 def test_convnet_shortcut_adds_each_later_convolution_to_its_input():
     """With shortcut, a stage's later convolutions are residual blocks: the same convolutions (and so the
     same multiply-adds), and a block whose BN scale is 0 at the start is the identity on its input."""
-    def convs(shortcut):
-        model = build_model(ModelSpec(backbone="convnet", width=4, depth=3, shortcut=shortcut), in_channels=1, num_classes=3)
-        return [(m.in_channels, m.out_channels) for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    def net(shortcut):
+        spec = ModelSpec(backbone="convnet", width=4, depth=3, shortcut=shortcut)
+        return build_model(spec, in_channels=1, num_classes=3).backbone
 
-    assert convs(True) == convs(False)
+    def convs(model):
+        return [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    def blocks(model):
+        return sum(isinstance(m, Shortcut) for m in model.modules())
+
+    assert convs(net(True)) == convs(net(False))
+    assert (blocks(net(True)), blocks(net(False))) == (3 * 2, 0)   # 3 stages after the first, 2 later convs each
     block = Shortcut(3)
     x = torch.rand(2, 3, 5, 5)   # >= 0, so ReLU(x + 0) == x
     torch.testing.assert_close(block(x), x)
@@ -78,6 +85,13 @@ def test_convnet_shortcut_adds_each_later_convolution_to_its_input():
     torch.nn.init.ones_(block.bn.weight)
     expected = torch.relu(x + torch.nn.functional.conv2d(x, block.conv.weight, padding=1) / (1 + block.bn.eps) ** 0.5)
     torch.testing.assert_close(block(x), expected)
+
+
+def test_convnet_parameter_names_are_those_of_the_kept_checkpoints():
+    """Without shortcut, the layers keep their places in `body`, so best.pt files saved before it still load:
+    conv-BN at 0-1, max-pool at 3, then conv-BN at 4-5 and 7-8 (width 4, depth 2, 2 stages)."""
+    model = build_model(ModelSpec(backbone="convnet", width=4, depth=2, stages=2), in_channels=1, num_classes=3)
+    assert {k.rsplit(".", 1)[0] for k in model.backbone.state_dict()} == {f"body.{i}" for i in (0, 1, 4, 5, 7, 8)}
 
 
 def test_weights_are_channels_last_and_any_input_layout_gives_the_same_output():
