@@ -12,10 +12,10 @@ Two figures, measured side by side in this one run (alternating, `--repeats` tim
 Then, from the store, the time our recipe's runs took to reach `--target` (the paper's 91.20 on
 F-MNIST); its runs are the finished ones of its configuration (`mtm export`'s cells: the whole spec but
 name and seed, so `--set train.epochs=15` reads the runs made with that override): the first epoch E
-at which the mean over seeds of the test accuracy at the validation-selected epoch (among epochs 1..E) reaches the target, and the recorded training plus
-evaluation seconds of epochs 1..E (the median over seeds, so that one seed which shared the CPU with
-other work does not count). A run stopped at E would have run its schedule to the end in E epochs,
-so this reading of longer runs is conservative.
+at which the mean over seeds of the test accuracy at the validation-selected epoch (among epochs 1..E)
+reaches the target, and the recorded training plus evaluation seconds of epochs 1..E (the median
+over seeds, so that one seed which shared the CPU with other work does not count). A run stopped at E
+would have run its schedule to the end in E epochs, so this reading of longer runs is conservative.
 """
 
 from __future__ import annotations

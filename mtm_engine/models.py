@@ -38,10 +38,10 @@ class ConvNet(nn.Module):
             for index in range(1 if stage == 0 else depth):
                 if shortcut and index > 0:
                     layers.append(Shortcut(channels))
-                    continue
-                layers += [nn.Conv2d(channels, width << stage, 3, padding=1, bias=False),
-                           nn.BatchNorm2d(width << stage), nn.ReLU(inplace=True)]
-                channels = width << stage
+                else:
+                    layers += [nn.Conv2d(channels, width << stage, 3, padding=1, bias=False),
+                               nn.BatchNorm2d(width << stage), nn.ReLU(inplace=True)]
+                    channels = width << stage
             if stage < stages - 1:
                 layers.append(nn.MaxPool2d(2))
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
