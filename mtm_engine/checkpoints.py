@@ -28,7 +28,9 @@ class WeightAverage:
         self.ema, self.steps = ema, 0
         pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))   # shared storage
         self.floats = ([a for a, _ in pairs if a.is_floating_point()], [w for a, w in pairs if a.is_floating_point()])
-        self.others = [(a, w) for a, w in pairs if not a.is_floating_point()]
+        # Integer buffers (BatchNorm's batch counts) are copied, as one fused call: one copy kernel each
+        # would be 104 launches a step for ResNet-101.
+        self.others = ([a for a, _ in pairs if not a.is_floating_point()], [w for a, w in pairs if not a.is_floating_point()])
 
     @torch.no_grad()
     def update(self) -> None:
@@ -38,8 +40,8 @@ class WeightAverage:
             torch._foreach_copy_(averaged, weights)
         else:
             torch._foreach_lerp_(averaged, weights, 1.0 - min(self.ema, self.steps / (9 + self.steps)))
-        for a, w in self.others:
-            a.copy_(w)
+        if self.others[0]:
+            torch._foreach_copy_(*self.others)
 
 
 def make_average(spec: Spec, model: MovingTargetsNet) -> WeightAverage | None:
@@ -59,7 +61,7 @@ def save_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.
         "optimizer": optimiser.state_dict(),
         "schedule": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda_rng": _cuda_rng_state(model),
     }
     if average is not None:
         state.update(trained_model=model.state_dict(), averaged_steps=average.steps)
@@ -116,6 +118,20 @@ def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.
     if "schedule" in state:   # checkpoints from before schedules existed had a constant rate
         schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    device = _device_of(model)
+    if isinstance(state.get("cuda_rng"), torch.Tensor) and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
     return int(state["epoch"])
+
+
+def _device_of(model: MovingTargetsNet) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _cuda_rng_state(model: MovingTargetsNet) -> torch.Tensor | None:
+    """The CUDA generator state of the run's own device only. The set of visible devices may differ on
+    resume (started on 2 GPUs, resumed in a queue slot pinned to one), so an all-device list restored by
+    index would not fit; and training draws no CUDA random numbers, so the other devices' states are not
+    the run's. (Checkpoints with the old all-device list restore none.)"""
+    device = _device_of(model)
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from mtm_engine import install_hint
 from mtm_engine.errors import ConfigError
 
 # The names of every registry, kept here so that validation needs no torch. A test checks that
@@ -97,6 +98,7 @@ class TrainSpec:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    deterministic: bool = False    # deterministic kernels only (CUDA); same numbers on the same machine type
 
 
 @dataclass
@@ -356,9 +358,9 @@ def validate(spec: Spec) -> Spec:
     if lo.name in PROXY_LOSSES or ev.retrieval:   # looked up only when asked for (Compose validates per key)
         library = importlib.util.find_spec("pytorch_metric_learning") is not None
         check(lo.name not in PROXY_LOSSES or library, f"loss.name = {lo.name!r} comes from pytorch-metric-learning, "
-                                                      f"which is not installed; pip install 'mtm[metric]'")
+                                                      f"which is not installed; {install_hint('metric')}")
         check(not ev.retrieval or library, "eval.retrieval = true: its metrics come from pytorch-metric-learning, "
-                                           "which is not installed; pip install 'mtm[metric]'")
+                                           f"which is not installed; {install_hint('metric')}")
     if lo.name == "push_pull":
         check(
             lo.r < 1.0,

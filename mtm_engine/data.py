@@ -8,6 +8,7 @@ on the training device, and an epoch is a seeded permutation of it, not a per-sa
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -98,7 +99,30 @@ def _expected_files(cls: type) -> tuple[Path, list[str]]:
     return Path("."), [cls.filename]   # CIFAR: ROOT/cifar-10-python.tar.gz
 
 
+@contextlib.contextmanager
+def _extraction_lock(root: Path) -> Iterator[None]:
+    """Held while a torchvision dataset under `root` is read or extracted. torchvision extracts archives
+    in place, so without it, runs or trials that start together on a fresh dataset read half-written
+    files ("shape '[60000, 28, 28]' is invalid"). The lock file lives in the cache (the root may be
+    read-only); where the cache cannot be written, nothing is extracted there either, and no lock is taken."""
+    path = _cache_dir() / "locks" / f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a")
+    except OSError:
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)   # released when fh closes, however the load ends
+        yield
+
+
 def _torchvision_split(name: str, spec: DataSpec, train: bool):
+    with _extraction_lock(Path(spec.root).expanduser()):
+        return _torchvision_split_unlocked(name, spec, train)
+
+
+def _torchvision_split_unlocked(name: str, spec: DataSpec, train: bool):
     import torchvision.datasets
 
     cls_name = _TORCHVISION[name][0]
@@ -301,24 +325,33 @@ def flips(spec: DataSpec) -> bool:
                                                           or spec.dataset.startswith(FOLDER_PREFIX))
 
 
-def augment(x: Tensor, generator: torch.Generator, padding: int, flip: bool) -> Tensor:
+def augmentation_draws(n: int, generator: torch.Generator, padding: int, flip: bool,
+                       device: torch.device) -> Tensor:
+    """An epoch's augmentation draws, made at once and sent to the device in one copy (per-batch draws on
+    the CPU generator would be three host-to-device copies, each a GPU stall, every batch).
+    Returns [n, 3] int64: the crop's row and column offset in [0, 2 * padding], and 1 where the image
+    is mirrored (half of them, if `flip`). Row i belongs to the i-th image of the epoch's batch order."""
+    draws = torch.zeros(n, 3, dtype=torch.int64)
+    if padding:
+        draws[:, :2] = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
+    if flip:
+        draws[:, 2] = (torch.rand(n, generator=generator) < 0.5).long()
+    return draws.to(device)
+
+
+def augment(x: Tensor, draws: Tensor, padding: int) -> Tensor:
     """Batch-wise augmentation of cached tensors: a random crop of the image padded by `padding`
-    (edge pixels repeated) and, if `flip`, a horizontal flip of half the images.
-    x: [B, C, H, W] -> [B, C, H, W]. The draws come from `generator`, so an epoch is reproducible."""
+    (edge pixels repeated), and a horizontal flip where drawn.
+    x: [B, C, H, W] -> [B, C, H, W]; draws: [B, 3] on x's device (augmentation_draws' rows)."""
     B, C, H, W = x.shape
     if padding:
         padded = torch.nn.functional.pad(x, (padding,) * 4, mode="replicate")     # [B, C, H+2p, W+2p]
-        oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(x.device)
-        ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(x.device)
-        rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]   # [B, 1, H, 1]
-        cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]   # [B, 1, 1, W]
+        rows = (draws[:, 0, None] + torch.arange(H, device=x.device))[:, None, :, None]   # [B, 1, H, 1]
+        cols = (draws[:, 1, None] + torch.arange(W, device=x.device))[:, None, None, :]   # [B, 1, 1, W]
         batch = torch.arange(B, device=x.device)[:, None, None, None]
         channel = torch.arange(C, device=x.device)[None, :, None, None]
         x = padded[batch, channel, rows, cols]
-    if flip:
-        mirrored = (torch.rand(B, generator=generator) < 0.5).to(x.device)[:, None, None, None]
-        x = torch.where(mirrored, x.flip(-1), x)
-    return x
+    return torch.where(draws[:, 2, None, None, None].bool(), x.flip(-1), x)
 
 
 def batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:

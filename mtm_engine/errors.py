@@ -27,10 +27,11 @@ class OutOfMemory(MtmError):
     """A run needed more memory than its device has."""
 
 
-def out_of_memory(exc: BaseException) -> OutOfMemory | None:
+def out_of_memory(exc: BaseException, gpu_share: float | None = None) -> OutOfMemory | None:
     """The one-line error for an allocation failure, or None if `exc` is something else.
     CUDA raises torch.OutOfMemoryError; the CPU allocator raises a plain RuntimeError
-    ("DefaultCPUAllocator: can't allocate memory"), so the message is what tells them apart."""
+    ("DefaultCPUAllocator: can't allocate memory"), so the message is what tells them apart. gpu_share: the
+    share of a GPU the run had, where it shares the GPU with other queued runs."""
     text = str(exc)
     if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
             or "can't allocate memory" in text or "out of memory" in text.lower()):
@@ -38,5 +39,7 @@ def out_of_memory(exc: BaseException) -> OutOfMemory | None:
     # CPU: "you tried to allocate 41472000 bytes."; CUDA: "Tried to allocate 20.00 MiB."
     wanted = re.search(r"tried to allocate ([\d.]+ ?\w+)", text, re.IGNORECASE)
     detail = f" (tried to allocate {wanted.group(1)})" if wanted else ""
+    shared = (f"; this run had {gpu_share:.0%} of a GPU it shares with other queued runs: start the queue "
+              f"with fewer runs per GPU (--per-gpu)") if gpu_share is not None and gpu_share < 1 else ""
     return OutOfMemory(f"out of memory{detail}; lower train.batch_size, eval.centre_samples or model.dim, "
-                       "or use a smaller backbone")
+                       f"or use a smaller backbone{shared}")

@@ -12,6 +12,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from mtm_engine import install_hint
 from mtm_engine.errors import ConfigError
 
 RETRIEVAL = {   # record name -> AccuracyCalculator's name
@@ -30,7 +31,7 @@ def _library() -> ModuleType:
         import pytorch_metric_learning.losses
         import pytorch_metric_learning.utils.accuracy_calculator  # noqa: F401
     except ImportError:   # config.validate says so first; this is for direct calls
-        raise ConfigError("this needs pytorch-metric-learning, which is not installed; pip install 'mtm[metric]'") from None
+        raise ConfigError(f"this needs pytorch-metric-learning, which is not installed; {install_hint('metric')}") from None
     return pytorch_metric_learning
 
 
@@ -45,13 +46,23 @@ class ProxyLoss:
 
     def __init__(self, library_name: str, attribute: str):
         self.library_name, self.attribute = library_name, attribute
+        self.built: dict[tuple[int, int], torch.nn.Module] = {}   # (K, d) -> the library's loss, built once
+
+    def _loss(self, K: int, d: int) -> torch.nn.Module:
+        """The library's loss object for K classes in d dimensions; built on the first batch only (building
+        allocates a proxy tensor that is thrown away)."""
+        if (K, d) not in self.built:
+            loss = getattr(_library().losses, self.library_name)(num_classes=K, embedding_size=d)
+            delattr(loss, self.attribute)                        # its own proxies: C replaces them
+            loss.cast_types = lambda dtype, device: None         # C already has e's dtype and device
+            self.built[K, d] = loss
+        return self.built[K, d]
 
     def __call__(self, e: Tensor, y: Tensor, C: Tensor, *, r: float = 0.0, eps: float = 1e-8,
                  reduction: str = "sum") -> Tensor:
-        loss = getattr(_library().losses, self.library_name)(num_classes=C.shape[0], embedding_size=C.shape[1])
-        delattr(loss, self.attribute)                            # its own proxies: C replaces them
-        setattr(loss, self.attribute, C if self.attribute == "proxies" else C.T)
-        loss.cast_types = lambda dtype, device: None             # C already has e's dtype and device
+        loss = self._loss(*C.shape)
+        # This batch's C (or a view of it), as a plain attribute: C is the model's parameter, not the loss's.
+        loss.__dict__[self.attribute] = C if self.attribute == "proxies" else C.T
         mean = loss(e, y)
         return mean * len(y) if reduction == "sum" else mean
 

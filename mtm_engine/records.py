@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol, TypedDict
@@ -26,6 +27,17 @@ MEASUREMENTS = {"certainty": "certainty.json", "fewshot": "fewshot.json"}
 CERTAINTY_MEASURES = {"misclassification_auroc": "AUROC", "aurc": "AURC", "accuracy_at_80": "acc@80",
                       "accuracy_at_90": "acc@90", "accuracy_at_95": "acc@95", "ood_auroc": "OOD AUROC",
                       "ood_fpr95": "FPR@95"}
+# The share of its GPU's memory a queued run may allocate (set by the queue for runs that share a GPU, 1/n
+# with --per-gpu n); the run caps its allocator at it.
+GPU_SHARE_ENV = "MTM_GPU_MEMORY_FRACTION"
+
+
+def gpu_share() -> float | None:
+    """This process's share of its GPU's memory, where the queue set one."""
+    share = os.environ.get(GPU_SHARE_ENV)
+    return float(share) if share else None
+
+
 PROGRESS = "progress.json"     # the epoch in flight (Progress), rewritten every few seconds
 
 
@@ -174,6 +186,7 @@ class RunStarted:
     parameters: int
     sizes: dict[str, int]   # images per split
     start_epoch: int        # 1 unless resumed
+    machine: dict[str, Any] = field(default_factory=dict)   # what the numbers depend on beyond spec and seed
 
 
 @dataclass

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mtm_engine import DISTRIBUTION
 from mtm_engine.config import Spec, spec_from_dict
 from mtm_engine.errors import out_of_memory
 from mtm_engine.records import (
@@ -27,6 +28,7 @@ from mtm_engine.records import (
     Sink,
     acc_key,
     config_id,
+    gpu_share,
     progress_of,
 )
 from mtm_engine.results import select_epoch
@@ -36,10 +38,12 @@ SOURCE_PATCH = "source.patch"   # beside run.json when the source tree was dirty
 
 
 def package_versions() -> dict[str, str]:
+    """The versions a run records; mtm's under "mtm", whatever its distribution is called."""
     versions = {"python": platform.python_version()}
-    for name in ("mtm", "torch", "torchvision", "ray", "tinydb"):
+    for key, name in (("mtm", DISTRIBUTION), ("torch", "torch"), ("torchvision", "torchvision"), ("ray", "ray"),
+                      ("tinydb", "tinydb")):
         try:
-            versions[name] = metadata.version(name)
+            versions[key] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
     return versions
@@ -130,7 +134,7 @@ class StoreSink:
             # Records past the checkpoint belong to an epoch that is about to run again.
             self.store.drop_epochs_after(self.run_id, event.start_epoch - 1)
             self.records = self.store.records(self.run_id)
-            self.store.update(self.run_id, device=physical_device(event.device))
+            self.store.update(self.run_id, device=physical_device(event.device), machine=event.machine)
         elif isinstance(event, BatchProgress) and time.time() - self.progress_written >= PROGRESS_S:
             self.progress_written = time.time()
             self.store.write_progress(self.run_id, progress_of(event, self.progress_written))
@@ -179,7 +183,7 @@ def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: b
                      message="interrupted (Ctrl-C); mtm resume continues from the last checkpoint")
         raise
     except BaseException as exc:
-        oom = out_of_memory(exc)
+        oom = out_of_memory(exc, gpu_share())
         store.update(run_id, status="failed", pid=None, ended=time.time(),
                      message=str(oom) if oom else f"{type(exc).__name__}: {exc}".splitlines()[0])
         if oom:

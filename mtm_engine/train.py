@@ -16,7 +16,7 @@ from torch import Tensor
 from mtm_engine.checkpoints import WeightAverage, keep_best, load_checkpoint, make_average, save_checkpoint
 from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
-from mtm_engine.data import Dataset, Split, augment, batches, flips, load_dataset
+from mtm_engine.data import Dataset, Split, augment, augmentation_draws, batches, flips, load_dataset
 from mtm_engine.errors import ConfigError
 from mtm_engine.geometry import (
     class_centres,
@@ -40,6 +40,7 @@ from mtm_engine.records import (
     RunStarted,
     Sink,
     acc_key,
+    gpu_share,
 )
 from mtm_engine.results import summarise
 
@@ -60,7 +61,63 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"train.device = {name!r}: no CUDA device is visible here; use auto or cpu")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device = 'mps': no Apple GPU is available here; use auto or cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()   # CUDA numbers the visible devices 0..count-1
+        raise ConfigError(f"train.device = {name!r}: only {count} CUDA device{'s' * (count != 1)} visible "
+                          f"(cuda:0..cuda:{count - 1}); choose one of them, or auto")
+    return device
+
+
+def configure_backends(device: torch.device, spec: Spec) -> None:
+    """The process-wide kernel switches a run's numbers and speed depend on, set before its first kernel.
+
+    - train.amp off on CUDA means float32 throughout: TF32 (a 10-bit mantissa in convolutions and
+      matrix products, on by default for cuDNN) is turned off with it.
+    - cuDNN's autotuner (cudnn.benchmark) times the candidate kernels for each shape once; a run's
+      shapes are fixed (one batch size, one image size), so it pays from the first epoch on. Its choice
+      is by timing, so it is off when train.deterministic asks for repeatable numbers.
+    - A queue slot on a GPU shared with others allocates at most its share of the GPU's memory
+      (records.gpu_share), so that one run's growth fails that run, not its neighbour.
+    - train.deterministic: deterministic kernels only (cuBLAS needs its workspace setting for that); an op
+      without one is an error rather than a silent difference."""
+    if device.type == "cuda" and gpu_share() is not None:   # a queue slot on a shared GPU
+        torch.cuda.set_per_process_memory_fraction(gpu_share(), device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = spec.train.amp
+        torch.backends.cudnn.allow_tf32 = spec.train.amp
+        torch.backends.cudnn.benchmark = not spec.train.deterministic
+        torch.backends.cudnn.deterministic = spec.train.deterministic
+    if spec.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(spec.train.deterministic)
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What a run's floating point depends on beyond its spec and seed: the same seed gives the same
+    numbers only on the same CPU model with the same thread count (and, on CUDA, the same GPU and
+    kernel libraries, with train.deterministic). Recorded with every run."""
+    config = torch.__config__.show()
+    blas = next((line.split("=", 1)[1].strip(" ,") for line in config.splitlines() if "BLAS_INFO=" in line), None)
+    info = {"threads": torch.get_num_threads(), "cpu": cpu_model(), "blas": blas,
+            "mkldnn": torch.backends.mkldnn.is_available(), "torch": torch.__version__}
+    if device.type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version())
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 # --- one epoch ----------------------------------------------------------------------------------
@@ -125,11 +182,13 @@ def train_one_epoch(
     n_batches = math.ceil(len(split) / spec.train.batch_size)
     every = max(1, n_batches // PROGRESS_STEPS)
     extra = {"label_smoothing": lo.label_smoothing} if lo.name == "cross_entropy" else {}
-    generator = epoch_generator(spec, epoch)   # the batch order and the augmentation draws
-    flip = flips(spec.data)
+    generator = epoch_generator(spec, epoch)   # the augmentation draws, then the batch order
+    if spec.data.augment:
+        draws = augmentation_draws(len(split), generator, spec.data.crop_padding, flips(spec.data), device)
     for i, (x, y) in enumerate(batches(split, spec.train.batch_size, generator)):
         if spec.data.augment:
-            x = augment(x, generator, spec.data.crop_padding, flip)
+            start = i * spec.train.batch_size
+            x = augment(x, draws[start:start + len(y)], spec.data.crop_padding)
         with _autocast(device, spec):
             e, logits = model(x)
         # e, logits and C are float32 (the heads run outside autocast): the losses see no bf16 rounding.
@@ -284,6 +343,7 @@ def fit(
     the epochs already done (from the store). `data` may pass an already loaded dataset.
     """
     device = resolve_device(spec.train.device)
+    configure_backends(device, spec)
     torch.manual_seed(spec.train.seed)
     data = (data or load_dataset(spec.data)).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -296,7 +356,8 @@ def fit(
     done = load_checkpoint(checkpoint, model, optimiser, schedule, average) if resume and checkpoint.exists() else 0
     records = [r for r in (history or []) if r["epoch"] <= done]
     sink.emit(RunStarted(str(device), sum(p.numel() for p in model.parameters()),
-                         {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, done + 1))
+                         {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, done + 1,
+                         machine(device)))
 
     gpu = GpuMeter(device)
     start = time.perf_counter()

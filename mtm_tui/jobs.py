@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mtm_engine.errors import MtmError
+from mtm_engine.records import GPU_SHARE_ENV
 from mtm_engine.runner import cuda_visible_devices
 from mtm_engine.store import LIVE, LOG, Store, StoreError, owner, writing
 
@@ -203,7 +204,7 @@ def _drain_while_queued(store: Store) -> None:
                 row = waiting.pop(0)
                 if store.transition(row["id"], "queued", status="running", slot=index, slot_device=device, pid=None,
                                     host=socket.gethostname(), message=f"starting in slot {index} ({device})"):
-                    children.append(_start_worker(store, row["id"], device, slot.fileno(), slots.count("cpu")))
+                    children.append(_start_worker(store, row["id"], device, slot.fileno(), slots))
                 elif not _readable(store, row["id"]):
                     unreadable.add(row["id"])
                     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} skipped run {row['id']}: its run.json is missing "
@@ -219,12 +220,28 @@ def _readable(store: Store, run_id: str) -> bool:
     return True
 
 
-def _start_worker(store: Store, run_id: str, device: str, lock_fd: int, cpu_slots: int) -> subprocess.Popen:
-    """A worker for one claimed run, holding the slot's lock (an inherited descriptor). A GPU slot's
-    run sees only its GPU; CPU slots see none, and share the cores (torch's threads) between them."""
-    env = {"CUDA_VISIBLE_DEVICES": device.removeprefix("gpu:") if device != "cpu" else ""}
-    if device == "cpu":
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
+def worker_environment(device: str, slots: list[str]) -> dict[str, str]:
+    """What a slot's worker process runs under.
+
+    - A GPU slot's run sees only its GPU, numbered as nvidia-smi numbers them (PCI order; CUDA's own
+      order puts the fastest first, so `--gpus 1` could otherwise be another card); CPU slots see none.
+    - The cores are shared between all the slots: each worker's torch gets its share of threads (a
+      GPU run's host-side work needs few, and 8 runs on one GPU would otherwise start 8 pools over
+      every core).
+    - Runs that share a GPU each get 1/n of its memory (the run that allocates last would otherwise fail
+      its neighbour), and PyTorch's expandable segments, so fragmentation does not eat into that share."""
+    env = {"CUDA_VISIBLE_DEVICES": device.removeprefix("gpu:") if device != "cpu" else "",
+           "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+           "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(slots)))}
+    if device != "cpu":
+        env[GPU_SHARE_ENV] = f"{1 / slots.count(device):.6g}"
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    return env
+
+
+def _start_worker(store: Store, run_id: str, device: str, lock_fd: int, slots: list[str]) -> subprocess.Popen:
+    """A worker for one claimed run, holding the slot's lock (an inherited descriptor)."""
+    env = worker_environment(device, slots)
     process = _spawn(_mtm("worker", run_id, "--home", str(store.home.resolve())), store.run_dir(run_id) / LOG,
                      env=env, pass_fds=(lock_fd,))
     store.update(run_id, **owner(process.pid))

@@ -1,11 +1,12 @@
 """`mtm plot`: figures like the paper's Appendix B (and Figs. 2-3) from stored runs, as PNG and
-SVG files. matplotlib is an optional extra (`pip install 'mtm[plot]'`), so the TUI stays light."""
+SVG files. matplotlib is an optional extra (`pip install 'mtm-workbench[plot]'`), so the TUI stays light."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from mtm_engine import install_hint
 from mtm_engine.errors import MtmError
 from mtm_engine.export import row_label
 from mtm_engine.records import METRICS, classifiers_in
@@ -25,7 +26,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise MtmError("mtm plot needs matplotlib: pip install 'mtm[plot]' (or pip install matplotlib)") from None
+        raise MtmError(f"mtm plot needs matplotlib: {install_hint('plot')} (or pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -53,7 +53,7 @@ def test_a_run_records_its_provenance(mtm_env, tmp_path):
     run_id = json.loads(run_mtm(["run", "--json", "--set", "train.epochs=1", "--set", "model.width=4"],
                                 mtm_env, tmp_path).stdout)["run_id"]
     shown = json.loads(run_mtm(["show", run_id, "--json"], mtm_env, tmp_path).stdout)
-    assert shown["versions"]["mtm"] == metadata.version("mtm") and shown["versions"]["torch"]
+    assert shown["versions"]["mtm"] == metadata.version("mtm-workbench") and shown["versions"]["torch"]
     assert shown["device"] == "cpu"
     patch = tmp_path / "home" / "runs" / run_id / "source.patch"
     if shown["git"] is None:   # installed from the wheel

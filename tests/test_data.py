@@ -143,3 +143,50 @@ def test_data_size_resizes_straight_to_it_and_36_keeps_the_papers_transform():
     assert torch.allclose(paper_transform(x, (0.5,), (0.25,), 28), (x - 0.5) / 0.25)
     # the paper's: resize to 44 then centre-crop 36, so a constant image stays constant
     assert torch.allclose(paper_transform(torch.full((1, 1, 28, 28), 0.75), (0.5,), (0.25,)), torch.full((1, 1, 36, 36), 1.0))
+
+
+def test_loads_that_start_together_on_a_fresh_dataset_never_read_a_half_extracted_file(shared_data, tmp_path,
+                                                                                       monkeypatch):
+    """torchvision extracts in place; runs (or trials) that start together on a fresh dataset extracted the same
+    files at once and read each other's half-written ones (seen: 2 of 20 concurrent MNIST loads failed on a
+    cluster). Extraction is slowed here; no extraction or read may overlap another extraction."""
+    import threading
+    import time
+
+    import torchvision.datasets
+    import torchvision.datasets.utils as tv_utils
+
+    from mtm_engine.data import _torchvision_split
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    extracting, overlaps, lock = [0], [], threading.Lock()
+    real_decompress, real_load = tv_utils._decompress, torchvision.datasets.MNIST._load_data
+
+    def slow_decompress(from_path, to_path=None, remove_finished=False):
+        with lock:
+            overlaps.extend(["extraction during an extraction"] * (extracting[0] > 0))
+            extracting[0] += 1
+        try:
+            time.sleep(0.2)   # the file is being written
+            return real_decompress(from_path, to_path, remove_finished)
+        finally:
+            with lock:
+                extracting[0] -= 1
+
+    def watched_load(self):
+        with lock:
+            overlaps.extend(["read during an extraction"] * (extracting[0] > 0))
+        return real_load(self)
+
+    monkeypatch.setattr(tv_utils, "_decompress", slow_decompress)
+    monkeypatch.setattr(torchvision.datasets.MNIST, "_load_data", watched_load)
+    spec = DataSpec(dataset="mnist", root=str(shared_data))
+    loaded = []
+    threads = [threading.Thread(target=lambda: loaded.append(len(_torchvision_split("mnist", spec, True))))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(timeout=120)
+    assert loaded == [60000] * 3 and overlaps == []

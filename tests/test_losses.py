@@ -149,6 +149,25 @@ def test_proxy_losses_train_the_class_embeddings_they_are_given(name):
     assert LOSSES[name](e, y, C).item() < before.item()
 
 
+@pytest.mark.parametrize("name", ["proxy_anchor", "arcface"])   # a proxies attribute; a weight matrix C^T
+def test_a_proxy_loss_builds_the_librarys_loss_once_and_follows_c(name, monkeypatch):
+    """Built once per (K, d), not per batch; each batch's C is the one used (a Parameter or a tensor)."""
+    import pytorch_metric_learning.losses as library
+
+    built = []
+    cls = getattr(library, LOSSES[name].library_name)
+    monkeypatch.setattr(library, cls.__name__, lambda *a, **k: built.append(1) or cls(*a, **k))
+    LOSSES[name].built.clear()
+    g = torch.Generator().manual_seed(0)
+    e, y = torch.randn(6, 4, generator=g), torch.arange(6) % 3
+    C1, C2 = torch.nn.Parameter(torch.randn(3, 4, generator=g)), torch.randn(3, 4, generator=g)
+    first, second = LOSSES[name](e, y, C1), LOSSES[name](e, y, C2)
+    assert built == [1]
+    LOSSES[name].built.clear()
+    fresh = LOSSES[name](e, y, C2)   # a loss built for C2 alone
+    assert second.item() == pytest.approx(fresh.item()) and first.item() != pytest.approx(second.item())
+
+
 def test_a_proxy_loss_without_its_library_is_one_line(monkeypatch):
     import importlib.util
 
@@ -157,5 +176,5 @@ def test_a_proxy_loss_without_its_library_is_one_line(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytorch_metric_learning" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"pip install 'mtm\[metric\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'mtm-workbench\[metric\]'"):
         load_spec(overrides=["loss.name=arcface"])

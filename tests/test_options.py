@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mtm_engine.checkpoints import make_average
 from mtm_engine.config import DataSpec, load_spec
-from mtm_engine.data import Split, augment, flips, load_dataset
+from mtm_engine.data import Split, augment, augmentation_draws, flips, load_dataset
 from mtm_engine.losses import cross_entropy
 from mtm_engine.models import build_model
 from mtm_engine.train import EpochEnded, fit, make_optimiser, make_schedule, train_one_epoch
@@ -17,17 +17,34 @@ from mtm_engine.train import EpochEnded, fit, make_optimiser, make_schedule, tra
 
 def test_augment_crops_from_the_padded_image_and_flips_whole_images():
     x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5)
-    g = torch.Generator().manual_seed(0)
-    out = augment(x, g, padding=2, flip=False)
+    draws = augmentation_draws(2, torch.Generator().manual_seed(0), padding=2, flip=False, device=x.device)
+    out = augment(x, draws, padding=2)
     padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
     for b in range(2):
-        crops = [padded[b, :, i:i + 5, j:j + 5] for i in range(5) for j in range(5)]
-        assert any(torch.equal(out[b], c) for c in crops)
-    flipped = augment(x, torch.Generator().manual_seed(1), padding=0, flip=True)
+        oy, ox, _ = draws[b].tolist()
+        assert torch.equal(out[b], padded[b, :, oy:oy + 5, ox:ox + 5])
+    assert torch.equal(augment(x, torch.tensor([[0, 4, 0], [2, 2, 1]]), padding=2)[1], x[1].flip(-1))
+    flips_drawn = augmentation_draws(1000, torch.Generator().manual_seed(1), padding=0, flip=True, device=x.device)
+    assert flips_drawn[:, :2].eq(0).all() and 400 < flips_drawn[:, 2].sum() < 600   # half of them mirrored
+    flipped = augment(x, flips_drawn[:2], padding=0)
     for b in range(2):
-        assert torch.equal(flipped[b], x[b]) or torch.equal(flipped[b], x[b].flip(-1))
-    again = augment(x, torch.Generator().manual_seed(0), padding=2, flip=False)
-    assert torch.equal(out, again)   # the same generator state, the same crops
+        assert torch.equal(flipped[b], x[b].flip(-1) if flips_drawn[b, 2] else x[b])
+    again = augmentation_draws(2, torch.Generator().manual_seed(0), padding=2, flip=False, device=x.device)
+    assert torch.equal(draws, again)   # the same generator state, the same crops
+
+
+def test_an_augmented_epoch_sends_its_draws_to_the_device_once_not_per_batch(monkeypatch):
+    """On CUDA each host-to-device copy in the batch loop stalls the GPU: count the loop's Tensor.to calls."""
+    spec = load_spec(overrides=["data.augment=true", "data.flip=on", "train.batch_size=20", "model.width=4",
+                                "model.dim=8", "model.stages=2"])
+    data = load_dataset(spec.data)
+    model = build_model(spec.model, data.channels, data.num_classes)
+    copies = []
+    original = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: copies.append(1) or original(self, *a, **k))
+    train_one_epoch(model, data.train, spec, make_optimiser(spec, model), epoch=1)
+    batches = math.ceil(len(data.train) / 20)
+    assert batches >= 40 and len(copies) <= 0.1 * batches
 
 
 def test_flip_where_it_makes_sense():

@@ -12,6 +12,7 @@ from conftest import MTM, ROOT
 
 import mtm_engine
 import mtm_tui
+from mtm_engine import DISTRIBUTION
 
 PACKAGES = ("mtm_engine", "mtm_tui")
 SHIPPED = {".py", ".tcss", ".toml", ".json"}
@@ -25,7 +26,7 @@ def source_files() -> set[str]:
 def test_the_wheel_holds_every_subpackage_and_data_file(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)
-    (wheel,) = tmp_path.glob("mtm-*.whl")
+    (wheel,) = tmp_path.glob("mtm_workbench-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = source_files()
     assert {"mtm_tui/screens/runs.py", "mtm_tui/widgets/charts.py", "mtm_tui/app.tcss",
@@ -36,7 +37,7 @@ def test_the_wheel_holds_every_subpackage_and_data_file(tmp_path):
 def test_the_suite_imports_the_package_pip_installed():
     """A wheel install must be what the tests import (not the source tree beside them, which
     `python -m pytest` would put first on the path); an editable one must point at this checkout."""
-    (dist,) = [d for d in metadata.distributions(name="mtm") if d.read_text("RECORD") is not None]
+    (dist,) = [d for d in metadata.distributions(name=DISTRIBUTION) if d.read_text("RECORD") is not None]
     editable = json.loads(dist.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable", False)
     for package in (mtm_engine, mtm_tui):
         module = Path(package.__file__)
@@ -51,6 +52,6 @@ def test_version_names_mtm_torch_and_the_cuda_devices(tmp_path):
     out = subprocess.run([*MTM, "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == f"mtm {metadata.version('mtm')}"
+    assert lines[0] == f"mtm-workbench {metadata.version(DISTRIBUTION)}"
     assert lines[1].startswith(f"torch {metadata.version('torch').split('+')[0]}")
     assert lines[2].startswith("CUDA devices: ")

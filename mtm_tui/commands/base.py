@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from mtm_engine import DISTRIBUTION
 from mtm_engine.errors import MtmError
 from mtm_tui.progress import ProgressSink
 
@@ -49,7 +50,8 @@ def _print_version(value: bool) -> None:
     import torch
 
     gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
-    console.print(f"mtm {metadata.version('mtm')}\ntorch {torch.__version__} (CUDA {torch.version.cuda or 'none'})\n"
+    console.print(f"{DISTRIBUTION} {metadata.version(DISTRIBUTION)}\n"
+                  f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})\n"
                   f"CUDA devices: {', '.join(gpus) or 'none visible'}", markup=False, highlight=False)
     raise typer.Exit()
 
