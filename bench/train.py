@@ -27,7 +27,7 @@ from mtm_engine.config import load_spec
 from mtm_engine.data import _TORCHVISION, CROP, RESIZE, _torchvision_split, load_dataset
 from mtm_engine.losses import get_loss
 from mtm_engine.models import build_model
-from mtm_engine.train import make_optimiser, resolve_device, train_one_epoch
+from mtm_engine.train import configure_backends, make_optimiser, resolve_device, train_one_epoch
 
 
 def fresh(spec, data, layout=torch.channels_last):
@@ -61,7 +61,7 @@ def bare_epoch(spec, data, layout=torch.channels_last) -> float:
         idx = perm[i:i + bs]
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=y.is_cuda and spec.train.amp):
             e, _ = model(x[idx])
-        loss = loss_fn(e, y[idx], model.class_embeddings, r=spec.loss.r, eps=spec.loss.eps)
+        loss = loss_fn(e, y[idx], model.targets(), r=spec.loss.r, eps=spec.loss.eps)   # as the engine
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -76,18 +76,19 @@ def loader_epoch(spec, data, workers: int) -> float:
     ds = _torchvision_split(spec.data.dataset, spec.data, train=True)
     ds.transform = T.Compose([T.ToTensor(), T.Resize(RESIZE), T.CenterCrop(CROP), T.Normalize(mean, std)])
     subset = torch.utils.data.Subset(ds, range(len(data.train)))   # as many images as the engine
+    device = data.train.y.device
+    # Pinned host batches: non_blocking copies from pageable memory are synchronous.
     loader = torch.utils.data.DataLoader(subset, batch_size=spec.train.batch_size, shuffle=True,
-                                         num_workers=workers)
+                                         num_workers=workers, pin_memory=device.type == "cuda")
     model, opt = fresh(spec, data)
     loss_fn = get_loss(spec.loss.name)
-    device = data.train.y.device
     start = time.perf_counter()
     model.train()
     for xb, yb in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and spec.train.amp):
             e, _ = model(xb)
-        loss = loss_fn(e, yb, model.class_embeddings, r=spec.loss.r, eps=spec.loss.eps)
+        loss = loss_fn(e, yb, model.targets(), r=spec.loss.r, eps=spec.loss.eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -108,7 +109,9 @@ def main() -> None:
 
     spec = load_spec(overrides=[f"data.dataset={args.dataset}", f"data.root={args.root}",
                                 f"train.device={args.device}", "train.batch_size=100", *args.overrides])
-    data = load_dataset(spec.data).to(resolve_device(spec.train.device))
+    device = resolve_device(spec.train.device)
+    configure_backends(device, spec)   # the engine's kernel switches (cuDNN autotuner, TF32) for every contender
+    data = load_dataset(spec.data).to(device)
     n = len(data.train)
     runs = {"engine": lambda: engine_epoch(spec, data), "bare": lambda: bare_epoch(spec, data),
             "nchw": lambda: bare_epoch(spec, data, torch.contiguous_format)}

@@ -17,6 +17,7 @@ COVERAGES = (0.8, 0.9, 0.95)   # selective classification: accuracy on the most 
 ECE_BINS = 15
 HISTOGRAM_TAIL = 0.005   # the share of scores on each side that histograms gather into their end bins
 GAUSSIAN_JITTER = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)   # added to the diagonal until Cholesky works
+SCORE_CHUNK_BYTES = 256 * 2**20   # the Gaussian score's float64 working arrays per chunk of images
 
 
 # --- scores -------------------------------------------------------------------------------------
@@ -59,11 +60,18 @@ class ClassGaussians:
         self.chol = chol   # [K, d, d] lower triangular
 
     def score(self, e: Tensor) -> Tensor:
-        diff = e.double()[None] - self.means[:, None]                                # [K, N, d]
-        z = torch.linalg.solve_triangular(self.chol, diff.transpose(1, 2), upper=False)   # [K, d, N]
+        """e [N, d] -> [N], in chunks of images: all N at once would be a [K, N, d] float64 array (32 GB
+        for CIFAR-100's test split at d = 2000)."""
+        K, d = self.means.shape
+        chunk = max(1, SCORE_CHUNK_BYTES // (2 * K * d * 8))   # diff and z, float64
+        return torch.cat([self._score(part) for part in e.split(chunk)])
+
+    def _score(self, e: Tensor) -> Tensor:
+        diff = e.double()[None] - self.means[:, None]                                # [K, n, d]
+        z = torch.linalg.solve_triangular(self.chol, diff.transpose(1, 2), upper=False)   # [K, d, n]
         log_det = 2 * self.chol.diagonal(dim1=1, dim2=2).log().sum(dim=1)            # [K]
         d = e.shape[1]
-        log_p = -0.5 * (z.pow(2).sum(dim=1) + log_det[:, None] + d * math.log(2 * math.pi))   # [K, N]
+        log_p = -0.5 * (z.pow(2).sum(dim=1) + log_det[:, None] + d * math.log(2 * math.pi))   # [K, n]
         return log_p.logsumexp(dim=0).float()
 
 

@@ -13,7 +13,14 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from mtm_engine.checkpoints import WeightAverage, keep_best, load_checkpoint, make_average, save_checkpoint
+from mtm_engine.checkpoints import (
+    BackgroundWriter,
+    WeightAverage,
+    best_state,
+    checkpoint_state,
+    load_checkpoint,
+    make_average,
+)
 from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split, augment, augmentation_draws, batches, flips, load_dataset
@@ -28,6 +35,7 @@ from mtm_engine.geometry import (
 from mtm_engine.losses import get_loss
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.records import (
+    BEST,
     CHECKPOINT,
     METRICS,
     SNAPSHOTS,
@@ -296,9 +304,11 @@ def write_snapshot(run_dir: Path, snapshot: dict[str, Any], epoch: int, best: bo
 
 
 class GpuMeter:
-    """An epoch's GPU figures: peak memory allocated and reserved by torch (GB), and the mean
-    utilisation (%) sampled at each progress step where nvidia-ml-py is installed (the `gpu`
-    extra). On other devices it measures nothing and adds no keys to the record."""
+    """An epoch's GPU figures: peak memory allocated and reserved by torch (GB); where nvidia-ml-py is
+    installed (the `gpu` extra), the process's own memory on the GPU as NVML sees it, CUDA context and
+    libraries included (what runs sharing a GPU must be sized on), and the mean utilisation (%) sampled at
+    each progress step, which is the whole GPU's: runs sharing a GPU all record the same total. On other
+    devices it measures nothing and adds no keys to the record."""
 
     def __init__(self, device: torch.device):
         self.device = device if device.type == "cuda" else None
@@ -325,9 +335,26 @@ class GpuMeter:
             return {}
         figures = {"gpu_mem_allocated_gb": torch.cuda.max_memory_allocated(self.device) / 1e9,
                    "gpu_mem_reserved_gb": torch.cuda.max_memory_reserved(self.device) / 1e9}
+        process = nvml_process_memory_gb(self.device)
+        if process is not None:
+            figures["gpu_mem_process_gb"] = process
         if self.utilisation:
             figures["gpu_util_pct"] = sum(self.utilisation) / len(self.utilisation)
         return figures
+
+
+def nvml_process_memory_gb(device: torch.device) -> float | None:
+    """This process's memory on `device` as NVML counts it (GB), or None without nvidia-ml-py or where NVML
+    does not say (MIG slices, some containers). NVML knows GPUs by UUID, whatever CUDA_VISIBLE_DEVICES did."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(device).uuid}")
+        used = [p.usedGpuMemory for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid == os.getpid()]
+    except Exception:   # ImportError, NVMLError, a device property this torch lacks: no figure
+        return None
+    return used[0] / 1e9 if used and used[0] is not None else None
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -335,12 +362,15 @@ class GpuMeter:
 def fit(
     spec: Spec, run_dir: Path, sink: Sink = NullSink(), *, resume: bool = False,
     history: list[dict[str, Any]] | None = None, should_stop: Callable[[], bool] = lambda: False,
-    data: Dataset | None = None,
+    data: Dataset | None = None, background_checkpoints: bool = True,
 ) -> RunResult:
     """Train `spec` for its epochs, checkpointing each one into `run_dir`.
 
     resume: continue from run_dir's checkpoint, if there is one; `history` holds the records of
     the epochs already done (from the store). `data` may pass an already loaded dataset.
+    background_checkpoints: write each epoch's checkpoint while the next epoch trains; CheckpointSaved
+    then comes once its files have landed, an epoch later. False: written before the next epoch starts
+    (a Tune trial reports each epoch with its checkpoint files).
     """
     device = resolve_device(spec.train.device)
     configure_backends(device, spec)
@@ -361,6 +391,15 @@ def fit(
 
     gpu = GpuMeter(device)
     start = time.perf_counter()
+    writes = BackgroundWriter()
+
+    def written(epoch: int | None) -> None:
+        if epoch is not None:
+            sink.emit(CheckpointSaved(epoch, checkpoint))
+
+    def ended(status: str, message: str = "") -> RunResult:
+        written(writes.wait())   # every end of a run: its last checkpoint is on disk
+        return RunResult(status, records, summarise(records, spec.classifiers), message)
 
     def progress(epoch: int, batch: int, batches: int, loss: Tensor) -> None:
         gpu.sample()
@@ -375,14 +414,13 @@ def fit(
             on_progress=lambda b, n, loss, epoch=epoch: progress(epoch, b, n, loss), should_stop=should_stop,
         )
         if train_loss is None:
-            return RunResult("interrupted", records, summarise(records, spec.classifiers),
-                             f"stopped during epoch {epoch}; resume continues from epoch {epoch}")
+            return ended("interrupted", f"stopped during epoch {epoch}; resume continues from epoch {epoch}")
         trained = time.perf_counter()
         if not math.isfinite(train_loss):
             message = (f"training loss became {train_loss} in epoch {epoch}; lower train.lr "
                        f"(now {spec.train.lr:g}) or loss.r (now {spec.loss.r:g})")
             sink.emit(RunDiverged(epoch, message))
-            return RunResult("diverged", records, summarise(records, spec.classifiers), message)
+            return ended("diverged", message)
         metrics, snapshot = evaluate(evaluated, data, spec)
         record = {"epoch": epoch, "train_loss": train_loss, "lr": optimiser.param_groups[0]["lr"], **metrics}
         end = time.perf_counter()
@@ -394,11 +432,11 @@ def fit(
         best = summarise(records, spec.classifiers[:1])["val"].get(spec.classifiers[0], {}).get("epoch") == epoch
         write_snapshot(run_dir, snapshot, epoch, best=best)
         sink.emit(EpochEnded(epoch, record))
-        save_checkpoint(checkpoint, model, optimiser, schedule, epoch, average)
-        if best:
-            keep_best(checkpoint, evaluated.state_dict(), epoch)
-        sink.emit(CheckpointSaved(epoch, checkpoint))
+        # best.pt before checkpoint.pt: a kill between the two leaves a best.pt that the resumed epoch rewrites.
+        written(writes.write(([(run_dir / BEST, best_state(evaluated, epoch))] if best else [])
+                             + [(checkpoint, checkpoint_state(model, optimiser, schedule, epoch, average))], epoch))
+        if not background_checkpoints:
+            written(writes.wait())
         if should_stop() and epoch < spec.train.epochs:
-            return RunResult("interrupted", records, summarise(records, spec.classifiers),
-                             f"stopped after epoch {epoch}; resume continues from epoch {epoch + 1}")
-    return RunResult("finished", records, summarise(records, spec.classifiers))
+            return ended("interrupted", f"stopped after epoch {epoch}; resume continues from epoch {epoch + 1}")
+    return ended("finished")

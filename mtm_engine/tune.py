@@ -133,7 +133,7 @@ def _trial(config: dict[str, Any], base: dict[str, Any], cpus: float) -> None:
             for name in RUN_FILES:
                 if (Path(folder) / name).exists():
                     shutil.copy(Path(folder) / name, run_dir / name)
-    fit(spec, run_dir, _ReportSink(), resume=checkpoint is not None)
+    fit(spec, run_dir, _ReportSink(), resume=checkpoint is not None, background_checkpoints=False)
 
 
 # --- the driver's record of every trial ------------------------------------------------------------

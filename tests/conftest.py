@@ -25,3 +25,10 @@ def mtm_env(tmp_path) -> dict[str, str]:
 
 
 MTM = [sys.executable, "-m", "mtm_tui.cli"]
+
+
+def pytest_collection_modifyitems(items):
+    """Ray tests run one after another on one xdist worker: two local Ray clusters on 2 cores starve each other."""
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))

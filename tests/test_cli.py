@@ -50,11 +50,15 @@ def test_a_run_records_its_provenance(mtm_env, tmp_path):
     and the device; an installed wheel has no git, and records none."""
     from importlib import metadata
 
-    run_id = json.loads(run_mtm(["run", "--json", "--set", "train.epochs=1", "--set", "model.width=4"],
+    run_id = json.loads(run_mtm(["run", "--json", "--threads", "1", "--set", "train.epochs=1", "--set", "model.width=4"],
                                 mtm_env, tmp_path).stdout)["run_id"]
     shown = json.loads(run_mtm(["show", run_id, "--json"], mtm_env, tmp_path).stdout)
     assert shown["versions"]["mtm"] == metadata.version("mtm-workbench") and shown["versions"]["torch"]
     assert shown["device"] == "cpu"
+    # what the numbers depend on beyond spec and seed: the threads chosen, the CPU, the kernel libraries
+    assert shown["machine"]["threads"] == 1 and shown["machine"]["cpu"] and "blas" in shown["machine"]
+    detached = run_mtm(["run", "-d", "--threads", "1"], mtm_env, tmp_path)
+    assert detached.returncode == 1 and "slot's share of the cores" in detached.stderr
     patch = tmp_path / "home" / "runs" / run_id / "source.patch"
     if shown["git"] is None:   # installed from the wheel
         assert shown["git_dirty"] is None and not patch.exists()

@@ -19,7 +19,7 @@ from conftest import MTM
 from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS
 from mtm_engine.store import Store
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.long]
 RAY = str(Path(sys.executable).parent / "ray")
 
 

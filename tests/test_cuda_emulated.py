@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtm_engine import checkpoints
-from mtm_engine.checkpoints import load_checkpoint, save_checkpoint
+from mtm_engine.checkpoints import BackgroundWriter, checkpoint_state, load_checkpoint
 from mtm_engine.config import load_spec
 from mtm_engine.errors import ConfigError, out_of_memory
 from mtm_engine.models import build_model
@@ -40,6 +40,12 @@ class EmulatedCuda:
     def set_rng_state_all(self, states):
         for i, state in enumerate(states):
             self.set_rng_state(state, i)
+
+
+def save_checkpoint(path, *state, **kw):
+    writer = BackgroundWriter()
+    writer.write([(path, checkpoint_state(*state, **kw))], epoch=kw["epoch"])
+    assert writer.wait() == kw["epoch"]
 
 
 def a_run(tmp_path):
@@ -173,3 +179,30 @@ def test_weight_averaging_copies_integer_buffers_in_one_fused_call(monkeypatch):
     average.update()
     assert copies == []
     assert all(int(b) == 3 for n, b in average.module.named_buffers() if not b.is_floating_point())
+
+
+def test_the_process_memory_on_its_gpu_comes_from_nvml_by_uuid(monkeypatch):
+    """NVML counts every process on a GPU (the CUDA context included); a run records its own, found by its pid
+    on the GPU with its device's UUID. Where NVML cannot say (no nvidia-ml-py, MIG), there is no figure."""
+    import os
+    import sys
+    import types
+
+    from mtm_engine.train import nvml_process_memory_gb
+
+    class Props:
+        uuid = "1234-abcd"
+
+    asked = []
+    nvml = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByUUID=lambda uuid: asked.append(uuid) or "handle",
+        nvmlDeviceGetComputeRunningProcesses=lambda handle: [types.SimpleNamespace(pid=1, usedGpuMemory=9e9),
+                                                             types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=3e9)])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    assert nvml_process_memory_gb(torch.device("cuda", 0)) == pytest.approx(3.0) and asked == ["GPU-1234-abcd"]
+    nvml.nvmlDeviceGetComputeRunningProcesses = lambda handle: [types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=None)]
+    assert nvml_process_memory_gb(torch.device("cuda", 0)) is None   # MIG: NVML does not say
+    monkeypatch.setitem(sys.modules, "pynvml", None)                  # no nvidia-ml-py
+    assert nvml_process_memory_gb(torch.device("cuda", 0)) is None

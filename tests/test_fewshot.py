@@ -51,7 +51,6 @@ def test_held_out_classes_leave_every_split_and_the_rest_are_renumbered():
         assert torch.equal(torch.tensor([int(part.classes[i]) for i in kept.y]), whole.y[keep])
 
 
-@pytest.mark.slow
 def test_mtm_eval_fewshot_measures_trained_and_random_features_and_refuses_bad_input(mtm_env, tmp_path):
     from test_cli import run_mtm
 

@@ -23,18 +23,12 @@ def test_fit_on_cuda_with_bf16_autocast_learns(tmp_path):
     result = fit(load_spec(overrides=["train.epochs=3", "train.device=cuda", "train.amp=true"]), tmp_path)
     assert result.status == "finished"
     assert result.records[-1]["test_acc_euc"] > 0.7
-    # GPU figures per epoch: peak memory always, utilisation where nvidia-ml-py is installed
+    # GPU figures per epoch: torch's peak memory always. (NVML's utilisation and process memory are not asserted:
+    # a MIG slice or a container may not report them.)
     record = result.records[-1]
     assert 0 < record["gpu_mem_allocated_gb"] <= record["gpu_mem_reserved_gb"]
-    assert ("gpu_util_pct" in record) == _has_nvml()
-
-
-def _has_nvml() -> bool:
-    try:
-        import pynvml  # noqa: F401  (nvidia-ml-py)
-    except ImportError:
-        return False
-    return True
+    if "gpu_mem_process_gb" in record:   # the CUDA context and libraries come on top of torch's own
+        assert record["gpu_mem_process_gb"] >= record["gpu_mem_allocated_gb"]
 
 
 @pytest.mark.parametrize("head", ["mtm", "pure"])

@@ -7,7 +7,6 @@ import signal
 import pytest
 from test_lifecycle import listed, mtm, wait_for
 
-pytestmark = pytest.mark.slow
 SMALL = ["--set", "train.epochs=1", "--set", "model.width=4", "--set", "model.dim=16"]   # a run is mostly its start
 
 

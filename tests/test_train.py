@@ -134,3 +134,45 @@ def test_a_run_reports_the_epoch_in_flight_to_its_progress_file(tmp_path):
     progress = store.progress(run_id)   # the first progress of the run is written at once
     assert progress["epoch"] == 1 and 1 <= progress["batch"] <= 23 and progress["batches"] == 23
     assert progress["images_per_s"] > 0 and progress["gpu_mem_gb"] is None
+
+
+def test_checkpoints_written_in_the_background_hold_the_state_when_asked_in_order(tmp_path, monkeypatch):
+    """The next epoch changes the weights in place while the last one's checkpoint is written: the file must
+    hold them as they were when the write was asked; writes land one after another, in order; and a failed
+    write is raised in the training thread."""
+    import threading
+
+    from mtm_engine import checkpoints
+    from mtm_engine.checkpoints import BackgroundWriter
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    order, release = [], threading.Event()
+    real_write = checkpoints._write
+
+    def slow_write(path, state):
+        release.wait(timeout=30)   # held until the training thread has moved on
+        order.append(path.name)
+        real_write(path, state)
+
+    monkeypatch.setattr(checkpoints, "_write", slow_write)
+    writer = BackgroundWriter()
+    assert writer.write([(tmp_path / "best.pt", {"w": w}), (tmp_path / "checkpoint.pt", {"w": w})], epoch=1) is None
+    with torch.no_grad():
+        w.add_(5.0)   # the next epoch trains on
+    release.set()
+    assert writer.wait() == 1 and order == ["best.pt", "checkpoint.pt"]
+    assert torch.equal(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["w"], torch.zeros(3))
+
+    monkeypatch.setattr(checkpoints, "_write", lambda path, state: (_ for _ in ()).throw(OSError(28, "No space left")))
+    writer.write([(tmp_path / "checkpoint.pt", {"w": w})], epoch=2)
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait()
+
+
+def test_a_finished_run_has_its_last_checkpoint_on_disk_and_said_so(digits, tmp_path):
+    from mtm_engine.records import CheckpointSaved
+
+    sink = Recorder()
+    fit(load_spec(overrides=["train.epochs=2", "model.width=4", "model.dim=16"]), tmp_path, sink, data=digits)
+    assert [e.epoch for e in sink.events if isinstance(e, CheckpointSaved)] == [1, 2]
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 2

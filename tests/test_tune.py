@@ -129,3 +129,26 @@ def test_more_gpus_per_trial_than_the_cluster_has_is_one_line_and_no_sweep(mtm_e
     assert out.returncode == 1 and lines[-1].startswith("error: tune.gpus_per_trial = 0.5, but the Ray cluster has 0 "
                                                         "GPUs"), out.stderr
     assert not (tmp_path / "home" / "sweeps").exists()
+
+
+def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
+    """Ray's GPU packing, on the CPU: a node with one logical GPU and tune.gpus_per_trial = 0.25 runs 4 trials at
+    once (on the GPU machine, runs sharing a GPU are measured through the queue instead: Ray is not there)."""
+    import ray
+
+    from mtm_engine.store import Store
+    from mtm_engine.sweep_spec import load_sweep
+    from mtm_engine.tune import run_sweep
+
+    spec, settings = load_sweep(None, ["tune.num_samples=4", "tune.max_epochs=2", "tune.gpus_per_trial=0.25",
+                                       "tune.cpus_per_trial=0.5", "tune.search=random", "tune.scheduler=none",
+                                       "train.batch_size=128", "model.dim=16", "model.width=4"])
+    ray.init(num_cpus=2, num_gpus=1, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(spec, settings, tmp_path / "home")
+    finally:
+        ray.shutdown()
+    assert summary["status"] == {"finished": 4}
+    rows = [r for r in Store(tmp_path / "home").rows() if r["sweep"] == summary["sweep_id"]]
+    spans = [(r["started"], r["ended"]) for r in rows]
+    assert len(spans) == 4 and max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 4   # all 4 at once

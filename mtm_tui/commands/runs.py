@@ -48,6 +48,9 @@ def run(
                                                             "visible GPU) or a list like 0,1."),
     per_gpu: Optional[int] = typer.Option(None, "--per-gpu", help="With --detach: runs at once on each GPU [default: 1]."),
     slots: Optional[int] = typer.Option(None, "--slots", help="With --detach: N CPU slots instead of GPUs."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch's CPU threads in the foreground "
+                                          "[default: every core]; the same seed repeats its numbers only with the "
+                                          "same threads on the same CPU model."),
     home: Optional[Path] = HOME,
 ) -> None:
     """Train one experiment (in the foreground, or queued in the background with --detach)."""
@@ -66,6 +69,10 @@ def run(
     if detach:
         from mtm_tui import jobs
 
+        if threads is not None:
+            raise MtmError("--threads sets a foreground run's threads; a detached run gets its slot's share of the "
+                           "cores (--slots N: cores / N each)")
+
         devices = jobs.plan_slots(gpus, per_gpu, slots) if (gpus, per_gpu, slots) != (None, None, None) else None
         run_ids = [create_run(store, s, status="queued") for s in specs]
         if devices is not None:
@@ -81,6 +88,10 @@ def run(
         return
     if (gpus, per_gpu, slots) != (None, None, None):
         raise MtmError("--gpus, --per-gpu and --slots set the slots of detached runs; add --detach")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     results = []
     for s in specs:
         run_id = create_run(store, s, status="running")
