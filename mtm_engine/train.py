@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -105,10 +106,10 @@ def machine(device: torch.device) -> dict[str, Any]:
     """What a run's floating point depends on beyond its spec and seed: the same seed gives the same
     numbers only on the same CPU model with the same thread count (and, on CUDA, the same GPU and
     kernel libraries, with train.deterministic). Recorded with every run."""
-    config = torch.__config__.show()
-    blas = next((line.split("=", 1)[1].strip(" ,") for line in config.splitlines() if "BLAS_INFO=" in line), None)
-    info = {"threads": torch.get_num_threads(), "cpu": cpu_model(), "blas": blas,
-            "mkldnn": torch.backends.mkldnn.is_available(), "torch": torch.__version__}
+    config = torch.__config__.show()   # "... CPU capability usage: AVX2 ... Build settings: BLAS_INFO=mkl, ..."
+    blas, vector = (re.search(pattern, config) for pattern in (r"BLAS_INFO=([^,\s]+)", r"CPU capability usage: (\S+)"))
+    info = {"threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_kernels": vector and vector.group(1),
+            "blas": blas and blas.group(1), "mkldnn": torch.backends.mkldnn.is_available(), "torch": torch.__version__}
     if device.type == "cuda":
         info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version())

@@ -32,3 +32,9 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+# A small network on smaller images: an epoch of the embedded digits in about 0.2 s instead of 1.2 s, for tests of
+# what happens around training (queue, stop, resume, eval), not of what it learns.
+SMALL = ["model.width=4", "model.dim=16", "data.size=16"]
+SMALL_ARGS = [arg for key in SMALL for arg in ("--set", key)]

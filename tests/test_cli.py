@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from conftest import MTM
+from conftest import MTM, SMALL_ARGS
 
 
 def run_mtm(args, env, cwd):
@@ -36,7 +36,7 @@ def test_missing_config_file(mtm_env, tmp_path):
 
 
 def test_seeds_run_one_after_another_and_report_mean_and_std(mtm_env, tmp_path):
-    out = run_mtm(["run", "--json", "--seeds", "2", "--set", "train.epochs=1"], mtm_env, tmp_path)
+    out = run_mtm(["run", "--json", "--seeds", "2", *SMALL_ARGS, "--set", "train.epochs=1"], mtm_env, tmp_path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(result["run_ids"]) == 2 and result["seeds"] == 2
@@ -67,7 +67,7 @@ def test_a_run_records_its_provenance(mtm_env, tmp_path):
 
 
 def test_tags_notes_sort_limit_diff_logs_and_eval(mtm_env, tmp_path):
-    small = ["--set", "train.epochs=2", "--set", "model.width=4", "--set", "model.dim=16"]
+    small = ["--set", "train.epochs=2", *SMALL_ARGS]
     a = json.loads(run_mtm(["run", "--json", *small], mtm_env, tmp_path).stdout)["run_id"]
     b = json.loads(run_mtm(["run", "--json", *small, "--set", "train.lr=0.003"], mtm_env, tmp_path).stdout)["run_id"]
     assert run_mtm(["tag", a[:8], "baseline", "cpu"], mtm_env, tmp_path).returncode == 0

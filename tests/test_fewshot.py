@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import SMALL_ARGS
 
 from mtm_engine.config import load_spec
 from mtm_engine.data import load_dataset
@@ -76,6 +77,6 @@ def test_mtm_eval_fewshot_measures_trained_and_random_features_and_refuses_bad_i
     assert too_many.returncode == 1 and "has only" in too_many.stderr and "choose K <=" in too_many.stderr
     missing = run_mtm(["run", "--set", "data.holdout_classes=[12]"], mtm_env, tmp_path)
     assert missing.returncode == 1 and "class 12 does not exist; digits has classes 0..9" in missing.stderr
-    every = json.loads(run_mtm(["run", "--json", "--set", "train.epochs=1"], mtm_env, tmp_path).stdout)["run_id"][:8]
+    every = json.loads(run_mtm(["run", "--json", *SMALL_ARGS, "--set", "train.epochs=1"], mtm_env, tmp_path).stdout)["run_id"][:8]
     refused = run_mtm(["eval", every, "--fewshot", "1"], mtm_env, tmp_path)
     assert refused.returncode == 1 and "data.holdout_classes" in refused.stderr

@@ -8,9 +8,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import MTM
+from conftest import MTM, SMALL_ARGS
 
-EPOCHS = 6
+EPOCHS = 30   # small epochs (SMALL): the detached run is still mid-way when it is killed
 
 
 def mtm(args, env, cwd, check=True):
@@ -35,9 +35,9 @@ def wait_for(predicate, timeout=120.0):
 
 
 def test_a_killed_run_resumes_with_each_epoch_recorded_once(mtm_env, tmp_path):
-    reference = json.loads(mtm(["run", "--json", "--set", f"train.epochs={EPOCHS}"], mtm_env, tmp_path).stdout)
+    reference = json.loads(mtm(["run", "--json", *SMALL_ARGS, "--set", f"train.epochs={EPOCHS}"], mtm_env, tmp_path).stdout)
 
-    started = json.loads(mtm(["run", "--detach", "--json", "--set", f"train.epochs={EPOCHS}"], mtm_env, tmp_path).stdout)
+    started = json.loads(mtm(["run", "--detach", "--json", *SMALL_ARGS, "--set", f"train.epochs={EPOCHS}"], mtm_env, tmp_path).stdout)
     run_id = started["run_id"]
     row = wait_for(lambda: (r := listed(mtm_env, tmp_path)[run_id])["epoch"] >= 2 and r)
     assert row["status"] == "running" and row["pid"]
@@ -54,12 +54,12 @@ def test_a_killed_run_resumes_with_each_epoch_recorded_once(mtm_env, tmp_path):
 
 
 def test_stop_is_graceful_and_resume_detached_finishes(mtm_env, tmp_path):
-    run_id = json.loads(mtm(["run", "-d", "--json", "--set", "train.epochs=40"], mtm_env, tmp_path).stdout)["run_id"]
+    run_id = json.loads(mtm(["run", "-d", "--json", *SMALL_ARGS, "--set", "train.epochs=1000"], mtm_env, tmp_path).stdout)["run_id"]
     wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
     out = mtm(["stop", run_id, "--wait", "60"], mtm_env, tmp_path)
     assert "stopped (interrupted)" in out.stdout
     row = listed(mtm_env, tmp_path)[run_id]
-    assert row["status"] == "interrupted" and 1 <= row["epoch"] < 40
+    assert row["status"] == "interrupted" and 1 <= row["epoch"] < 1000
     again = mtm(["stop", run_id], mtm_env, tmp_path, check=False)
     assert again.returncode == 1 and "is not running" in again.stderr
 
@@ -72,7 +72,7 @@ def test_stop_is_graceful_and_resume_detached_finishes(mtm_env, tmp_path):
 
 
 def test_rm_asks_unless_yes_and_unknown_ids_are_one_line(mtm_env, tmp_path):
-    run_id = json.loads(mtm(["run", "--json", "--set", "train.epochs=1"], mtm_env, tmp_path).stdout)["run_id"]
+    run_id = json.loads(mtm(["run", "--json", *SMALL_ARGS, "--set", "train.epochs=1"], mtm_env, tmp_path).stdout)["run_id"]
     refused = mtm(["rm", run_id], mtm_env, tmp_path, check=False)
     assert refused.returncode == 1 and run_id in listed(mtm_env, tmp_path)
     mtm(["rm", run_id, "--yes"], mtm_env, tmp_path)
@@ -83,7 +83,7 @@ def test_rm_asks_unless_yes_and_unknown_ids_are_one_line(mtm_env, tmp_path):
 
 
 def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):
-    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--set", "train.epochs=30"], mtm_env, tmp_path).stdout)
+    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", *SMALL_ARGS, "--set", "train.epochs=1000"], mtm_env, tmp_path).stdout)
     first, second = started["run_ids"]
     mtm(["stop", second], mtm_env, tmp_path)             # queued behind the first (one CPU slot): out of the queue
     row = listed(mtm_env, tmp_path)[second]
@@ -98,7 +98,7 @@ def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):
 
 def test_ctrl_c_of_mtm_run_says_how_to_resume_and_exits_130(mtm_env, tmp_path):
     # far more epochs than polling can take to see the first one (each `mtm list` starts a Python): never ends first
-    process = subprocess.Popen(MTM + ["run", "--set", "train.epochs=1000"], stdout=subprocess.PIPE,
+    process = subprocess.Popen(MTM + ["run", *SMALL_ARGS, "--set", "train.epochs=100000"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=mtm_env, cwd=tmp_path)
     run_id = wait_for(lambda: next(iter(listed(mtm_env, tmp_path)), None))
     wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
@@ -110,7 +110,7 @@ def test_ctrl_c_of_mtm_run_says_how_to_resume_and_exits_130(mtm_env, tmp_path):
 
 
 def test_two_resumes_of_one_run_never_both_train(mtm_env, tmp_path):
-    run_id = json.loads(mtm(["run", "-d", "--json", "--set", "train.epochs=40"], mtm_env, tmp_path).stdout)["run_id"]
+    run_id = json.loads(mtm(["run", "-d", "--json", *SMALL_ARGS, "--set", "train.epochs=1000"], mtm_env, tmp_path).stdout)["run_id"]
     wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
     mtm(["stop", run_id, "--wait", "60"], mtm_env, tmp_path)
     first = subprocess.Popen(MTM + ["resume", run_id], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -126,7 +126,7 @@ def test_two_resumes_of_one_run_never_both_train(mtm_env, tmp_path):
 
 
 def test_stop_of_a_run_whose_process_is_gone_records_it_interrupted(mtm_env, tmp_path):
-    run_id = json.loads(mtm(["run", "-d", "--json", "--set", "train.epochs=40"], mtm_env, tmp_path).stdout)["run_id"]
+    run_id = json.loads(mtm(["run", "-d", "--json", *SMALL_ARGS, "--set", "train.epochs=1000"], mtm_env, tmp_path).stdout)["run_id"]
     pid = wait_for(lambda: (r := listed(mtm_env, tmp_path)[run_id])["status"] == "running" and r["pid"])
     os.kill(pid, signal.SIGKILL)
     out = mtm(["stop", run_id], mtm_env, tmp_path)

@@ -134,7 +134,7 @@ def test_label_smoothing_matches_a_hand_computation():
 def test_options_train_and_resume_exactly(tmp_path):
     overrides = ["data.augment=true", "data.flip=on", "train.schedule=onecycle", "train.weight_decay=1e-4",
                  "train.optimizer=adamw", "model.normalize=true", "model.scale=8", "train.ce_lr_mult=2",
-                 "train.ema=0.9", "train.epochs=3"]
+                 "train.ema=0.9", "train.epochs=3", "model.width=4", "model.dim=16"]
     data = load_dataset(load_spec().data)
     full = fit(load_spec(overrides=overrides), tmp_path / "a", data=data)
 

@@ -5,9 +5,10 @@ import os
 import signal
 
 import pytest
+from conftest import SMALL_ARGS
 from test_lifecycle import listed, mtm, wait_for
 
-SMALL = ["--set", "train.epochs=1", "--set", "model.width=4", "--set", "model.dim=16"]   # a run is mostly its start
+SMALL = ["--set", "train.epochs=1", *SMALL_ARGS]   # a run is mostly its start
 
 
 def test_five_runs_on_two_slots_never_overlap_more_than_two_and_all_finish(mtm_env, tmp_path):
@@ -29,10 +30,10 @@ def test_five_runs_on_two_slots_never_overlap_more_than_two_and_all_finish(mtm_e
 
 def test_a_killed_worker_frees_its_slot_for_the_next_queued_run(mtm_env, tmp_path):
     def detach(epochs):
-        return json.loads(mtm(["run", "-d", "--json", "--slots", "2", "--set", f"train.epochs={epochs}"],
+        return json.loads(mtm(["run", "-d", "--json", "--slots", "2", *SMALL_ARGS, "--set", f"train.epochs={epochs}"],
                               mtm_env, tmp_path).stdout)["run_id"]
 
-    long_a, long_b, short = detach(40), detach(40), detach(1)   # quick-start epochs: about a second each
+    long_a, long_b, short = detach(1000), detach(1000), detach(1)   # small epochs: about 0.2 s each
     rows = wait_for(lambda: all((r := listed(mtm_env, tmp_path))[i]["status"] == "running" and r[i]["pid"]
                                 for i in (long_a, long_b)) and r)
     assert rows[short]["status"] == "queued" and rows[short]["queue_place"] == 1
@@ -75,7 +76,7 @@ def test_bad_slot_options_are_one_line_and_write_nothing(mtm_env, tmp_path, args
 
 
 def test_sigterm_stops_one_run_gracefully_and_its_sibling_seeds_stay_queued(mtm_env, tmp_path):
-    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--slots", "1", "--set", "train.epochs=40"],
+    started = json.loads(mtm(["run", "-d", "--json", "--seeds", "2", "--slots", "1", *SMALL_ARGS, "--set", "train.epochs=1000"],
                              mtm_env, tmp_path).stdout)
     first, second = started["run_ids"]
     pid = wait_for(lambda: (r := listed(mtm_env, tmp_path)[first])["epoch"] >= 1 and r["pid"])

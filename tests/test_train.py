@@ -24,7 +24,7 @@ def digits():
 
 
 def test_fit_learns_digits_and_records_every_metric(digits, tmp_path):
-    spec = load_spec(overrides=["train.epochs=3"])
+    spec = load_spec(overrides=["train.epochs=3", "model.width=4", "model.dim=16"])
     sink = Recorder()
     result = fit(spec, tmp_path, sink, data=digits)
     assert result.status == "finished" and [r["epoch"] for r in result.records] == [1, 2, 3]
@@ -50,9 +50,10 @@ def test_pure_head_trains_with_cross_entropy(digits, tmp_path):
 
 
 def test_resume_gives_the_same_numbers_as_an_uninterrupted_run(digits, tmp_path):
-    full = fit(load_spec(overrides=["train.epochs=3"]), tmp_path / "a", data=digits)
-    part = fit(load_spec(overrides=["train.epochs=2"]), tmp_path / "b", data=digits)
-    resumed = fit(load_spec(overrides=["train.epochs=3"]), tmp_path / "b", resume=True,
+    small = ["model.width=4", "model.dim=16"]
+    full = fit(load_spec(overrides=["train.epochs=3", *small]), tmp_path / "a", data=digits)
+    part = fit(load_spec(overrides=["train.epochs=2", *small]), tmp_path / "b", data=digits)
+    resumed = fit(load_spec(overrides=["train.epochs=3", *small]), tmp_path / "b", resume=True,
                   history=part.records, data=digits)
     assert [r["epoch"] for r in resumed.records] == [1, 2, 3]
     for key in ("train_loss", "val_acc_euc", "test_acc_cos", "test_cluster_size"):
