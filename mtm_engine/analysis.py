@@ -55,6 +55,19 @@ def restore(spec: Spec, run_dir: Path, which: str = "best", data: Dataset | None
     return int(state["epoch"]), model.to(device), data
 
 
+def check_best(run_dir: Path, selected_epoch: int | None, run_id: str) -> None:
+    """Refuse a best.pt that is not the epoch the run's record selected: a run stopped (kill -9) after recording
+    an epoch and before writing its weights keeps the older best.pt, which would be measured without a word."""
+    path = run_dir / BEST
+    if selected_epoch is None or not path.exists():
+        return   # restore says what is missing
+    kept = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    if kept != selected_epoch:
+        raise ConfigError(f"{path} holds epoch {kept}, but the run's validation-selected epoch is {selected_epoch} "
+                          f"(the run ended between recording that epoch and keeping its weights); `mtm resume "
+                          f"{run_id[:8]}` trains it again and keeps them, or measure the last epoch: --checkpoint last")
+
+
 def initial_model(spec: Spec, data: Dataset) -> MovingTargetsNet:
     """The run's network as it was before its first step (the same seed, the same initialisation)."""
     torch.manual_seed(spec.train.seed)

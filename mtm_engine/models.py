@@ -8,6 +8,7 @@ A model maps images x [B, C, 36, 36] to (e [B, d], logits [B, K] or None):
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -91,15 +92,35 @@ def _resnet(name: str, spec: ModelSpec, in_channels: int) -> tuple[nn.Module, in
 
 
 def _pretrained_state(weights) -> dict[str, Tensor]:
-    """torchvision's ImageNet weights from the torch hub cache, downloaded once if allowed."""
+    """torchvision's ImageNet weights from the torch hub cache (downloaded there once, if allowed), checked
+    against the hash in their file name and loaded with weights_only=True. (torch.hub would unpickle
+    whatever file lies there with weights_only=False: a planted file would run its code.)"""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cache.exists():
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(weights.url, str(cache), progress=False)
+        except Exception as exc:   # urllib/HTTP/OS errors differ by platform; all mean "not here"
+            raise ModelError(
+                f"pretrained weights {cache.name} are not in {cache.parent} and could not be downloaded "
+                f"({type(exc).__name__}); copy the file there from {weights.url}, or set model.pretrained = false"
+            ) from None
+    expected = _hash_prefix(cache.name)
+    with open(cache, "rb") as fh:
+        actual = hashlib.file_digest(fh, "sha256").hexdigest()
+    if not actual.startswith(expected):
+        raise ModelError(f"{cache} is not torchvision's file (its sha256 {actual[:12]}... does not begin with "
+                         f"{expected}, as its name says); delete it, and copy the file there again from {weights.url}")
     try:
-        return weights.get_state_dict(progress=False, check_hash=False)
-    except Exception as exc:   # urllib/HTTP/OS errors differ by platform; all mean "not here"
-        raise ModelError(
-            f"pretrained weights {cache.name} are not in {cache.parent} and could not be downloaded "
-            f"({type(exc).__name__}); copy the file there from {weights.url}, or set model.pretrained = false"
-        ) from None
+        return torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception as exc:   # a foreign pickle is refused here, not run
+        raise ModelError(f"{cache} cannot be read as weights ({str(exc).strip().splitlines()[0][:120]}); delete it, "
+                         f"and copy the file there again from {weights.url}") from None
+
+
+def _hash_prefix(name: str) -> str:
+    """The start of a file's sha256 that torchvision writes into its weights' names: resnet18-f37072fd.pth."""
+    return name.rsplit("-", 1)[-1].split(".")[0]
 
 
 def _convnet(spec: ModelSpec, in_channels: int) -> tuple[nn.Module, int, bool]:

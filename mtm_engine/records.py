@@ -187,6 +187,7 @@ class RunStarted:
     sizes: dict[str, int]   # images per split
     start_epoch: int        # 1 unless resumed
     machine: dict[str, Any] = field(default_factory=dict)   # what the numbers depend on beyond spec and seed
+    note: str = ""          # on resume: recorded epochs that are trained again, and why
 
 
 @dataclass

@@ -110,6 +110,9 @@ def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str |
            "loss": spec.loss.name, "head": spec.model.head, "dim": spec.model.dim if spec.model.head == "mtm" else None,
            "lr": spec.train.lr, "r": spec.loss.r, "seed": spec.train.seed, "epochs": spec.train.epochs,
            "primary": spec.classifiers[0], "sweep": sweep, "host": socket.gethostname(), "pid": None,
+           # a foreground run is this process's from the start: killed before torch is even imported, it
+           # is seen as interrupted at once (by its pid), not after the heartbeat's 150 s
+           **(owner() if status == "running" else {}),
            "device": None, "message": "", "config": config_id(meta["spec"]), **summary_fields(spec, [])}
     store.create_run(run_id, meta, row)
     if diff:   # the code that ran is the commit plus this patch
@@ -134,7 +137,8 @@ class StoreSink:
             # Records past the checkpoint belong to an epoch that is about to run again.
             self.store.drop_epochs_after(self.run_id, event.start_epoch - 1)
             self.records = self.store.records(self.run_id)
-            self.store.update(self.run_id, device=physical_device(event.device), machine=event.machine)
+            self.store.update(self.run_id, device=physical_device(event.device), machine=event.machine,
+                              **summary_fields(self.spec, self.records), **({"message": event.note} if event.note else {}))
         elif isinstance(event, BatchProgress) and time.time() - self.progress_written >= PROGRESS_S:
             self.progress_written = time.time()
             self.store.write_progress(self.run_id, progress_of(event, self.progress_written))
@@ -161,8 +165,6 @@ def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: b
     SIGTERM and a stop request (`mtm stop`) end it gracefully: the last whole epoch stays
     checkpointed and recorded, and the status becomes `interrupted`.
     """
-    from mtm_engine.train import fit  # here: importing the runner needs no torch
-
     spec = spec_from_dict(store.meta(run_id)["spec"])
     if store.stop_requested(run_id):   # `mtm stop` between the pool's claim and this process's start
         message = "stopped before it started; mtm resume starts it"
@@ -175,6 +177,8 @@ def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: b
     heartbeat = _Heartbeat(store, run_id)
     heartbeat.start()
     try:
+        from mtm_engine.train import fit  # here, where Ctrl-C is caught: importing the runner needs no torch
+
         result = fit(spec, store.run_dir(run_id), StoreSink(store, run_id, spec, display), resume=resume,
                      history=store.records(run_id) if resume else [],
                      should_stop=lambda: terminated.is_set() or store.stop_requested(run_id))

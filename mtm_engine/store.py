@@ -323,8 +323,13 @@ class Store:
         if row["status"] != "running":   # a queued run is an entry in the queue, not a process
             return False
         if row.get("host") == socket.gethostname() and row.get("pid"):
-            return not _pid_alive(row["pid"]) or (
-                row.get("pid_start") is not None and process_start(row["pid"]) != row["pid_start"])
+            if not _pid_alive(row["pid"]):
+                return True
+            recorded, now = row.get("pid_start"), process_start(row["pid"])
+            if recorded is not None and now is not None:
+                return now != recorded
+            # A live pid without a start time to compare (none recorded, or none readable here) may be another
+            # process that reuses the pid: the heartbeat decides, as for another host's run.
         return time.time() - row.get("heartbeat", row["created"]) > STALE_AFTER_S
 
     def _shown(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -437,6 +442,32 @@ class Store:
             known = sorted(p.name for p in (self.home / "sweeps").glob("*") if (p / "sweep.json").exists())
             raise StoreError(f"no sweep {sweep_id!r} in {self.home}; known sweeps: {', '.join(known) or 'none'}")
         return data["sweep"]["1"]
+
+    @contextlib.contextmanager
+    def sweep_driver(self, sweep_id: str) -> Iterator[None]:
+        """Held by the one `mtm tune` process that drives a sweep, for as long as it does: a second driver of
+        the same sweep (two `--resume`s) is refused, as a second owner of a run is. A flock, so it ends with
+        the process however it ends; the file says who holds it."""
+        path = self.home / "sweeps" / sweep_id / "driver.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            try:
+                holder = json.loads(fh.read())
+            except ValueError:
+                holder = {}
+            fh.close()
+            raise MtmError(f"sweep {sweep_id} is running (pid {holder.get('pid', '?')} on {holder.get('host', '?')}); "
+                           f"Ctrl-C in its terminal stops it, and `mtm tune --resume {sweep_id}` goes on later") from None
+        with fh:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(owner()))
+            fh.flush()
+            yield
 
     # --- stop requests ----------------------------------------------------------------------------
 

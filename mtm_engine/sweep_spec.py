@@ -4,6 +4,7 @@ ray: the TUI's compose form validates sweeps with it too."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -45,6 +46,13 @@ class TuneSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def planned_trials(settings: dict[str, Any]) -> int:
+    """The trials a sweep runs (settings: TuneSpec.to_dict()): Ray Tune draws num_samples trials for every
+    point of the grid, the product of the grid axes' lengths."""
+    return settings["num_samples"] * math.prod(len(axis["grid"]) for axis in settings.get("space", {}).values()
+                                               if "grid" in axis)
 
 
 def paper_space(spec: Spec) -> dict[str, dict[str, Any]]:

@@ -386,9 +386,15 @@ def fit(
     checkpoint = run_dir / CHECKPOINT
     done = load_checkpoint(checkpoint, model, optimiser, schedule, average) if resume and checkpoint.exists() else 0
     records = [r for r in (history or []) if r["epoch"] <= done]
+    # Recorded epochs past the checkpoint are trained again. One is by design (killed between its record and
+    # its checkpoint); more, or all of them with checkpoint.pt gone, are said, not dropped silently.
+    dropped = sorted(r["epoch"] for r in (history or []) if r["epoch"] > done)
+    why = "checkpoint.pt was missing" if not done else f"the checkpoint held epoch {done}"
+    note = f"epochs {dropped[0]}-{dropped[-1]} were recorded, and trained again: {why}" \
+        if dropped and (not done or len(dropped) > 1) else ""
     sink.emit(RunStarted(str(device), sum(p.numel() for p in model.parameters()),
                          {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, done + 1,
-                         machine(device)))
+                         machine(device), note))
 
     gpu = GpuMeter(device)
     start = time.perf_counter()
@@ -400,7 +406,7 @@ def fit(
 
     def ended(status: str, message: str = "") -> RunResult:
         written(writes.wait())   # every end of a run: its last checkpoint is on disk
-        return RunResult(status, records, summarise(records, spec.classifiers), message)
+        return RunResult(status, records, summarise(records, spec.classifiers), message or note)
 
     def progress(epoch: int, batch: int, batches: int, loss: Tensor) -> None:
         gpu.sample()

@@ -175,20 +175,21 @@ def ensure_pool(store: Store) -> None:
 
 def drain(store: Store) -> None:
     """The pool: start the head of the queue in every free slot until the queue is empty. Only one
-    pool runs per home (it holds pool.lock); a second one returns at once."""
+    pool runs per home (it holds pool.lock); a second one returns at once. Queued runs whose run.json is
+    missing or damaged are skipped, once, for the pool's whole life: they never keep it alive."""
+    unreadable: set[str] = set()   # queued in the index, but the run's own file is gone or damaged
     while True:
         with _try_lock(_queue_dir(store) / "pool.lock") as pool:
             if pool is None:
                 return
-            _drain_while_queued(store)
+            _drain_while_queued(store, unreadable)
         # Let go, then look once more: a run queued while we let go has found no pool to start.
-        if not queued(store.rows()):
+        if not [r for r in queued(store.rows()) if r["id"] not in unreadable]:
             return
 
 
-def _drain_while_queued(store: Store) -> None:
+def _drain_while_queued(store: Store, unreadable: set[str]) -> None:
     children: list[subprocess.Popen] = []
-    unreadable: set[str] = set()   # queued in the index, but the run's own file is gone or damaged
     while True:
         children = [c for c in children if c.poll() is None]   # reap ended workers
         waiting = [r for r in queued(store.rows()) if r["id"] not in unreadable]

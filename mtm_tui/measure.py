@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mtm_engine.errors import MtmError
 from mtm_engine.records import CERTAINTY_MEASURES
 from mtm_engine.store import StoreError
 
@@ -41,14 +42,29 @@ def certainty(store, run_id: str, checkpoint: str, spec, ood: str | None, as_jso
     console.print(f"kept in {kept}")
 
 
-def fewshot(store, run_id: str, checkpoint: str, spec, shots: list[int], episodes: int, as_json: bool) -> None:
+def fewshot(store, run_id: str, checkpoint: str, spec, shots: list[int], episodes: int, as_json: bool,
+            force: bool = False) -> None:
+    """A measurement with other settings than the kept one replaces it only with `force` (a 5-episode try
+    silently replaced a 600-episode result); one with the same settings adds its K to the kept ones."""
     from mtm_engine.analysis import fewshot as measure
 
-    result = {"checkpoint": checkpoint, **measure(spec, store.run_dir(run_id), shots, checkpoint, episodes)}
     try:
         earlier = store.measurement(run_id, "fewshot")
     except StoreError:   # a corrupt earlier measurement: this one replaces it
         earlier = None
+
+    def refuse_other_settings(result: dict[str, Any]) -> None:
+        if not earlier or force:
+            return
+        differ = [k for k in FEWSHOT_SETTINGS if k in result and earlier.get(k) != result[k]]
+        if differ:
+            kept = ", ".join(f"{k} {earlier.get(k)}" for k in differ)
+            raise MtmError(f"run {run_id[:8]} keeps a few-shot measurement with {kept}; measure with the same "
+                           f"settings to add K to it, or add --force to replace it")
+
+    refuse_other_settings({"checkpoint": checkpoint, "episodes": episodes})   # before the long computation
+    result = {"checkpoint": checkpoint, **measure(spec, store.run_dir(run_id), shots, checkpoint, episodes)}
+    refuse_other_settings(result)
     if earlier and all(earlier.get(k) == result[k] for k in FEWSHOT_SETTINGS):
         for name, by_k in earlier["features"].items():
             merged = {**by_k, **result["features"].get(name, {})}

@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from conftest import MTM, SMALL_ARGS
+from conftest import MTM, SMALL, SMALL_ARGS
 
 
 def run_mtm(args, env, cwd):
@@ -111,3 +111,26 @@ def test_list_at_80_columns_cuts_no_number_and_no_status(mtm_env, tmp_path):
     out = run_mtm(["list"], {**mtm_env, "COLUMNS": "80"}, tmp_path).stdout.splitlines()
     assert out[0].split() == ["id", "name", "status", "dataset", "net", "loss", "d", "epoch", "val%", "test%", "age"]
     assert all(len(line) <= 80 and "100.00" in line and "99.44" in line and "interrupted" in line for line in out[1:])
+
+
+def test_eval_refuses_a_best_checkpoint_older_than_the_recorded_best_epoch(mtm_env, tmp_path):
+    """A kill between recording an epoch and keeping its weights left the older best.pt, which eval, certainty
+    and few-shot then measured without a word (the row said best epoch 2; best.pt held epoch 1)."""
+    import torch
+
+    from mtm_engine.config import load_spec
+    from mtm_engine.runner import create_run, execute
+    from mtm_engine.store import Store
+
+    store = Store(tmp_path / "home")
+    run_id = create_run(store, load_spec(overrides=["train.epochs=2", *SMALL]))
+    execute(store, run_id)
+    best = store.run_dir(run_id) / "best.pt"
+    kept = torch.load(best, weights_only=True)
+    selected = store.row(run_id)["best_epoch"]
+    torch.save({**kept, "epoch": 3 - selected}, best)   # the other epoch: as if this one's write never landed
+    for extra in ([], ["--certainty"]):
+        out = run_mtm(["eval", run_id[:8], *extra], mtm_env, tmp_path)
+        assert out.returncode == 1 and f"holds epoch {3 - selected}, but the run's validation-selected epoch is " \
+                                       f"{selected}" in out.stderr and "--checkpoint last" in out.stderr
+    assert run_mtm(["eval", run_id[:8], "--checkpoint", "last"], mtm_env, tmp_path).returncode == 0

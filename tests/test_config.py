@@ -134,3 +134,14 @@ def test_loss_r_defaults_per_loss_where_a_config_leaves_it_out():
     assert spec_from_dict({"loss": {"name": "push_pull"}}).loss.r == 0.95
     assert spec_from_dict({"loss": {"name": "euclidean"}}).loss.r == 0.0
     assert spec_from_dict({"loss": {"name": "proximity", "r": 2000.0}}).loss.r == 2000.0
+
+
+def test_a_grid_sweep_plans_num_samples_trials_for_every_grid_point():
+    """Ctrl-C of a grid sweep exited 0 with a "best trial": its ended trials were compared with num_samples alone."""
+    from mtm_engine.sweep_spec import planned_trials
+
+    _, t = load_sweep(overrides=["tune.num_samples=2", 'tune.space={"loss.name" = {grid = ["proximity", "push_pull"]}, '
+                                 '"train.lr" = {grid = [1e-3, 2e-3, 3e-3]}, "loss.r" = {uniform = [0.1, 0.9]}}'])
+    assert planned_trials(t.to_dict()) == 2 * 2 * 3
+    _, plain = load_sweep(overrides=["tune.num_samples=5"])
+    assert planned_trials(plain.to_dict()) == 5

@@ -69,6 +69,9 @@ def test_mtm_eval_fewshot_measures_trained_and_random_features_and_refuses_bad_i
     later = json.loads(run_mtm(["eval", run_id, "--fewshot", "2", "--episodes", "20", "--json"], mtm_env, tmp_path).stdout)
     assert list(later["features"]["trained"]) == ["1", "2", "5"]
     assert later["features"]["trained"]["5"] == result["features"]["trained"]["5"]
+    other = run_mtm(["eval", run_id, "--fewshot", "1", "--episodes", "5"], mtm_env, tmp_path)   # never silently
+    assert other.returncode == 1 and "keeps a few-shot measurement with episodes 20" in other.stderr
+    assert "--force" in other.stderr
     report = run_mtm(["export", run_id], mtm_env, tmp_path).stdout
     five = result["features"]["pixels"]["5"]
     assert "## Few-shot" in report and f"| pixels | 5 | {100 * five['accuracy']:.2f} ± {100 * five['ci95']:.2f} |" in report

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import MTM, SMALL_ARGS
 
-EPOCHS = 30   # small epochs (SMALL): the detached run is still mid-way when it is killed
+EPOCHS = 12   # small epochs (SMALL, about 0.3 s each): the detached run is still mid-way when it is killed
 
 
 def mtm(args, env, cwd, check=True):
@@ -96,17 +96,35 @@ def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):
     mtm(["stop", second, "--wait", "60"], mtm_env, tmp_path)
 
 
-def test_ctrl_c_of_mtm_run_says_how_to_resume_and_exits_130(mtm_env, tmp_path):
+def test_ctrl_c_of_mtm_run_says_how_to_resume_and_how_to_start_the_seeds_after_it(mtm_env, tmp_path):
     # far more epochs than polling can take to see the first one (each `mtm list` starts a Python): never ends first
-    process = subprocess.Popen(MTM + ["run", *SMALL_ARGS, "--set", "train.epochs=100000"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=mtm_env, cwd=tmp_path)
+    process = subprocess.Popen(MTM + ["run", "--seeds", "3", *SMALL_ARGS, "--set", "train.epochs=100000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mtm_env, cwd=tmp_path)
     run_id = wait_for(lambda: next(iter(listed(mtm_env, tmp_path)), None))
     wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert stderr.strip().splitlines()[-1] == f"interrupted; resume with `mtm resume {run_id[:8]}`"
+    assert stderr.strip().splitlines()[-2:] == [
+        f"interrupted; resume with `mtm resume {run_id[:8]}`",
+        f"seeds 1, 2 never started; start them with `mtm run {' '.join(SMALL_ARGS)} --set train.epochs=100000 "
+        f"--set train.seed=1 --seeds 2`"]
+    assert listed(mtm_env, tmp_path)[run_id]["status"] == "interrupted" and len(listed(mtm_env, tmp_path)) == 1
+
+
+def test_a_foreground_run_killed_in_its_first_second_is_interrupted_at_once_and_resumes(mtm_env, tmp_path):
+    """It was created with no pid (its owner was recorded after torch's import), so it stayed `running` for the
+    heartbeat's 150 s, and `mtm resume` was refused."""
+    process = subprocess.Popen(MTM + ["run", *SMALL_ARGS, "--set", "train.epochs=1"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=mtm_env, cwd=tmp_path)
+    runs = tmp_path / "home" / "runs"
+    wait_for(lambda: runs.is_dir() and any(runs.iterdir()), timeout=60)
+    process.kill()   # most likely still importing torch; in any case before its first epoch ends
+    process.wait(timeout=30)
+    (run_id,) = listed(mtm_env, tmp_path)
     assert listed(mtm_env, tmp_path)[run_id]["status"] == "interrupted"
+    resumed = json.loads(mtm(["resume", run_id[:8], "--json"], mtm_env, tmp_path).stdout)
+    assert resumed["status"] == "finished"
 
 
 def test_two_resumes_of_one_run_never_both_train(mtm_env, tmp_path):

@@ -114,29 +114,68 @@ def test_resnet_takes_grey_images_with_either_stem(stem):
 
 
 def test_pretrained_weights_offline_name_the_cache_file(tmp_path, monkeypatch):
-    import torchvision.models._api as api
-
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(ModelError) as info:
         build_model(ModelSpec(backbone="resnet18", pretrained=True), in_channels=1, num_classes=10)
     assert "resnet18-f37072fd.pth" in str(info.value) and str(tmp_path) in str(info.value)
 
 
+def _cached_weights(tmp_path, monkeypatch, content):
+    """A file where torch.hub keeps resnet18's weights, and the hash check set to accept it (its name carries
+    the start of the real file's sha256, which no test file can have)."""
+    import hashlib
+
+    from mtm_engine import models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cache.parent.mkdir(parents=True)
+    content(cache)
+    monkeypatch.setattr(models, "_hash_prefix", lambda name: hashlib.sha256(cache.read_bytes()).hexdigest()[:8])
+    return cache
+
+
 def test_pretrained_grey_input_is_repeated_to_three_channels(tmp_path, monkeypatch):
     import torchvision.models as tvm
-    import torchvision.models._api as api
 
     state = tvm.resnet18().state_dict()
-    monkeypatch.setattr(api, "load_state_dict_from_url", lambda *a, **k: state)
+    _cached_weights(tmp_path, monkeypatch, lambda path: torch.save(state, path))
     model = build_model(ModelSpec(backbone="resnet18", pretrained=True, dim=4), in_channels=1, num_classes=2)
     assert model.backbone.conv1.in_channels == 3
     assert torch.equal(model.backbone.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
     e, _ = model.eval()(torch.randn(2, 1, 36, 36))
     assert e.shape == (2, 4)
+
+
+class Payload:
+    """A pickle that runs code when unpickled: it creates a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_planted_pretrained_weights_never_run_their_pickle(tmp_path, monkeypatch):
+    """A file planted in the hub cache ran its payload (torch.hub unpickles with weights_only=False). Now a file
+    whose sha256 is not the one its name gives is refused, and one that passes is unpickled weights-only."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    cache = _cached_weights(tmp_path, monkeypatch, lambda path: path.write_bytes(pickle.dumps(Payload(marker))))
+    with pytest.raises(ModelError, match="cannot be read as weights"):
+        build_model(ModelSpec(backbone="resnet18", pretrained=True), in_channels=1, num_classes=10)
+    assert not marker.exists()
+    monkeypatch.undo()   # the real check: the planted file's sha256 is not torchvision's
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelError, match=r"is not torchvision's file \(its sha256"):
+        build_model(ModelSpec(backbone="resnet18", pretrained=True), in_channels=1, num_classes=10)
+    assert not marker.exists() and cache.exists()
 
 
 @pytest.mark.parametrize("head", ["mtm", "pure"])

@@ -86,3 +86,23 @@ def test_sigterm_stops_one_run_gracefully_and_its_sibling_seeds_stay_queued(mtm_
     assert row["epoch"] >= 1 and "stopped" in row["message"]   # graceful: its whole epochs stay recorded
     assert listed(mtm_env, tmp_path)[second]["status"] in ("queued", "running")   # a run of its own: not lost
     mtm(["stop", second, "--wait", "60"], mtm_env, tmp_path)
+
+
+def test_the_pool_ends_when_the_only_queued_run_has_a_damaged_run_json(tmp_path, capsys):
+    """It logged a line a second for ever (its set of unreadable runs started empty at every pass), and every
+    `mtm list` restarted it."""
+    import threading
+
+    from mtm_engine.config import load_spec
+    from mtm_engine.runner import create_run
+    from mtm_engine.store import Store
+    from mtm_tui.jobs import drain
+
+    store = Store(tmp_path)
+    run_id = create_run(store, load_spec(), status="queued")
+    (store.run_dir(run_id) / "run.json").write_text("{")
+    pool = threading.Thread(target=drain, args=(store,), daemon=True)
+    pool.start()
+    pool.join(timeout=30)
+    assert not pool.is_alive()
+    assert capsys.readouterr().out.count(f"skipped run {run_id}") == 1

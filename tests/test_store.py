@@ -210,3 +210,33 @@ def test_a_queued_run_is_never_dead_however_long_it_waits(tmp_path):
     store.update("waiting0", heartbeat=time.time() - 3600)   # an hour in the queue
     rows = store.rows()
     assert rows[0]["status"] == "queued" and store.reap(rows) == []
+
+
+def test_a_live_pid_without_a_start_time_is_judged_by_the_heartbeat(tmp_path, monkeypatch):
+    """A stored pid with no start time (or a platform without /proc) that now belongs to a live, unrelated process
+    kept a dead run `running` for ever; a readable start time that was never recorded must not make it dead."""
+    from mtm_engine import store as store_module
+
+    store = Store(tmp_path)
+    unrelated = os.getppid()   # alive, and not the run's
+    store.create_run("nostart0", {"spec": {}, "seed": 0}, _row(pid=unrelated, pid_start=None))
+    assert store.rows()[0]["status"] == "running"                      # its heartbeat is fresh
+    store.update("nostart0", heartbeat=time.time() - 3600)
+    assert store.rows()[0]["status"] == "interrupted"                  # an hour without one: dead
+    store.update("nostart0", heartbeat=time.time(), pid_start=owner(unrelated)["pid_start"] + 1)
+    monkeypatch.setattr(store_module, "process_start", lambda pid: None)   # no /proc here
+    assert store.rows()[0]["status"] == "running"
+
+
+def test_a_sweep_has_one_driver_and_a_second_is_told_who_drives_it(tmp_path):
+    """Two `mtm tune --resume` of one sweep both ran, trained the same trials and disagreed on the best."""
+    store = Store(tmp_path)
+    with store.sweep_driver("sweep1"):
+        with pytest.raises(MtmError, match=rf"sweep sweep1 is running \(pid {os.getpid()} on {socket.gethostname()}\); "
+                                           r"Ctrl-C in its terminal stops it, and `mtm tune --resume sweep1`"):
+            with store.sweep_driver("sweep1"):
+                pass
+        with store.sweep_driver("sweep2"):   # another sweep is another claim
+            pass
+    with store.sweep_driver("sweep1"):       # released with its driver
+        pass

@@ -177,3 +177,28 @@ def test_a_finished_run_has_its_last_checkpoint_on_disk_and_said_so(digits, tmp_
     fit(load_spec(overrides=["train.epochs=2", "model.width=4", "model.dim=16"]), tmp_path, sink, data=digits)
     assert [e.epoch for e in sink.events if isinstance(e, CheckpointSaved)] == [1, 2]
     assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 2
+
+
+def test_resume_without_its_checkpoint_says_which_epochs_it_trains_again_and_refreshes_the_row(tmp_path):
+    """The recorded epochs were dropped without a word, and the row still showed the old epoch and accuracy."""
+    from mtm_engine.runner import create_run, execute
+    from mtm_engine.store import Store
+
+    store = Store(tmp_path)
+    run_id = create_run(store, load_spec(overrides=["train.epochs=2", "model.width=4", "model.dim=16",
+                                                    "data.size=16"]))
+    execute(store, run_id)
+    (store.run_dir(run_id) / CHECKPOINT).unlink()
+    seen = []
+
+    class Watch:
+        def emit(self, event):
+            if type(event).__name__ == "RunStarted":
+                seen.append((event.note, store.row(run_id)["epoch"]))
+
+    store.update(run_id, status="interrupted")
+    result = execute(store, run_id, Watch(), resume=True)
+    note = "epochs 1-2 were recorded, and trained again: checkpoint.pt was missing"
+    assert seen == [(note, 0)]   # the row refreshed as soon as the records were dropped
+    assert result.status == "finished" and result.message == note and store.row(run_id)["message"] == note
+    assert [r["epoch"] for r in store.records(run_id)] == [1, 2]

@@ -152,3 +152,11 @@ def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
     rows = [r for r in Store(tmp_path / "home").rows() if r["sweep"] == summary["sweep_id"]]
     spans = [(r["started"], r["ended"]) for r in rows]
     assert len(spans) == 4 and max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 4   # all 4 at once
+
+
+def test_the_resume_hint_of_a_sweep_on_a_cluster_names_its_address():
+    """Taken literally, the hint without --address started a local Ray and trained the rest on the driver's machine."""
+    from mtm_tui.commands.sweeps import resume_command
+
+    assert resume_command("abc", "10.0.0.5:6379") == "mtm tune --resume abc --address 10.0.0.5:6379"
+    assert resume_command("abc", None) == "mtm tune --resume abc"

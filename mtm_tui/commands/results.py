@@ -144,9 +144,11 @@ def eval_(run: str = RUN,
           fewshot: list[int] = typer.Option([], "--fewshot", metavar="K", help="K-shot accuracy on the classes the "
                                             "run held out (data.holdout_classes): trained, untrained and pixels (repeatable)."),
           episodes: int = typer.Option(600, "--episodes", min=2, help="With --fewshot: episodes per K."),
+          force: bool = typer.Option(False, "--force", help="With --fewshot: replace a kept measurement made "
+                                     "with other settings."),
           home: Optional[Path] = HOME) -> None:
     """Recompute a run's accuracies and geometry from its kept weights, beside what it recorded."""
-    from mtm_engine.analysis import evaluate_checkpoint
+    from mtm_engine.analysis import check_best, evaluate_checkpoint
     from mtm_engine.config import spec_from_dict
     from mtm_engine.store import LIVE
     from mtm_tui import measure
@@ -169,11 +171,13 @@ def eval_(run: str = RUN,
     if (certainty or fewshot) and row["status"] in LIVE:
         raise MtmError(f"run {run_id[:8]} is {row['status']}: its best checkpoint may still change; "
                        f"measure it when it has ended (or stop it: mtm stop {run_id[:8]})")
+    if checkpoint == "best":
+        check_best(store.run_dir(run_id), row.get("best_epoch"), run_id)
     if certainty:
         measure.certainty(store, run_id, checkpoint, spec, ood, json_)
         return
     if fewshot:
-        measure.fewshot(store, run_id, checkpoint, spec, sorted(set(fewshot)), episodes, json_)
+        measure.fewshot(store, run_id, checkpoint, spec, sorted(set(fewshot)), episodes, json_, force)
         return
     epoch, record = evaluate_checkpoint(spec, store.run_dir(run_id), checkpoint)
     stored = next((r for r in records if r["epoch"] == epoch), {})

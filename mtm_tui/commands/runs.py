@@ -93,15 +93,24 @@ def run(
 
         torch.set_num_threads(threads)
     results = []
-    for s in specs:
+    for i, s in enumerate(specs):
         run_id = create_run(store, s, status="running")
         if not json_:
             console.print(f"run [bold]{run_id[:8]}[/] ({s.name}, seed {s.train.seed}): {s.data.dataset}, "
                           f"{s.model.backbone}, {s.loss.name}, {s.train.epochs} epochs; store {store.home}")
-        result = foreground(store, run_id, s, resume=False, as_json=json_)
-        results.append((run_id, result))
-        if result.status != "finished" or seeds == 1:
-            _report(run_id, s, result, json_)
+        try:
+            result = foreground(store, run_id, s, resume=False, as_json=json_)
+            results.append((run_id, result))
+            if result.status != "finished" or seeds == 1:
+                _report(run_id, s, result, json_)
+        except typer.Exit:   # stopped or failed: the seeds after it were never created; say how to start them
+            rest = [t.train.seed for t in specs[i + 1:]]
+            if rest:
+                again = " ".join(["mtm run", *([str(config)] if config else []), *(f"--set {o}" for o in set_),
+                                  f"--set train.seed={rest[0]}", *([f"--seeds {len(rest)}"] if len(rest) > 1 else [])])
+                err_console.print(f"seed{'s' * (len(rest) > 1)} {', '.join(map(str, rest))} never started; start "
+                                  f"{'them' if len(rest) > 1 else 'it'} with `{again}`", markup=False, soft_wrap=True)
+            raise
     if seeds > 1:
         _report_seeds(spec, results, json_)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -10,6 +11,12 @@ import typer
 
 from mtm_engine.errors import MtmError
 from mtm_tui.commands.base import HOME, app, console, err_console, foreground, open_store
+
+
+def resume_command(sweep_id: str, address: str | None) -> str:
+    """How to go on with an interrupted sweep: on the cluster it ran on (without --address, a resume would
+    start a local Ray and train the rest on this machine)."""
+    return f"mtm tune --resume {sweep_id}" + (f" --address {address}" if address else "")
 
 
 @app.command("tune")
@@ -28,7 +35,7 @@ def tune_(
     home: Optional[Path] = HOME,
 ) -> None:
     """Search hyperparameters with Ray Tune (HyperOpt, ASHA, plateau stopping); every trial is a run."""
-    from mtm_engine.sweep_spec import load_sweep
+    from mtm_engine.sweep_spec import load_sweep, planned_trials
 
     if resume and (set_ or samples is not None or epochs is not None or config is not None or storage is not None):
         raise MtmError(f"--resume {resume} restores the sweep with its saved settings; drop the config, --set, "
@@ -42,19 +49,22 @@ def tune_(
 
     say = None if json_ else (lambda text: console.print(text, markup=False, highlight=False))
     planned: dict[str, Any] = {}
+    driving = contextlib.ExitStack()
 
     def started(sweep_id: str, shown: dict[str, Any]) -> None:   # once Ray is up; a resumed sweep shows its own
+        driving.enter_context(store.sweep_driver(sweep_id))   # one driver a sweep: a second --resume is refused
         planned.update(shown)
         if not json_:
-            console.print(f"sweep {sweep_id}: {shown['num_samples']} trials of at most {shown['max_epochs']} epochs, "
+            console.print(f"sweep {sweep_id}: {planned_trials(shown)} trials of at most {shown['max_epochs']} epochs, "
                           f"{shown['search']} search, scheduler {shown['scheduler']}, maximising "
                           f"val_acc_{shown['metric']}; `mtm list --sweep {sweep_id}` shows the trials", markup=False)
 
-    summary = run_sweep(spec, settings, store.home, sweep_id=resume, resume=bool(resume), address=address,
-                        dashboard=dashboard, say=say, started=started)
+    with driving:
+        summary = run_sweep(spec, settings, store.home, sweep_id=resume, resume=bool(resume), address=address,
+                            dashboard=dashboard, say=say, started=started)
     ended = sum(summary["status"].get(k, 0) for k in ("finished", "failed", "diverged"))
-    if ended < planned.get("num_samples", 0):   # Ctrl-C: Tune stopped before every trial had ended
-        err_console.print(f"interrupted; resume with `mtm tune --resume {summary['sweep_id']}`", markup=False)
+    if planned and ended < planned_trials(planned):   # Ctrl-C: Tune stopped before every trial had ended
+        err_console.print(f"interrupted; resume with `{resume_command(summary['sweep_id'], address)}`", markup=False)
         raise typer.Exit(130)
     best = summary["best"]
     if refit and best is not None:
