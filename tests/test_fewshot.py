@@ -76,7 +76,7 @@ def test_mtm_eval_fewshot_measures_trained_and_random_features_and_refuses_bad_i
     five = result["features"]["pixels"]["5"]
     assert "## Few-shot" in report and f"| pixels | 5 | {100 * five['accuracy']:.2f} ± {100 * five['ci95']:.2f} |" in report
 
-    too_many = run_mtm(["eval", run_id, "--fewshot", "200"], mtm_env, tmp_path)
+    too_many = run_mtm(["eval", run_id, "--fewshot", "200", "--episodes", "20"], mtm_env, tmp_path)
     assert too_many.returncode == 1 and "has only" in too_many.stderr and "choose K <=" in too_many.stderr
     missing = run_mtm(["run", "--set", "data.holdout_classes=[12]"], mtm_env, tmp_path)
     assert missing.returncode == 1 and "class 12 does not exist; digits has classes 0..9" in missing.stderr
