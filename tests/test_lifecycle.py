@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import MTM, SMALL_ARGS
@@ -20,8 +21,13 @@ def mtm(args, env, cwd, check=True):
     return out
 
 
-def listed(env, cwd):
-    return {r["id"]: r for r in json.loads(mtm(["list", "--json"], env, cwd).stdout)}
+def listed(env, cwd, sweep=None):
+    """What `mtm list --json` shows (dead runs reaped, a killed pool restarted), read in this process: polling
+    with a new `mtm` process each time would take a core from the runs being watched."""
+    from mtm_engine.store import Store
+    from mtm_tui.commands.base import matching_runs
+
+    return {r["id"]: r for r in matching_runs(Store(Path(env["MTM_HOME"])), None, None, None, [], sweep)}
 
 
 def wait_for(predicate, timeout=120.0):

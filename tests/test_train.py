@@ -79,7 +79,7 @@ def test_should_stop_interrupts_after_a_whole_epoch(digits, tmp_path):
             if isinstance(event, EpochEnded):
                 epochs_done.append(event.epoch)
 
-    result = fit(load_spec(overrides=["train.epochs=3"]), tmp_path, StopAfterFirst(), data=digits,
+    result = fit(load_spec(overrides=["train.epochs=3", "model.width=4", "model.dim=16"]), tmp_path, StopAfterFirst(), data=digits,
                  should_stop=lambda: bool(epochs_done) or next(stops))
     assert result.status == "interrupted" and [r["epoch"] for r in result.records] == [1]
 

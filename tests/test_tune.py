@@ -7,6 +7,7 @@ import time
 
 import pytest
 from conftest import MTM
+from test_lifecycle import listed
 
 pytestmark = pytest.mark.ray
 
@@ -21,7 +22,7 @@ def mtm(args, env, cwd, check=True, timeout=600):
 
 
 def trials(env, cwd, sweep):
-    return json.loads(mtm(["list", "--json", "--sweep", sweep], env, cwd).stdout)
+    return list(listed(env, cwd, sweep).values())
 
 
 def test_a_four_trial_sweep_records_every_trial(mtm_env, tmp_path):
