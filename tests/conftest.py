@@ -29,11 +29,12 @@ MTM = [sys.executable, "-m", "mtm_tui.cli"]
 
 def pytest_collection_modifyitems(items):
     """Ray tests run one after another on one xdist worker (two local Ray clusters on 2 cores starve each other),
-    and first: their few minutes in a row then overlap the other worker's tests instead of ending the suite."""
+    and first, with the TUI's tests next: the Ray tests' minutes of training then overlap the TUI tests' waiting
+    for the screen on the other worker, instead of either ending the suite alone. Otherwise in file order."""
     for item in items:
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))
-    items.sort(key=lambda item: item.get_closest_marker("ray") is None)   # stable: otherwise in file order
+    items.sort(key=lambda item: (item.get_closest_marker("ray") is None, not item.module.__name__.startswith("test_tui")))
 
 
 # A small network on smaller images: an epoch of the embedded digits in about 0.2 s instead of 1.2 s, for tests of

@@ -11,7 +11,7 @@ from test_lifecycle import listed
 
 pytestmark = pytest.mark.ray
 
-FAST = ["--set", "train.batch_size=128", "--set", "model.dim=32"]
+FAST = ["--set", "train.batch_size=128", "--set", "model.dim=32", "--set", "model.width=4", "--set", "data.size=16"]
 
 
 def mtm(args, env, cwd, check=True, timeout=600):
