@@ -42,7 +42,9 @@ def test_compose_launch_watch_stop_resume(tmp_path, monkeypatch):
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("c")
             await until(pilot, lambda: app.screen.query("#f-train--epochs"))
-            app.screen.query_one("#f-train--epochs", Input).value = "40"
+            app.screen.query_one("#f-train--epochs", Input).value = "200"   # stopped long before the end
+            for key, value in (("model--width", "4"), ("model--dim", "16"), ("data--size", "16")):   # conftest.SMALL
+                app.screen.query_one(f"#f-{key}", Input).value = value
             await pilot.pause()
             assert "valid" in str(app.screen.query_one("#verdict").render())
             await pilot.press("ctrl+l")
