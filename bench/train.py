@@ -25,9 +25,10 @@ import torch
 
 from mtm_engine.config import load_spec
 from mtm_engine.data import _TORCHVISION, CROP, RESIZE, _torchvision_split, load_dataset
+from mtm_engine.devices import configure_backends, resolve_device
 from mtm_engine.losses import get_loss
 from mtm_engine.models import build_model
-from mtm_engine.train import configure_backends, make_optimiser, resolve_device, train_one_epoch
+from mtm_engine.train import make_optimiser, train_one_epoch
 
 
 def fresh(spec, data, layout=torch.channels_last):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +24,7 @@ from mtm_engine.checkpoints import (
 from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split, augment, augmentation_draws, batches, flips, load_dataset
-from mtm_engine.errors import ConfigError
+from mtm_engine.devices import GpuMeter, configure_backends, machine, resolve_device
 from mtm_engine.geometry import (
     class_centres,
     class_embedding_gap,
@@ -49,84 +48,10 @@ from mtm_engine.records import (
     RunStarted,
     Sink,
     acc_key,
-    gpu_share,
 )
 from mtm_engine.results import summarise
 
 PROGRESS_STEPS = 50   # BatchProgress events per epoch, at most
-
-
-# --- devices ------------------------------------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`: cuda, then mps, then cpu. A named device that is absent is a user error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device = {name!r}: no CUDA device is visible here; use auto or cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device = 'mps': no Apple GPU is available here; use auto or cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        count = torch.cuda.device_count()   # CUDA numbers the visible devices 0..count-1
-        raise ConfigError(f"train.device = {name!r}: only {count} CUDA device{'s' * (count != 1)} visible "
-                          f"(cuda:0..cuda:{count - 1}); choose one of them, or auto")
-    return device
-
-
-def configure_backends(device: torch.device, spec: Spec) -> None:
-    """The process-wide kernel switches a run's numbers and speed depend on, set before its first kernel.
-
-    - train.amp off on CUDA means float32 throughout: TF32 (a 10-bit mantissa in convolutions and
-      matrix products, on by default for cuDNN) is turned off with it.
-    - cuDNN's autotuner (cudnn.benchmark) times the candidate kernels for each shape once; a run's
-      shapes are fixed (one batch size, one image size), so it pays from the first epoch on. Its choice
-      is by timing, so it is off when train.deterministic asks for repeatable numbers.
-    - A queue slot on a GPU shared with others allocates at most its share of the GPU's memory
-      (records.gpu_share), so that one run's growth fails that run, not its neighbour.
-    - train.deterministic: deterministic kernels only (cuBLAS needs its workspace setting for that); an op
-      without one is an error rather than a silent difference."""
-    if device.type == "cuda" and gpu_share() is not None:   # a queue slot on a shared GPU
-        torch.cuda.set_per_process_memory_fraction(gpu_share(), device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = spec.train.amp
-        torch.backends.cudnn.allow_tf32 = spec.train.amp
-        torch.backends.cudnn.benchmark = not spec.train.deterministic
-        torch.backends.cudnn.deterministic = spec.train.deterministic
-    if spec.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(spec.train.deterministic)
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    """What a run's floating point depends on beyond its spec and seed: the same seed gives the same
-    numbers only on the same CPU model with the same thread count (and, on CUDA, the same GPU and
-    kernel libraries, with train.deterministic). Recorded with every run."""
-    config = torch.__config__.show()   # "... CPU capability usage: AVX2 ... Build settings: BLAS_INFO=mkl, ..."
-    blas, vector = (re.search(pattern, config) for pattern in (r"BLAS_INFO=([^,\s]+)", r"CPU capability usage: (\S+)"))
-    info = {"threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_kernels": vector and vector.group(1),
-            "blas": blas and blas.group(1), "mkldnn": torch.backends.mkldnn.is_available(), "torch": torch.__version__}
-    if device.type == "cuda":
-        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version())
-    return info
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 # --- one epoch ----------------------------------------------------------------------------------
@@ -304,60 +229,6 @@ def write_snapshot(run_dir: Path, snapshot: dict[str, Any], epoch: int, best: bo
         os.replace(tmp, run_dir / SNAPSHOTS[which])
 
 
-class GpuMeter:
-    """An epoch's GPU figures: peak memory allocated and reserved by torch (GB); where nvidia-ml-py is
-    installed (the `gpu` extra), the process's own memory on the GPU as NVML sees it, CUDA context and
-    libraries included (what runs sharing a GPU must be sized on), and the mean utilisation (%) sampled at
-    each progress step, which is the whole GPU's: runs sharing a GPU all record the same total. On other
-    devices it measures nothing and adds no keys to the record."""
-
-    def __init__(self, device: torch.device):
-        self.device = device if device.type == "cuda" else None
-        self.utilisation: list[int] = []
-
-    def start(self) -> None:
-        if self.device is not None:
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.utilisation = []
-
-    def sample(self) -> None:
-        if self.device is not None:
-            try:
-                self.utilisation.append(torch.cuda.utilization(self.device))   # NVML; maps CUDA_VISIBLE_DEVICES
-            except Exception:   # no nvidia-ml-py, or NVML unavailable: memory figures only
-                pass
-
-    def allocated(self) -> float | None:
-        """GB allocated by torch now (None off the GPU): the live figure of the epoch in flight."""
-        return torch.cuda.memory_allocated(self.device) / 1e9 if self.device is not None else None
-
-    def figures(self) -> dict[str, float]:
-        if self.device is None:
-            return {}
-        figures = {"gpu_mem_allocated_gb": torch.cuda.max_memory_allocated(self.device) / 1e9,
-                   "gpu_mem_reserved_gb": torch.cuda.max_memory_reserved(self.device) / 1e9}
-        process = nvml_process_memory_gb(self.device)
-        if process is not None:
-            figures["gpu_mem_process_gb"] = process
-        if self.utilisation:
-            figures["gpu_util_pct"] = sum(self.utilisation) / len(self.utilisation)
-        return figures
-
-
-def nvml_process_memory_gb(device: torch.device) -> float | None:
-    """This process's memory on `device` as NVML counts it (GB), or None without nvidia-ml-py or where NVML
-    does not say (MIG slices, some containers). NVML knows GPUs by UUID, whatever CUDA_VISIBLE_DEVICES did."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(device).uuid}")
-        used = [p.usedGpuMemory for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid == os.getpid()]
-    except Exception:   # ImportError, NVMLError, a device property this torch lacks: no figure
-        return None
-    return used[0] / 1e9 if used and used[0] is not None else None
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 def fit(
@@ -398,14 +269,14 @@ def fit(
 
     gpu = GpuMeter(device)
     start = time.perf_counter()
-    writes = BackgroundWriter()
+    writer = BackgroundWriter()
 
     def written(epoch: int | None) -> None:
         if epoch is not None:
             sink.emit(CheckpointSaved(epoch, checkpoint))
 
     def ended(status: str, message: str = "") -> RunResult:
-        written(writes.wait())   # every end of a run: its last checkpoint is on disk
+        written(writer.wait())   # every end of a run: its last checkpoint is on disk
         return RunResult(status, records, summarise(records, spec.classifiers), message or note)
 
     def progress(epoch: int, batch: int, batches: int, loss: Tensor) -> None:
@@ -440,10 +311,10 @@ def fit(
         write_snapshot(run_dir, snapshot, epoch, best=best)
         sink.emit(EpochEnded(epoch, record))
         # best.pt before checkpoint.pt: a kill between the two leaves a best.pt that the resumed epoch rewrites.
-        written(writes.write(([(run_dir / BEST, best_state(evaluated, epoch))] if best else [])
+        written(writer.write(([(run_dir / BEST, best_state(evaluated, epoch))] if best else [])
                              + [(checkpoint, checkpoint_state(model, optimiser, schedule, epoch, average))], epoch))
         if not background_checkpoints:
-            written(writes.wait())
+            written(writer.wait())
         if should_stop() and epoch < spec.train.epochs:
             return ended("interrupted", f"stopped after epoch {epoch}; resume continues from epoch {epoch + 1}")
     return ended("finished")

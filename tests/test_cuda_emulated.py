@@ -7,10 +7,10 @@ import torch
 from mtm_engine import checkpoints
 from mtm_engine.checkpoints import BackgroundWriter, checkpoint_state, load_checkpoint
 from mtm_engine.config import load_spec
+from mtm_engine.devices import configure_backends, resolve_device
 from mtm_engine.errors import ConfigError, out_of_memory
 from mtm_engine.models import build_model
 from mtm_engine.records import GPU_SHARE_ENV
-from mtm_engine.train import configure_backends, resolve_device
 
 
 class EmulatedCuda:
@@ -188,7 +188,7 @@ def test_the_process_memory_on_its_gpu_comes_from_nvml_by_uuid(monkeypatch):
     import sys
     import types
 
-    from mtm_engine.train import nvml_process_memory_gb
+    from mtm_engine.devices import nvml_process_memory_gb
 
     class Props:
         uuid = "1234-abcd"
