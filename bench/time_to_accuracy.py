@@ -46,7 +46,7 @@ def images_per_s(spec, split: Split) -> float:
     model = build_model(spec.model, split.x.shape[1], 10)
     optimiser = make_optimiser(spec, model)
     warm = 2 * spec.train.batch_size
-    train_one_epoch(model, Split(split.x[:warm], split.y[:warm]), spec, optimiser, 1)
+    train_one_epoch(model, split.subset(torch.arange(warm)), spec, optimiser, 1)
     start = time.perf_counter()
     train_one_epoch(model, split, spec, optimiser, 1)
     return len(split) / (time.perf_counter() - start)
@@ -95,7 +95,7 @@ def main() -> None:
     splits = {}
     for name, spec in specs.items():
         train = load_dataset(spec.data).train
-        splits[name] = Split(train.x[:args.images], train.y[:args.images])
+        splits[name] = train.subset(torch.arange(min(args.images, len(train))))
     rates: dict[str, list[float]] = {name: [] for name in specs}
     for _ in range(args.repeats):
         for name, spec in specs.items():

@@ -10,6 +10,8 @@ All train the same model (same init) with the same loss, optimiser and batch siz
   nchw    the bare loop with the convolution weights in PyTorch's default NCHW layout instead of
           the engine's channels_last (the grey images are the same tensor in either layout)
   loader  torchvision dataset + per-sample transforms (resize 44, crop 36, normalise) + DataLoader
+  compiled  (with --compile) the engine with train.compile: the network's forward pass through torch.compile,
+          timed after two warm-up batches that pay the compilation (printed on its own)
 The runs alternate (engine, bare, loader, engine, ...) and the medians and ratios are printed.
 """
 
@@ -39,12 +41,18 @@ def fresh(spec, data, layout=torch.channels_last):
 
 def sync(data) -> None:
     """Wait for the GPU's queued work, so that a timer measures it (a no-op on the CPU)."""
-    if data.train.x.is_cuda:
+    if data.train.y.is_cuda:
         torch.cuda.synchronize()
 
 
-def engine_epoch(spec, data) -> float:
+def engine_epoch(spec, data, compiled: bool = False) -> float:
     model, opt = fresh(spec, data)
+    if compiled:   # as fit() does with train.compile; the warm-up batches compile (once a process)
+        model.compile()
+        start = time.perf_counter()
+        train_one_epoch(model, data.train.subset(torch.arange(2 * spec.train.batch_size)), spec, opt, 1)
+        sync(data)
+        COMPILE_S.append(time.perf_counter() - start)
     sync(data)
     start = time.perf_counter()
     train_one_epoch(model, data.train, spec, opt, 1)
@@ -52,16 +60,19 @@ def engine_epoch(spec, data) -> float:
     return time.perf_counter() - start
 
 
+COMPILE_S: list[float] = []   # the compiled contender's warm-up times (the first pays the compilation)
+
+
 def bare_epoch(spec, data, layout=torch.channels_last) -> float:
     model, opt = fresh(spec, data, layout)
-    loss_fn, x, y, bs = get_loss(spec.loss.name), data.train.x, data.train.y, spec.train.batch_size
+    loss_fn, train, y, bs = get_loss(spec.loss.name), data.train, data.train.y, spec.train.batch_size
     start = time.perf_counter()
     model.train()
     perm = torch.randperm(len(y), device=y.device)
     for i in range(0, len(y), bs):
         idx = perm[i:i + bs]
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=y.is_cuda and spec.train.amp):
-            e, _ = model(x[idx])
+            e, _ = model(train.images(idx))   # uint8 pixels normalised per batch, as the engine
         loss = loss_fn(e, y[idx], model.targets(), r=spec.loss.r, eps=spec.loss.eps)   # as the engine
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -106,6 +117,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast, as the engine runs there)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--compile", action="store_true", help="also time the engine with train.compile")
     args = parser.parse_args()
 
     spec = load_spec(overrides=[f"data.dataset={args.dataset}", f"data.root={args.root}",
@@ -118,6 +130,8 @@ def main() -> None:
             "nchw": lambda: bare_epoch(spec, data, torch.contiguous_format)}
     if spec.data.dataset in _TORCHVISION:
         runs["loader"] = lambda: loader_epoch(spec, data, args.workers)
+    if args.compile:
+        runs["compiled"] = lambda: engine_epoch(spec, data, compiled=True)
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.repeats):
         for name, run in runs.items():
@@ -130,13 +144,17 @@ def main() -> None:
     notes = {"engine": "mtm_engine train_one_epoch, cached tensors",
              "bare": "same model, same tensors, plain loop",
              "nchw": "the bare loop, NCHW weights instead of channels_last",
-             "loader": f"torchvision dataset + per-sample transforms + DataLoader({args.workers} workers)"}
+             "loader": f"torchvision dataset + per-sample transforms + DataLoader({args.workers} workers)",
+             "compiled": "the engine with train.compile (compiled forward), after its warm-up"}
     for name, t in med.items():
         print(f"{name:<7} 1 epoch: {t:7.2f} s  ({n / t:7.0f} img/s)   {notes[name]}")
     line = (f"overhead engine/bare = {med['engine'] / med['bare']:.3f}"
             f"   speed-up nchw/bare = {med['nchw'] / med['bare']:.2f}")
     if "loader" in med:
         line += f"   speed-up loader/engine = {med['loader'] / med['engine']:.2f}"
+    if "compiled" in med:
+        line += (f"   speed-up engine/compiled = {med['engine'] / med['compiled']:.2f}"
+                 f" (compilation: {COMPILE_S[0]:.0f} s once)")
     print(line)
     if args.json:
         with open(args.json, "w") as fh:

@@ -104,9 +104,10 @@ def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = 
         if other.channels != data.channels:
             raise DataError(f"--ood {ood}: its images have {other.channels} channel(s), the run's {spec.data.dataset} "
                             f"{data.channels}; choose a dataset with {data.channels}")
-        ood_x = other.test.x.to(data.test.x.device)
-    x, y = centre_subset(data.train, spec.eval.centre_samples)
-    e_train, _ = embed(model, x, spec)
+        ood_images = other.test.to(data.test.y.device)   # normalised with its own dataset's constants
+    centre_images = centre_subset(data.train, spec.eval.centre_samples)
+    e_train, _ = embed(model, centre_images, spec)
+    y = centre_images.y
     G = class_centres(e_train, y, data.num_classes).nan_to_num(0.0)     # [K, d]
     C = model.targets().detach() if model.class_embeddings is not None else None
     primary = spec.classifiers[0]
@@ -131,13 +132,13 @@ def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = 
         R = C if refs == "class_embeddings" else G
         return F.normalize(e, dim=1) @ F.normalize(R, dim=1).T if metric == "cos" else -torch.cdist(e, R)
 
-    e_val, logits_val = embed(model, data.val.x, spec)
-    e_test, logits_test = embed(model, data.test.x, spec)
+    e_val, logits_val = embed(model, data.val, spec)
+    e_test, logits_test = embed(model, data.test, spec)
     correct = predict(primary, e_test, centres=G, class_embeddings=C, logits=logits_test) == data.test.y
     test_scores = scores(e_test, logits_test)
     if ood is not None:
-        ood_scores = scores(*embed(model, ood_x, spec))
-        in_dist = torch.arange(len(e_test) + len(ood_x), device=correct.device) < len(e_test)   # [N_in + N_out]
+        ood_scores = scores(*embed(model, ood_images, spec))
+        in_dist = torch.arange(len(e_test) + len(ood_images), device=correct.device) < len(e_test)   # [N_in + N_out]
     table, curves, histograms = {}, {}, {}
     for name, s in test_scores.items():
         curves[name] = risk_coverage_points(s, correct)
@@ -189,17 +190,17 @@ def fewshot(spec: Spec, run_dir: Path, shots: list[int], which: str = "best", ep
     support_idx = torch.cat([(full.train.y.cpu() == k).nonzero().squeeze(1)[
         torch.randperm(counts[i], generator=g)[:pool]] for i, k in enumerate(held)]).to(device)
     new_test = torch.isin(full.test.y, torch.tensor(held, device=device))                       # [N_test] bool
-    support, support_y = full.train.x[support_idx], full.train.y[support_idx].cpu()
-    query, query_y = full.test.x[new_test], full.test.y[new_test].cpu()
-    centre_x, centre_y = centre_subset(data.train, spec.eval.centre_samples)
+    support, query = full.train.subset(support_idx), full.test.subset(new_test)
+    support_y, query_y = support.y.cpu(), query.y.cpu()
+    centres = centre_subset(data.train, spec.eval.centre_samples)
     results: dict[str, Any] = {}
     untrained = initial_model(spec, data)
-    featurisers = {"trained": lambda x: embed(trained, x, spec)[0],                         # [N, d]
-                   "random": lambda x: embed(untrained, x, spec, backbone=True)[0],        # [N, F]
-                   "pixels": lambda x: x.flatten(1)}                                       # [N, C*S*S]
+    featurisers = {"trained": lambda split: embed(trained, split, spec)[0],                   # [N, d]
+                   "random": lambda split: embed(untrained, split, spec, backbone=True)[0],  # [N, F]
+                   "pixels": lambda split: split.images().flatten(1)}                         # [N, C*S*S]
     for name, features in featurisers.items():
-        support_e, query_e, test_e = (features(x).cpu() for x in (support, query, full.test.x))
-        G = class_centres(features(centre_x), centre_y, data.num_classes).cpu()   # [K_old, d], old order
+        support_e, query_e, test_e = (features(split).cpu() for split in (support, query, full.test))
+        G = class_centres(features(centres), centres.y, data.num_classes).cpu()   # [K_old, d], old order
         results[name] = {}
         for k in shots:
             g = torch.Generator().manual_seed(1_000 * k)

@@ -98,6 +98,7 @@ class TrainSpec:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    compile: bool = False          # torch.compile the network's forward pass (in place: same parameter names)
     deterministic: bool = False    # deterministic kernels only (CUDA); same numbers on the same machine type
 
 

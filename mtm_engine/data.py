@@ -1,8 +1,9 @@
 """Datasets: registry, the paper's transforms applied once per split, seeded batch iteration.
 
 The paper's transforms (Section IV-B, Table 2) are deterministic: resize to 44, centre-crop to
-36, normalise. So each split is transformed ONCE into a float tensor [N, C, 36, 36] that stays
-on the training device, and an epoch is a seeded permutation of it, not a per-sample pipeline.
+36, normalise. So each split is resized and cropped ONCE into 8-bit pixels [N, C, 36, 36] that stay
+on the training device, normalised a batch at a time there (a quarter of float32's memory: F-MNIST at
+data.size = 224 is 3.5 GB, not 14), and an epoch is a seeded permutation of it, not a per-sample pipeline.
 """
 
 from __future__ import annotations
@@ -31,14 +32,30 @@ _TRANSFORM_CHUNK = 4096        # images transformed at a time, to bound the peak
 
 @dataclass
 class Split:
-    x: Tensor   # [N, C, S, S] float32, normalised; S = data.size (36, the paper's)
-    y: Tensor   # [N] long
+    x: Tensor      # [N, C, S, S] uint8 pixels, resized and cropped (Table 2); S = data.size (36, the paper's)
+    y: Tensor      # [N] long
+    mean: Tensor   # [C] float32: the normalisation on the [0, 1] scale, applied by images()
+    std: Tensor    # [C] float32
 
     def __len__(self) -> int:
         return len(self.y)
 
     def to(self, device: torch.device) -> "Split":
-        return Split(self.x.to(device), self.y.to(device))
+        return Split(self.x.to(device), self.y.to(device), self.mean.to(device), self.std.to(device))
+
+    def subset(self, index: Tensor) -> "Split":
+        """The images at `index` (positions [n] or a mask [N]), with the same normalisation."""
+        return Split(self.x[index], self.y[index], self.mean, self.std)
+
+    def images(self, index: Tensor | slice = slice(None)) -> Tensor:
+        """The images at `index`, normalised: float32 [n, C, S, S] on the split's device."""
+        pixels = self.x[index].float().div_(255.0)
+        return pixels.sub_(self.mean.view(1, -1, 1, 1)).div_(self.std.view(1, -1, 1, 1))
+
+    def chunks(self, size: int) -> Iterator[Tensor]:
+        """All images in order, normalised `size` at a time (evaluation's batches): [<= size, C, S, S]."""
+        for start in range(0, len(self), size):
+            yield self.images(slice(start, start + size))
 
 
 @dataclass
@@ -56,6 +73,11 @@ class Dataset:
     @property
     def channels(self) -> int:
         return self.train.x.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """What the three splits take in memory (8-bit pixels and labels)."""
+        return sum(s.x.nbytes + s.y.nbytes for s in (self.train, self.val, self.test))
 
     def to(self, device: torch.device) -> "Dataset":
         return Dataset(self.name, self.train.to(device), self.val.to(device), self.test.to(device), self.classes)
@@ -247,18 +269,24 @@ LOADERS: dict[str, Callable[[DataSpec], RawData]] = {
 }
 
 
-def paper_transform(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], size: int = CROP) -> Tensor:
-    """Table 2: resize to 44x44, centre-crop 36x36, normalise. x: [N, C, H, W] in [0, 1]. With another
-    `size` (data.size), images are resized straight to size x size instead (not at all if they have it)."""
-    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
-    std_t = torch.tensor(std).view(1, -1, 1, 1)
-    out = []
-    for chunk in x.split(_TRANSFORM_CHUNK):
+def to_pixels(x: Tensor) -> Tensor:
+    """Images in [0, 1] as 8-bit pixels (rounded): float [N, C, H, W] -> uint8 [N, C, H, W]."""
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def paper_transform(x: Tensor, size: int = CROP) -> Tensor:
+    """Table 2's resize to 44x44 and centre-crop to 36x36, as 8-bit pixels (the normalisation comes per
+    batch: Split.images). x: [N, C, H, W] in [0, 1] -> uint8 [N, C, 36, 36]. With another `size`
+    (data.size), images are resized straight to size x size instead (not at all if they have it).
+    Rounding the resized images to 8 bits moves a pixel by at most 0.5/255 of the range."""
+    out = torch.empty(len(x), x.shape[1], size, size, dtype=torch.uint8)   # written in place: no copy at the end
+    for start in range(0, len(x), _TRANSFORM_CHUNK):   # float working memory for one chunk at a time
+        chunk = x[start:start + _TRANSFORM_CHUNK]
         if chunk.shape[-2:] != (size, size):
             chunk = (TF.center_crop(TF.resize(chunk, [RESIZE, RESIZE], antialias=True), [CROP, CROP]) if size == CROP
                      else TF.resize(chunk, [size, size], antialias=True))
-        out.append((chunk - mean_t) / std_t)
-    return torch.cat(out)
+        out[start:start + len(chunk)] = to_pixels(chunk)
+    return out
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
@@ -274,22 +302,18 @@ def load_dataset(spec: DataSpec) -> Dataset:
     if n_train < len(raw.classes) or len(raw.test_y) == 0:
         raise DataError(f"data.dataset = {name!r}: {len(raw.train_y)} training and {len(raw.test_y)} test images are "
                         f"too few for the splits (validation {spec.val_fraction:g}); add images")
-    mean, std = raw.mean, raw.std
-    if mean is None or std is None:   # measured on the training images only
-        mean = tuple(raw.train_x.mean(dim=(0, 2, 3)).tolist())
-        std = tuple(raw.train_x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
-    train_x = paper_transform(raw.train_x, mean, std, spec.size)
-    test_x = paper_transform(raw.test_x, mean, std, spec.size)
+    if raw.mean is None or raw.std is None:   # measured on the training images only
+        mean, std = raw.train_x.mean(dim=(0, 2, 3)), raw.train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    else:
+        mean, std = torch.tensor(raw.mean), torch.tensor(raw.std)
+    mean, std = mean.float(), std.float()
     perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(spec.split_seed))
     n_val = max(1, round(len(perm) * spec.val_fraction)) if spec.val_fraction > 0 else 0   # 0: train on all
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    data = Dataset(
-        name,
-        Split(train_x[train_idx], raw.train_y[train_idx]),
-        Split(train_x[val_idx], raw.train_y[val_idx]),
-        Split(test_x, raw.test_y),
-        raw.classes,
-    )
+    # The raw images are put in the split's order (validation first) before the transform, so that validation
+    # and training are two views of its one output: the (data.size-scaled) output is never copied.
+    pixels, labels = paper_transform(raw.train_x[perm], spec.size), raw.train_y[perm]
+    data = Dataset(name, Split(pixels[n_val:], labels[n_val:], mean, std), Split(pixels[:n_val], labels[:n_val], mean, std),
+                   Split(paper_transform(raw.test_x, spec.size), raw.test_y, mean, std), raw.classes)
     return without_classes(data, spec.holdout_classes) if spec.holdout_classes else data
 
 
@@ -310,7 +334,7 @@ def without_classes(data: Dataset, held_out: tuple[int, ...]) -> Dataset:
 
     def keep(split: Split) -> Split:
         new = renumber.to(split.y.device)[split.y]   # [N]: -1 for the held-out classes
-        return Split(split.x[new >= 0], new[new >= 0])
+        return Split(split.x[new >= 0], new[new >= 0], split.mean, split.std)
 
     return Dataset(data.name, keep(data.train), keep(data.val), keep(data.test), [data.classes[k] for k in kept])
 
@@ -355,8 +379,8 @@ def augment(x: Tensor, draws: Tensor, padding: int) -> Tensor:
 
 
 def batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-    """One epoch: (x [B, C, 36, 36], y [B]) in the order of a seeded permutation."""
+    """One epoch: (x [B, C, 36, 36] normalised float32, y [B]) in the order of a seeded permutation."""
     perm = torch.randperm(len(split), generator=generator).to(split.y.device)
     for start in range(0, len(perm), batch_size):
         idx = perm[start:start + batch_size]
-        yield split.x[idx], split.y[idx]
+        yield split.images(idx), split.y[idx]

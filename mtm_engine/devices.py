@@ -60,6 +60,22 @@ def configure_backends(device: torch.device, spec: Spec) -> None:
     torch.use_deterministic_algorithms(spec.train.deterministic)
 
 
+def check_dataset_fits(nbytes: int, device: torch.device, what: str) -> None:
+    """Refuse, before the copy, a dataset of `nbytes` that cannot stay on a CUDA device within the run's memory:
+    the GPU's, or its share of it in a queue slot (records.gpu_share). Past that, the copy would fail this
+    run (and, without a cap, its neighbours) with an out-of-memory error that names no key."""
+    if device.type != "cuda":
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    share = gpu_share()
+    budget = total * (share if share is not None else 1.0)
+    if nbytes > budget:
+        of = (f"this run's {budget / 2**30:.1f} GiB share of {device} ({total / 2**30:.0f} GiB shared by the queue's "
+              f"runs: start it with fewer --per-gpu)" if share is not None else f"{device}'s {total / 2**30:.1f} GiB")
+        raise ConfigError(f"{what} takes {nbytes / 2**30:.1f} GiB on the GPU, more than {of}; lower data.size, "
+                          f"or train on the cpu")
+
+
 def machine(device: torch.device) -> dict[str, Any]:
     """What a run's floating point depends on beyond its spec and seed: the same seed gives the same
     numbers only on the same CPU model with the same thread count (and, on CUDA, the same GPU and

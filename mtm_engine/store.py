@@ -27,6 +27,7 @@ import re
 import shutil
 import socket
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -47,6 +48,12 @@ DEAD_MESSAGE = "the run's process ended without finishing; mtm resume continues 
 
 class StoreError(MtmError):
     """A store file is corrupt or not ours, or a run id is unknown or ambiguous."""
+
+
+# What to do about a store file that cannot be read, by its kind
+REMEDY = {"index": "`mtm doctor` moves it into the home's quarantine and rebuilds the index from the runs' own files",
+          "run": "`mtm doctor` moves the run's folder into the home's quarantine (or restore the file from a backup)",
+          "sweep": "move it aside or restore it from a backup"}
 
 
 class AtomicJSONStorage(Storage):
@@ -70,16 +77,16 @@ class AtomicJSONStorage(Storage):
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"store file {self.path} is corrupt (not valid JSON); move it aside "
-                             f"or restore it from a backup; mtm will not overwrite it") from None
+            raise StoreError(f"store file {self.path} is corrupt (not valid JSON); {REMEDY[self.kind]}; mtm will not "
+                             f"overwrite it") from None
         marker = data.get("_mtm", {}).get("1", {}) if isinstance(data, dict) else {}
         if marker.get("format") != FORMAT or marker.get("kind") != self.kind:
             raise StoreError(f"{self.path} is not an mtm {self.kind} file; move it aside, or choose "
                              f"another home with --home or MTM_HOME")
         problem = _shape_problem(self.kind, data)
         if problem:
-            raise StoreError(f"store file {self.path} has the wrong shape ({problem}); move it aside or restore it "
-                             f"from a backup; mtm will not overwrite it")
+            raise StoreError(f"store file {self.path} has the wrong shape ({problem}); {REMEDY[self.kind]}; mtm will "
+                             f"not overwrite it")
         return data
 
     def write(self, data: dict[str, Any]) -> None:
@@ -299,9 +306,82 @@ class Store:
 
     def rows(self) -> list[RunRow]:
         """Every run's row, oldest first. Live runs are read from their own files (fresh epochs);
-        those whose process died are shown as interrupted. Reading writes nothing: see `reap`."""
-        rows = [self._fresh(row) if row["status"] in LIVE else row for row in self._index_rows()]
+        those whose process died are shown as interrupted. Reading writes nothing: see `reap`.
+
+        The run folders are the truth: an index row whose folder is gone (a ghost) is left out, and a run
+        missing from the index (its shard moved aside) is read from its own file. `doctor` mends both."""
+        on_disk = self._run_ids()
+        indexed = self._index_rows()
+        rows = [self._fresh(row) if row["status"] in LIVE else row for row in indexed if row["id"] in on_disk]
+        for run_id in on_disk - {row["id"] for row in indexed}:
+            with contextlib.suppress(StoreError):   # being created, or unreadable (doctor quarantines it)
+                rows.append(self._shown(self._read_run(run_id)["row"]["1"]))
         return sorted(rows, key=lambda r: r["created"])
+
+    def _run_ids(self) -> set[str]:
+        """The run folders' names (one directory listing)."""
+        with contextlib.suppress(FileNotFoundError):
+            return {entry.name for entry in os.scandir(self.home / "runs") if entry.is_dir()}
+        return set()
+
+    def ghosts(self) -> list[dict[str, Any]]:
+        """Index rows whose run folder is gone."""
+        on_disk = self._run_ids()
+        return [row for row in self._index_rows() if row["id"] not in on_disk]
+
+    def remove_index_row(self, row: dict[str, Any]) -> None:
+        path = self._index_file(row["shard"])
+        with _locked(path), _open(path, "index") as db:
+            db.table("runs").remove(Query().id == row["id"])
+
+    def doctor(self, fix: bool = True) -> "Checkup":
+        """Mend what a damaged index or run folder leaves, from the run folders' own files (the truth):
+        unreadable index shards and run files are moved into HOME/quarantine/<time>/ (nothing is deleted),
+        ghost rows (no run folder) are removed, and every readable run's row is written to its index shard
+        where it is missing or out of date. With fix=False, only says what it would do."""
+        checkup = Checkup()
+        quarantine = self.home / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
+
+        def move(path: Path) -> None:
+            target = quarantine / path.relative_to(self.home)
+            checkup.quarantined.append((path, target))
+            if fix:
+                with writing(target):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, target)
+
+        for path in sorted((self.home / "index").glob("*.json")):
+            try:
+                AtomicJSONStorage(str(path), "index").read()
+            except StoreError:
+                move(path)
+        indexed = {}
+        for path in sorted((self.home / "index").glob("*.json")):
+            with contextlib.suppress(StoreError):   # quarantined above (fix=False leaves it there)
+                indexed.update((row["id"], row) for row in (AtomicJSONStorage(str(path), "index").read() or {})
+                               .get("runs", {}).values())
+        for run_id in sorted(self._run_ids()):
+            path = self._run_file(run_id)
+            with _locked(path):   # not while the run is created or changed
+                try:
+                    data = AtomicJSONStorage(str(path), "run").read()
+                except StoreError:
+                    move(self.run_dir(run_id))
+                    continue
+                if data is None or data.get("row") is None:   # no run file (yet): nothing to index
+                    continue
+                row = data["row"]["1"]   # a live run's index row lags its epochs by design: only its absence counts
+                if run_id not in indexed or (row["status"] not in LIVE and indexed[run_id] != row):
+                    checkup.reindexed.append(run_id)
+                    if fix:
+                        self._write_index_row(row)
+        on_disk = self._run_ids() - {path.name for path, _ in checkup.quarantined if path.parent.name == "runs"}
+        for row in indexed.values():
+            if row["id"] not in on_disk:
+                checkup.ghosts.append(row["id"])
+                if fix:
+                    self.remove_index_row(row)
+        return checkup
 
     def _index_rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -319,10 +399,14 @@ class Store:
 
     def is_dead(self, row: dict[str, Any]) -> bool:
         """A running run whose process is gone: on this host, its pid has ended or now belongs to
-        another process (another start time); on another host, its heartbeat has stopped."""
+        another process (another start time). Another host's process cannot be checked from here: a silent
+        heartbeat may be a paused driver or a slow disk, so such a run is never judged dead here (`_shown`
+        says how long it has been silent); its own host's commands judge it."""
         if row["status"] != "running":   # a queued run is an entry in the queue, not a process
             return False
-        if row.get("host") == socket.gethostname() and row.get("pid"):
+        if row.get("host") and row["host"] != socket.gethostname():
+            return False
+        if row.get("pid"):
             if not _pid_alive(row["pid"]):
                 return True
             recorded, now = row.get("pid_start"), process_start(row["pid"])
@@ -336,6 +420,10 @@ class Store:
         """The row as it truly stands: a dead live run is shown interrupted, flagged `dead` until
         `reap` records it so."""
         if not self.is_dead(row):
+            silent = time.time() - row.get("heartbeat", row["created"])
+            if row["status"] == "running" and silent > STALE_AFTER_S:   # another host's run (is_dead)
+                return {**row, "message": f"no heartbeat for {silent:.0f} s from {row.get('host')}; only that host "
+                                          f"can tell whether its process ended"}
             return row
         return {**row, "status": "interrupted", "message": DEAD_MESSAGE, "dead": True}
 
@@ -516,3 +604,15 @@ def _read_json(path: Path, corrupt: str) -> dict[str, Any] | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise StoreError(corrupt) from None
+
+
+@dataclass
+class Checkup:
+    """What Store.doctor found (and mended, unless asked only to look)."""
+    quarantined: list[tuple[Path, Path]] = field(default_factory=list)   # (unreadable file or run folder, moved to)
+    ghosts: list[str] = field(default_factory=list)                      # index rows removed: no run folder
+    reindexed: list[str] = field(default_factory=list)                   # runs whose index row was missing or stale
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.quarantined or self.ghosts or self.reindexed)

@@ -24,7 +24,7 @@ from mtm_engine.checkpoints import (
 from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split, augment, augmentation_draws, batches, flips, load_dataset
-from mtm_engine.devices import GpuMeter, configure_backends, machine, resolve_device
+from mtm_engine.devices import GpuMeter, check_dataset_fits, configure_backends, machine, resolve_device
 from mtm_engine.geometry import (
     class_centres,
     class_embedding_gap,
@@ -147,17 +147,17 @@ def train_one_epoch(
 # --- evaluation ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def embed(model: MovingTargetsNet, x: Tensor, spec: Spec, backbone: bool = False) -> tuple[Tensor, Tensor | None]:
-    """Embeddings [N, d] (and logits [N, K] for pure heads) in eval mode: float32, as the heads give them;
-    with `backbone`, the backbone's features [N, F] instead, before any head (no logits).
+def embed(model: MovingTargetsNet, images: Split, spec: Spec, backbone: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Embeddings [N, d] of a split's N images (and logits [N, K] for pure heads) in eval mode: float32, as the
+    heads give them; with `backbone`, the backbone's features [N, F] instead, before any head (no logits).
 
     eval.flip_tta: the outputs for each image and its mirror image are averaged; a normalised
     embedding's mean goes back onto its sphere (radius model.scale), where the class embeddings are."""
     model.eval()
     forward = (lambda images: (model.features(images).float(), None)) if backbone else model
     es, ls = [], []
-    for chunk in x.split(spec.eval.batch_size):
-        with _autocast(x.device, spec):
+    for chunk in images.chunks(spec.eval.batch_size):
+        with _autocast(chunk.device, spec):
             e, logits = forward(chunk)
             if spec.eval.flip_tta:
                 e_flip, logits_flip = forward(chunk.flip(-1))
@@ -171,14 +171,13 @@ def embed(model: MovingTargetsNet, x: Tensor, spec: Spec, backbone: bool = False
     return torch.cat(es), (torch.cat(ls) if ls else None)
 
 
-def centre_subset(train: Split, samples: int) -> tuple[Tensor, Tensor]:
+def centre_subset(train: Split, samples: int) -> Split:
     """The training images whose embeddings give the centres G: `samples` of them (eval.centre_samples),
-    the same fixed subset every epoch, or all if 0. -> (x [n, C, S, S], y [n])."""
-    x, y = train.x, train.y
-    if 0 < samples < len(y):
-        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:samples]
-        x, y = x[keep.to(x.device)], y[keep.to(y.device)]
-    return x, y
+    the same fixed subset every epoch, or all if 0."""
+    if 0 < samples < len(train):
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:samples]
+        return train.subset(keep.to(train.y.device))
+    return train
 
 
 def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[str, float], dict[str, Any]]:
@@ -190,8 +189,9 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     retrieval metrics against the training embeddings.
     The centres G that the classifiers use come from the TRAINING split only.
     """
-    x, y = centre_subset(data.train, spec.eval.centre_samples)
-    e_train, _ = embed(model, x, spec)
+    centre_images = centre_subset(data.train, spec.eval.centre_samples)
+    e_train, _ = embed(model, centre_images, spec)
+    y = centre_images.y
     # A class absent from the training split has no centre; put it at the origin rather than NaN,
     # which argmax/argmin would otherwise pick.
     G = class_centres(e_train, y, data.num_classes).nan_to_num(0.0)   # [K, d]
@@ -201,7 +201,7 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     for name, split in (("val", data.val), ("test", data.test)):
         if len(split) == 0:   # data.val_fraction = 0: no validation split (a refit on train+val)
             continue
-        e, logits = embed(model, split.x, spec)
+        e, logits = embed(model, split, spec)
         for classifier in spec.classifiers:
             pred = predict(classifier, e, centres=G, class_embeddings=C, logits=logits)
             record[acc_key(name, classifier)] = (pred == split.y).float().mean().item()
@@ -247,9 +247,13 @@ def fit(
     device = resolve_device(spec.train.device)
     configure_backends(device, spec)
     torch.manual_seed(spec.train.seed)
-    data = (data or load_dataset(spec.data)).to(device)
+    data = data or load_dataset(spec.data)
+    check_dataset_fits(data.nbytes, device, f"data.dataset = {spec.data.dataset!r} at data.size = {spec.data.size}")
+    data = data.to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(spec.model, data.channels, data.num_classes).to(device)
+    if spec.train.compile:
+        model.compile()   # in place: forward runs compiled, parameter names (and checkpoints) stay the module's
     optimiser = make_optimiser(spec, model)
     schedule = make_schedule(spec, optimiser, math.ceil(len(data.train) / spec.train.batch_size))
     average = make_average(spec, model)

@@ -206,3 +206,38 @@ def test_the_process_memory_on_its_gpu_comes_from_nvml_by_uuid(monkeypatch):
     assert nvml_process_memory_gb(torch.device("cuda", 0)) is None   # MIG: NVML does not say
     monkeypatch.setitem(sys.modules, "pynvml", None)                  # no nvidia-ml-py
     assert nvml_process_memory_gb(torch.device("cuda", 0)) is None
+
+
+def test_a_dataset_larger_than_the_runs_share_of_the_gpu_is_refused_before_the_copy(tmp_path, monkeypatch):
+    """F-MNIST at data.size = 224 is 70,000 x 224 x 224 bytes = 3.3 GiB of 8-bit pixels (14 GB as float32): it
+    fits an 80 GiB GPU alone, and is refused in a slot of a GPU shared 32 ways (2.5 GiB), in one line naming the
+    keys to change, before anything is copied to the device."""
+    from mtm_engine.data import Dataset, Split
+    from mtm_engine.devices import check_dataset_fits
+    from mtm_engine.train import fit
+
+    class Properties:
+        total_memory = 80 * 2**30
+
+    EmulatedCuda(monkeypatch, 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties())
+    cuda = torch.device("cuda:0")
+    fmnist_224 = 70_000 * 224 * 224 + 70_000 * 8   # pixels and int64 labels
+    check_dataset_fits(fmnist_224, cuda, "F-MNIST")   # the whole GPU: fits
+    check_dataset_fits(fmnist_224, torch.device("cpu"), "F-MNIST")   # the cpu is not checked
+    monkeypatch.setenv(GPU_SHARE_ENV, str(1 / 32))
+    with pytest.raises(ConfigError, match=r"F-MNIST takes 3\.3 GiB on the GPU, more than this run's 2\.5 GiB share of "
+                                          r"cuda:0 .*fewer --per-gpu\); lower data\.size"):
+        check_dataset_fits(fmnist_224, cuda, "F-MNIST")
+
+    # fit checks before its first copy: a split whose .to() would be the copy is never asked
+    copies = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda *a: None)
+    monkeypatch.setattr(Split, "to", lambda self, device: copies.append(device))
+    pixels = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
+    split = Split(pixels, torch.zeros(3, dtype=torch.long), torch.zeros(1), torch.ones(1))
+    huge = Dataset("digits", split, split, split, ["0", "1"])
+    monkeypatch.setattr(Dataset, "nbytes", property(lambda self: 3 * 2**30))
+    with pytest.raises(ConfigError, match=r"data.dataset = 'digits' at data.size = 36 takes 3\.0 GiB"):
+        fit(load_spec(overrides=["train.device=cuda:0"]), tmp_path, data=huge)
+    assert copies == []

@@ -7,12 +7,17 @@ from mtm_engine.data import CROP, Split, batches, load_dataset, paper_transform
 from mtm_engine.errors import DataError
 
 
-def test_digits_are_transformed_once_into_normalised_36x36_tensors():
+def test_digits_are_transformed_once_into_36x36_pixels_normalised_a_batch_at_a_time():
     data = load_dataset(DataSpec(dataset="digits"))
-    assert data.train.x.shape[1:] == (1, CROP, CROP) and data.train.x.dtype == torch.float32
+    assert data.train.x.shape[1:] == (1, CROP, CROP) and data.train.x.dtype == torch.uint8
     assert (len(data.train), len(data.val), len(data.test)) == (1150, 288, 359)
     assert data.classes == [str(i) for i in range(10)]
-    assert abs(data.train.x.mean().item()) < 0.3 and 0.7 < data.train.x.std().item() < 1.3
+    images = data.train.images()
+    assert images.dtype == torch.float32 and abs(images.mean().item()) < 0.3 and 0.7 < images.std().item() < 1.3
+    # by hand: pixel / 255, minus the training images' mean, over their std (digits have no published constants)
+    first = data.train.x[:3].float() / 255
+    assert torch.allclose(data.train.images(torch.arange(3)), (first - data.train.mean) / data.train.std)
+    assert torch.equal(data.test.mean, data.train.mean) and torch.equal(data.val.std, data.train.std)
 
 
 def test_validation_split_follows_its_seed_and_the_test_split_never_moves():
@@ -24,15 +29,17 @@ def test_validation_split_follows_its_seed_and_the_test_split_never_moves():
     assert torch.equal(a.test.x, c.test.x)
 
 
-def test_paper_transform_resizes_crops_and_normalises():
-    x = torch.full((2, 1, 28, 28), 0.5)
-    out = paper_transform(x, (0.25,), (0.5,))
-    assert out.shape == (2, 1, CROP, CROP)
-    assert torch.allclose(out, torch.full_like(out, 0.5))   # (0.5 - 0.25) / 0.5
+def test_paper_transform_resizes_and_crops_into_pixels_and_images_normalise():
+    out = paper_transform(torch.full((2, 1, 28, 28), 0.5))
+    assert out.shape == (2, 1, CROP, CROP) and out.dtype == torch.uint8
+    assert torch.equal(out, torch.full_like(out, 128))   # round(0.5 * 255)
+    split = Split(out, torch.zeros(2, dtype=torch.long), torch.tensor([0.25]), torch.tensor([0.5]))
+    assert torch.allclose(split.images(), torch.full((2, 1, CROP, CROP), (128 / 255 - 0.25) / 0.5))
 
 
 def test_batches_cover_every_sample_once_in_a_seeded_order():
-    split = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    split = Split(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1), torch.arange(10), torch.zeros(1),
+                  torch.ones(1))
     order = [y.tolist() for _, y in batches(split, 4, torch.Generator().manual_seed(3))]
     again = [y.tolist() for _, y in batches(split, 4, torch.Generator().manual_seed(3))]
     assert [len(b) for b in order] == [4, 4, 2]
@@ -138,11 +145,11 @@ def test_data_size_resizes_straight_to_it_and_36_keeps_the_papers_transform():
     native = load_dataset(load_spec(overrides=["data.size=28"]).data)
     assert native.train.x.shape[1:] == (1, 28, 28) and native.test.x.shape[1:] == (1, 28, 28)
     assert load_dataset(load_spec().data).train.x.shape[1:] == (1, 36, 36)
-    # a 28x28 image at size 28 is only normalised: (x - mean) / std, by hand
+    # a 28x28 image at size 28 is only rounded to 8 bits, by hand
     x = torch.rand(2, 1, 28, 28)
-    assert torch.allclose(paper_transform(x, (0.5,), (0.25,), 28), (x - 0.5) / 0.25)
+    assert torch.equal(paper_transform(x, 28), (x * 255).round().to(torch.uint8))
     # the paper's: resize to 44 then centre-crop 36, so a constant image stays constant
-    assert torch.allclose(paper_transform(torch.full((1, 1, 28, 28), 0.75), (0.5,), (0.25,)), torch.full((1, 1, 36, 36), 1.0))
+    assert torch.equal(paper_transform(torch.full((1, 1, 28, 28), 0.6)), torch.full((1, 1, 36, 36), 153, dtype=torch.uint8))
 
 
 def test_loads_that_start_together_on_a_fresh_dataset_never_read_a_half_extracted_file(shared_data, tmp_path,

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mtm_engine.config import ModelSpec
+from mtm_engine.data import Split
 from mtm_engine.errors import ModelError
 from mtm_engine.models import Shortcut, build_model
 
@@ -29,20 +30,22 @@ def test_backbone_features_are_what_any_head_reads():
     from mtm_engine.config import load_spec
     from mtm_engine.train import embed
 
-    x = torch.randn(5, 1, 28, 28)
+    images = Split(torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8), torch.zeros(5, dtype=torch.long),
+                   torch.tensor([0.5]), torch.tensor([0.25]))
+    x = images.images()   # [5, 1, 28, 28] normalised
     for head in ("mtm", "pure"):
         spec = load_spec(overrides=[f"model.head={head}", "eval.flip_tta=true", "model.normalize=false"]
                          + (["loss.name=cross_entropy"] if head == "pure" else []))
         torch.manual_seed(0)
         model = build_model(spec.model, in_channels=1, num_classes=10).eval()
-        features, logits = embed(model, x, spec, backbone=True)
+        features, logits = embed(model, images, spec, backbone=True)
         with torch.no_grad():
             mirrored = (model.backbone(x) + model.backbone(x.flip(-1))) / 2   # [5, F], flip averaged
         assert logits is None and features.shape == mirrored.shape == (5, 128) and torch.allclose(features, mirrored, atol=1e-6)
         if head == "pure":
-            assert torch.allclose(features, embed(model, x, spec)[0], atol=1e-6)
+            assert torch.allclose(features, embed(model, images, spec)[0], atol=1e-6)
         else:
-            assert embed(model, x, spec)[0].shape == (5, spec.model.dim)
+            assert embed(model, images, spec)[0].shape == (5, spec.model.dim)
 
 
 def test_convnet_depth_adds_convolutions_to_every_stage_but_the_first():

@@ -112,10 +112,11 @@ def test_flip_tta_averages_each_image_with_its_mirror_image(head):
     tta = load_spec(overrides=[f"model.head={head}", f"loss.name={loss}", "model.normalize=true", "model.scale=3",
                                "eval.flip_tta=true"])
     model = _model(plain)
-    x = torch.randn(5, 1, 36, 36)
-    e, logits = embed(model, x, tta)
-    e1, l1 = embed(model, x, plain)
-    e2, l2 = embed(model, x.flip(-1), plain)
+    pixels = torch.randint(0, 256, (5, 1, 36, 36), dtype=torch.uint8)
+    mean, std, y = torch.tensor([0.5]), torch.tensor([0.25]), torch.zeros(5, dtype=torch.long)
+    e, logits = embed(model, Split(pixels, y, mean, std), tta)
+    e1, l1 = embed(model, Split(pixels, y, mean, std), plain)
+    e2, l2 = embed(model, Split(pixels.flip(-1), y, mean, std), plain)
     mean = (e1 + e2) / 2
     assert torch.allclose(e, 3 * F.normalize(mean, dim=1) if head == "mtm" else mean, atol=1e-5)
     assert (logits is None) == (head == "mtm")
@@ -164,7 +165,7 @@ def test_weight_averaging_matches_a_hand_computation():
     alike; integer buffers are copied."""
     spec = load_spec(overrides=["train.ema=0.9", "train.batch_size=15", "model.stages=2", "model.width=4"])
     data = load_dataset(spec.data)
-    split = Split(data.train.x[:60], data.train.y[:60])
+    split = data.train.subset(torch.arange(60))
     torch.manual_seed(0)
     model = build_model(spec.model, data.channels, data.num_classes)
     average = make_average(spec, model)
@@ -220,3 +221,21 @@ def test_centres_from_a_subset_of_the_training_split(tmp_path):
     assert part.records[0]["train_loss"] == full.records[0]["train_loss"]
     assert part.records[0]["test_acc_euc_ce"] == full.records[0]["test_acc_euc_ce"]
     assert part.records[0]["test_acc_euc"] == pytest.approx(full.records[0]["test_acc_euc"], abs=0.1)
+
+
+@pytest.mark.long   # inductor compiles for about a minute on 2 CPU cores
+def test_a_compiled_run_trains_the_same_numbers_and_keeps_the_same_checkpoint(tmp_path):
+    """train.compile = true: torch.compile of the forward pass, in place. On the CPU its epoch records equal
+    eager's (to float32 rounding: inductor fuses the same ops), and its checkpoint has the module's own
+    parameter names, so eval, resume and an eager load read it."""
+    from conftest import SMALL
+
+    from mtm_engine.records import CHECKPOINT
+
+    runs = {c: fit(load_spec(overrides=["train.epochs=1", f"train.compile={c}", *SMALL]), tmp_path / c)
+            for c in ("false", "true")}
+    eager, compiled = runs["false"].records[-1], runs["true"].records[-1]
+    for key in ("train_loss", "val_acc_cos", "test_acc_euc", "test_cluster_size"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-4), key
+    keys = {c: set(torch.load(tmp_path / c / CHECKPOINT, weights_only=True)["model"]) for c in runs}
+    assert keys["true"] == keys["false"] and not any("_orig_mod" in k for k in keys["true"])

@@ -1,4 +1,4 @@
-"""`mtm` commands that start, watch and manage runs: run, logs, tag, note, stop, resume, rm (and the
+"""`mtm` commands that start, watch and manage runs: run, logs, tag, note, stop, resume, rm, doctor (and the
 hidden worker and pool that detached runs use)."""
 
 from __future__ import annotations
@@ -261,10 +261,41 @@ def rm(run: str = RUN,
     """Delete a run: its records, checkpoint and log."""
     from mtm_tui import jobs
 
+    from mtm_engine.store import StoreError
+
     store = open_store(home)
-    run_id = store.resolve(run)
+    try:
+        run_id = store.resolve(run)
+    except StoreError:   # perhaps an index row whose run folder is gone: removing it is all there is to do
+        ghosts = [row for row in store.ghosts() if run and row["id"].startswith(run)]
+        if len(ghosts) != 1:
+            raise
+        store.remove_index_row(ghosts[0])
+        console.print(f"removed the index row of run {ghosts[0]['id']} (its run folder was already gone)")
+        return
     row = store.row(run_id)
     if not yes and not typer.confirm(f"delete run {run_id} ({row['name']}, {row['status']})?"):
         raise typer.Exit(1)
     jobs.delete(store, run_id)
     console.print(f"deleted run {run_id}")
+
+
+@app.command()
+def doctor(dry_run: bool = typer.Option(False, "--dry-run", help="Only say what it would mend."),
+           home: Optional[Path] = HOME) -> None:
+    """Mend the store from the run folders: move unreadable files into HOME/quarantine, remove index rows whose
+    run folder is gone, and rebuild missing index rows (after a shard was moved aside). Deletes nothing."""
+    store = open_store(home)
+    checkup = store.doctor(fix=not dry_run)
+    verb = (lambda done, would: would) if dry_run else (lambda done, would: done)
+    for path, target in checkup.quarantined:
+        console.print(f"{verb('moved', 'would move')} unreadable {path} to {target}", markup=False)
+    for run_id in checkup.ghosts:
+        console.print(f"{verb('removed', 'would remove')} the index row of run {run_id}: its run folder is gone",
+                      markup=False)
+    if checkup.reindexed:
+        console.print(f"{verb('re-indexed', 'would re-index')} {len(checkup.reindexed)} run"
+                      f"{'s' * (len(checkup.reindexed) != 1)} missing from the index or out of date: "
+                      f"{', '.join(r[:8] for r in checkup.reindexed)}", markup=False)
+    if checkup.healthy:
+        console.print(f"the store in {store.home} is sound: nothing to mend", markup=False)
