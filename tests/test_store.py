@@ -288,7 +288,7 @@ def test_doctor_mends_ghost_rows_a_shard_moved_aside_and_an_unreadable_run_file(
     assert store.doctor().ghosts == ["eeee0000"] and store.ghosts() == [] and store.doctor().healthy
 
 
-def test_a_ghost_row_never_breaks_list_or_export_and_rm_removes_it(fixture_home, mtm_env):
+def test_a_ghost_row_never_breaks_list_or_export_and_rm_removes_it(fixture_home, mtm_env):  # noqa: F811
     """The CLI over a store with a ghost row (index row, no run folder): list and export go on without it,
     `mtm rm` removes it, and `mtm doctor` then finds the store sound."""
     shutil.rmtree(fixture_home / "runs" / "bbbb2222")

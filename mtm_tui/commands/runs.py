@@ -259,9 +259,8 @@ def rm(run: str = RUN,
        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
        home: Optional[Path] = HOME) -> None:
     """Delete a run: its records, checkpoint and log."""
-    from mtm_tui import jobs
-
     from mtm_engine.store import StoreError
+    from mtm_tui import jobs
 
     store = open_store(home)
     try:
