@@ -173,6 +173,13 @@ def ensure_pool(store: Store) -> None:
     _spawn(_mtm("pool", "--home", str(store.home.resolve())), _queue_dir(store) / "pool.log")
 
 
+def restart_pool_if_queued(store: Store, rows: list[dict[str, Any]] | None = None) -> None:
+    """Start a pool where runs wait in the queue and none drains it (killed with kill -9, or by a logout's
+    SIGHUP): what every command that reads the queue, and every worker at its end, calls."""
+    if any(r["status"] == "queued" for r in (store.rows() if rows is None else rows)):
+        ensure_pool(store)
+
+
 def drain(store: Store) -> None:
     """The pool: start the head of the queue in every free slot until the queue is empty. Only one
     pool runs per home (it holds pool.lock); a second one returns at once. Queued runs whose run.json is

@@ -1,8 +1,10 @@
 """The queue of detached runs and its slots, with real runs in real processes."""
 
+import contextlib
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from conftest import SMALL_ARGS
@@ -106,3 +108,46 @@ def test_the_pool_ends_when_the_only_queued_run_has_a_damaged_run_json(tmp_path,
     pool.join(timeout=30)
     assert not pool.is_alive()
     assert capsys.readouterr().out.count(f"skipped run {run_id}") == 1
+
+
+def _pool_pids(home) -> list[int]:
+    """The pids of this home's pool processes (`mtm pool --home HOME`), from /proc."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"pool" in argv and str(Path(home).resolve()).encode() in argv:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_killed_pool_is_replaced_by_the_last_worker_and_by_logs_follow(mtm_env, tmp_path):
+    """Issue 27, item 8: queued runs stalled after the pool was killed, until someone ran `mtm list`, and
+    `mtm logs -f` of a queued run never returned. Here nothing lists: the store is read in this process."""
+    from mtm_engine.store import Store
+
+    home = Path(mtm_env["MTM_HOME"])
+    store = Store(home)
+    status = lambda run_id: {r["id"]: r for r in store.rows()}[run_id]   # noqa: E731  (pure: restarts nothing)
+
+    def detach(epochs):
+        return json.loads(mtm(["run", "-d", "--json", "--slots", "1", *SMALL_ARGS, "--set", f"train.epochs={epochs}"],
+                              mtm_env, tmp_path).stdout)["run_id"]
+
+    first, second, third = detach(12), detach(1000), detach(1)
+    wait_for(lambda: status(first)["status"] == "running" and status(first)["pid"] and _pool_pids(home))
+    for pid in _pool_pids(home):
+        os.kill(pid, signal.SIGKILL)
+    # the first run's worker, at its end, starts a pool for the queue it leaves
+    worker = wait_for(lambda: (r := status(second))["status"] == "running" and r["pid"], timeout=120)
+    assert status(first)["status"] == "finished" and status(third)["status"] == "queued"
+
+    # now no pool and no worker: the pool killed again, the second run's worker too
+    wait_for(lambda: _pool_pids(home))
+    for pid in _pool_pids(home) + [worker]:
+        os.kill(pid, signal.SIGKILL)
+    followed = mtm(["logs", "-f", third], mtm_env, tmp_path)
+    assert followed.returncode == 0, followed.stderr
+    assert f"run {third[:8]} is queued: waiting for a slot" in followed.stderr
+    assert "finished" in followed.stdout and status(third)["status"] == "finished"
+    assert status(second)["status"] == "interrupted"

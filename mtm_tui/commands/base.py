@@ -110,7 +110,7 @@ def matching_runs(store, status, dataset, loss, where, sweep, tags=()) -> list[d
     """The rows of the store that pass every filter (reaping dead runs, restarting a killed pool first)."""
     from mtm_engine.export import DATASET_TITLES, LOSS_CODES
     from mtm_engine.store import parse_where
-    from mtm_tui.jobs import ensure_pool, with_queue_places
+    from mtm_tui.jobs import restart_pool_if_queued, with_queue_places
 
     dataset = dataset if dataset is None or dataset.startswith("folder:") else _named(dataset, DATASET_TITLES, "dataset")
     loss = _named(loss, LOSS_CODES, "loss")
@@ -122,8 +122,7 @@ def matching_runs(store, status, dataset, loss, where, sweep, tags=()) -> list[d
             raise MtmError(f"--where {text!r}: unknown field {predicate.field!r}; fields: {', '.join(sorted(fields))}")
     with contextlib.suppress(MtmError):   # a read-only home still lists (dead runs shown as interrupted)
         store.reap(rows)
-        if any(r["status"] == "queued" for r in rows):
-            ensure_pool(store)   # a pool that was killed is started again
+        restart_pool_if_queued(store, rows)   # a pool that was killed is started again
     rows = with_queue_places(rows)
     return [r for r in rows
             if (not status or r["status"] in status) and (not dataset or r["dataset"] == dataset)

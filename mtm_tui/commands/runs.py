@@ -3,6 +3,7 @@ hidden worker and pool that detached runs use)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -141,6 +142,7 @@ def worker(run_id: str, home: Optional[Path] = HOME) -> None:
     from mtm_engine.config import spec_from_dict
     from mtm_engine.runner import execute
     from mtm_engine.store import LOG
+    from mtm_tui import jobs
 
     store = open_store(home)
     spec = spec_from_dict(store.meta(run_id)["spec"])
@@ -153,6 +155,9 @@ def worker(run_id: str, home: Optional[Path] = HOME) -> None:
         except Exception as exc:   # recorded as failed by execute; say why in the log
             say(f"failed: {type(exc).__name__}: {exc}")
             raise typer.Exit(1)
+        finally:   # the queue goes on if its pool died while this run trained
+            with contextlib.suppress(MtmError):
+                jobs.restart_pool_if_queued(store)
         say(f"{result.status} {result.message}".rstrip())
 
 
@@ -170,15 +175,27 @@ def logs(run: str = RUN,
          home: Optional[Path] = HOME) -> None:
     """Print a run's log (what a detached run printed)."""
     from mtm_engine.store import LIVE, LOG
+    from mtm_tui import jobs
 
     store = open_store(home)
     run_id = store.resolve(run)
     path = store.run_dir(run_id) / LOG
-    while follow and not path.exists() and store.row(run_id)["status"] == "queued":
-        time.sleep(0.5)   # its log begins when a slot takes it
+    if follow and not path.exists() and store.row(run_id)["status"] == "queued":
+        err_console.print(f"run {run_id[:8]} is queued: waiting for a slot to start it (Ctrl-C stops the waiting, "
+                          f"not the run)", markup=False)
+        waited = 0.0
+        while not path.exists() and store.row(run_id)["status"] == "queued":
+            if waited % 5 == 0:   # a killed pool is started again, then looked after every 5 s
+                jobs.restart_pool_if_queued(store)
+            time.sleep(0.5)
+            waited += 0.5
     if not path.exists():
-        if store.row(run_id)["status"] == "queued":
+        status = store.row(run_id)["status"]
+        if status == "queued":
             raise MtmError(f"run {run_id[:8]} is queued: its log begins when a slot takes it (`mtm logs -f` waits)")
+        if store.row(run_id).get("started") is None:
+            raise MtmError(f"run {run_id[:8]} left the queue without starting ({status}); `mtm resume {run_id[:8]} "
+                           f"--detach` queues it again")
         raise MtmError(f"run {run_id[:8]} has no log: it ran in the foreground (its figures: `mtm show {run_id[:8]}`)")
     with open(path, errors="replace") as fh:
         while True:
