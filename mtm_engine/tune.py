@@ -54,6 +54,36 @@ def gpus_for(gpus_per_trial: float | str, backbone: str, cluster_gpus: float) ->
     return 1.0 if backbone in LARGE_BACKBONES else 0.25
 
 
+def check_trials_fit(gpus: float, cpus: float, nodes: list[dict[str, Any]]) -> None:
+    """Refuse a trial that no single live node can hold (`ray.nodes()`: [{"Alive", "Resources": {"CPU", "GPU"}}]): a
+    trial runs on one node, so Ray would keep every trial pending, silently, even where the cluster's total fits."""
+    for resource, asked, key in (("GPU", gpus, "gpus_per_trial"), ("CPU", cpus, "cpus_per_trial")):
+        have = [node["Resources"].get(resource, 0.0) for node in nodes if node.get("Alive")]
+        if asked > max(have, default=0.0):
+            cure = "use \"auto\" (none on a machine without GPUs) or 0" if resource == "GPU" else "lower it"
+            raise MtmError(f"tune.{key} = {asked:g}, but the largest node of the Ray cluster has {max(have, default=0):g} "
+                           f"{resource}s ({sum(have):g} in all, on {len(have)} node{'s' * (len(have) != 1)}): a trial runs "
+                           f"on one node, so none could start; {cure}")
+
+
+def tighten_token(path: Path, say: Callable[[str], None] | None) -> None:
+    """Ray's auth token file lets anyone who reads it run code on the cluster: where Ray left it readable by
+    others, make it the owner's alone (0600), or say in one line that it could not."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return   # no token here (no token auth, or it comes from RAY_AUTH_TOKEN)
+    if not mode & 0o077:
+        return
+    try:
+        path.chmod(0o600)
+        said = f"{path} was readable by others ({mode:o}): made it the owner's alone (600)"
+    except OSError as exc:
+        said = f"{path} is readable by others ({mode:o}) and could not be changed ({exc.strerror}); `chmod 600 {path}`"
+    if say is not None:
+        say(said)
+
+
 def storage_path(storage: str, home: Path, sweep_id: str) -> str:
     """Where Ray keeps this sweep (its state, the trials' checkpoints): tune.storage/<sweep id>, a
     folder every node can write or a URI of Ray's storage layer (s3://, gs://), else HOME/sweeps/<id>.
@@ -322,11 +352,10 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     # leaves no sweep behind.
     storage = saved["storage"] if resume and "storage" in saved else storage_path(t.storage, store.home, sweep_id)
     _start_ray(address, dashboard, say)
+    tighten_token(Path.home() / ".ray" / "auth_token", say)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     gpus = gpus_for(t.gpus_per_trial, spec.model.backbone, cluster_gpus)
-    if gpus > cluster_gpus:   # Ray would keep every trial pending, silently
-        raise MtmError(f"tune.gpus_per_trial = {gpus:g}, but the Ray cluster has {cluster_gpus:g} GPUs: no trial "
-                       f"could start; use \"auto\" (none on a machine without GPUs) or 0")
+    check_trials_fit(gpus, t.cpus_per_trial, ray.nodes())
     if say is not None and t.gpus_per_trial == "auto" and gpus:
         say(f"tune.gpus_per_trial = auto: {gpus:g} GPU a trial ({spec.model.backbone})")
     if not resume:

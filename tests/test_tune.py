@@ -9,6 +9,8 @@ import pytest
 from conftest import MTM
 from test_lifecycle import listed
 
+from mtm_engine.errors import MtmError
+
 pytestmark = pytest.mark.ray
 
 FAST = ["--set", "train.batch_size=128", "--set", "model.dim=32", "--set", "model.width=4", "--set", "data.size=16"]
@@ -127,9 +129,38 @@ def test_more_gpus_per_trial_than_the_cluster_has_is_one_line_and_no_sweep(mtm_e
     out = mtm(["tune", "--samples", "1", "--epochs", "1", "--set", "tune.gpus_per_trial=0.5"], mtm_env, tmp_path,
               check=False, timeout=300)
     lines = out.stderr.strip().splitlines()
-    assert out.returncode == 1 and lines[-1].startswith("error: tune.gpus_per_trial = 0.5, but the Ray cluster has 0 "
-                                                        "GPUs"), out.stderr
+    assert out.returncode == 1 and lines[-1].startswith("error: tune.gpus_per_trial = 0.5, but the largest node of the "
+                                                        "Ray cluster has 0 GPUs"), out.stderr
     assert not (tmp_path / "home" / "sweeps").exists()
+
+
+def test_a_trial_larger_than_every_node_is_refused_though_the_cluster_total_fits():
+    """Issue 27, item 17: two nodes of 2 GPUs have 4 in all, but a trial runs on one node: 3 GPUs a trial stayed
+    pending for ever. A dead node counts for nothing."""
+    from mtm_engine.tune import check_trials_fit
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    check_trials_fit(2, 16, nodes)   # fits the first node
+    with pytest.raises(MtmError, match=r"^tune.gpus_per_trial = 3, but the largest node of the Ray cluster has 2 GPUs "
+                                       r"\(4 in all, on 2 nodes\): a trial runs on one node"):
+        check_trials_fit(3, 1, nodes)
+    with pytest.raises(MtmError, match=r"^tune.cpus_per_trial = 20, but the largest node .* has 16 CPUs"):
+        check_trials_fit(0, 20, nodes)
+
+
+@pytest.mark.parametrize("mode, expected", [(0o644, 0o600), (0o600, 0o600)])
+def test_a_ray_token_readable_by_others_is_made_the_owners_alone(tmp_path, mode, expected):
+    from mtm_engine.tune import tighten_token
+
+    token = tmp_path / "auth_token"
+    token.write_text("secret")
+    token.chmod(mode)
+    said = []
+    tighten_token(token, said.append)
+    assert token.stat().st_mode & 0o777 == expected
+    assert said == ([f"{token} was readable by others (644): made it the owner's alone (600)"] if mode != expected else [])
+    tighten_token(tmp_path / "absent", said.append)   # no token file: nothing to say
 
 
 def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
