@@ -84,6 +84,28 @@ def tighten_token(path: Path, say: Callable[[str], None] | None) -> None:
         say(said)
 
 
+def check_restorable(experiment: str, say: Callable[[str], None] | None) -> None:
+    """The trust boundary of `mtm tune --resume`: Ray restores a sweep by unpickling its files (tuner.pkl, the
+    searcher's state, the trials' state), and unpickling runs whatever code the file names. So a sweep is restored
+    only from a folder that no one else can write: every folder and file of it owned by this user and writable by
+    no group or other. A URI (s3://) cannot be checked from here: restored, with a line that says so."""
+    if "://" in experiment:
+        if say is not None:
+            say(f"restoring from {experiment}: mtm cannot check who can write there, and Ray unpickles its files "
+                f"(runs their code); restore only from storage that only you can write")
+        return
+    me = os.getuid()
+    root = Path(experiment)
+    for path in (root, *sorted(root.rglob("*"))):
+        info = path.lstat()
+        if info.st_uid != me or info.st_mode & 0o022 or path.is_symlink():   # a link leads where nothing is checked
+            who = ("a symbolic link" if path.is_symlink() else f"owned by uid {info.st_uid}" if info.st_uid != me
+                   else f"writable by others ({info.st_mode & 0o777:o})")
+            raise MtmError(f"sweep storage {root} holds {path} {who}: --resume unpickles its files, which runs any code "
+                           f"planted there, so it restores only what no one else can write; if you trust it, "
+                           f"`chmod -R go-w {root}` (and chown it), else start the sweep again")
+
+
 def storage_path(storage: str, home: Path, sweep_id: str) -> str:
     """Where Ray keeps this sweep (its state, the trials' checkpoints): tune.storage/<sweep id>, a
     folder every node can write or a URI of Ray's storage layer (s3://, gs://), else HOME/sweeps/<id>.
@@ -351,6 +373,9 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     # First the storage, then Ray: a folder that cannot be written or a cluster that cannot be joined
     # leaves no sweep behind.
     storage = saved["storage"] if resume and "storage" in saved else storage_path(t.storage, store.home, sweep_id)
+    # What this driver and its local Ray write is its user's alone to change (check_restorable trusts nothing
+    # else), also where the login's umask lets the group write (Debian's user private groups: 002).
+    os.umask(os.umask(0) | 0o022)
     _start_ray(address, dashboard, say)
     tighten_token(Path.home() / ".ray" / "auth_token", say)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
@@ -371,6 +396,7 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     if resume:
         if not tune.Tuner.can_restore(experiment):
             raise MtmError(f"sweep {sweep_id} has no Ray state in {experiment} to restore; start it again")
+        check_restorable(experiment, say)
         # Errored trials (a lost node, say) continue from their last checkpoint, each epoch once.
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True, restart_errored=False)

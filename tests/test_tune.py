@@ -78,7 +78,9 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(mtm_env, tmp_path):
 
 
 def test_an_interrupted_sweep_resumes_without_duplicates(mtm_env, tmp_path):
-    args = ["tune", "--samples", "2", "--epochs", "3", "--set", "tune.max_concurrent=1", "--set", "tune.scheduler=none",
+    # Epochs enough that the first trial is still training when Ctrl-C comes (3 tiny epochs could all end within
+    # the 0.5 s between two looks).
+    args = ["tune", "--samples", "2", "--epochs", "20", "--set", "tune.max_concurrent=1", "--set", "tune.scheduler=none",
             *FAST]
     driver = subprocess.Popen(MTM + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=mtm_env,
                               cwd=tmp_path)
@@ -94,7 +96,7 @@ def test_an_interrupted_sweep_resumes_without_duplicates(mtm_env, tmp_path):
     output, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130 and f"interrupted; resume with `mtm tune --resume {sweep}`" in output
     before = trials(mtm_env, tmp_path, sweep)
-    assert 1 <= len(before) <= 2 and not all(r["status"] == "finished" for r in before)
+    assert 1 <= len(before) <= 2 and not all(r["status"] == "finished" for r in before), output
 
     summary = json.loads(mtm(["tune", "--resume", sweep, "--json"], mtm_env, tmp_path).stdout)
     after = trials(mtm_env, tmp_path, sweep)
@@ -192,3 +194,37 @@ def test_the_resume_hint_of_a_sweep_on_a_cluster_names_its_address():
 
     assert resume_command("abc", "10.0.0.5:6379") == "mtm tune --resume abc --address 10.0.0.5:6379"
     assert resume_command("abc", None) == "mtm tune --resume abc"
+
+
+def test_resume_restores_only_a_sweep_no_one_else_can_write(tmp_path):
+    """Issue 27, item 2: --resume unpickles the sweep's files (tuner.pkl, ...), so a planted one ran its code. A
+    folder or file of the sweep's storage that another user owns or may write, or a link, is refused in one line."""
+    import os
+
+    from mtm_engine.tune import check_restorable
+
+    experiment = tmp_path / "sweep" / "ray"
+    (experiment / "trial_0").mkdir(parents=True)
+    for name in ("tuner.pkl", "trial_0/params.pkl"):
+        (experiment / name).write_bytes(b"state")
+        (experiment / name).chmod(0o644)
+    check_restorable(str(experiment), None)   # ours alone: restored
+    for damage, says in [
+        (lambda: (experiment / "tuner.pkl").chmod(0o666), r"holds .*tuner.pkl writable by others \(666\)"),
+        (lambda: (experiment / "trial_0").chmod(0o777), r"holds .*trial_0 writable by others \(777\)"),
+        (lambda: os.chown(experiment / "trial_0" / "params.pkl", 4321, 4321), r"params.pkl owned by uid 4321"),
+        (lambda: (experiment / "searcher.pkl").symlink_to(tmp_path / "elsewhere.pkl"), r"searcher.pkl a symbolic link"),
+    ]:
+        damage()
+        with pytest.raises(MtmError, match=r"^sweep storage .*" + says + r": --resume unpickles its files, which runs "
+                                           r"any code planted there"):
+            check_restorable(str(experiment), None)
+        for path in (experiment, *experiment.rglob("*")):   # mended for the next case
+            if path.is_symlink():
+                path.unlink()
+            else:
+                os.chown(path, os.getuid(), os.getgid())
+                path.chmod(0o755 if path.is_dir() else 0o644)
+    said = []
+    check_restorable("s3://bucket/sweeps/abc/ray", said.append)
+    assert said and "cannot check who can write there" in said[0]
