@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from mtm_engine.config import Spec
-from mtm_engine.errors import ConfigError
+from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.models import MovingTargetsNet
 
 
@@ -148,6 +148,14 @@ def _write(path: Path, state: dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise MtmError(f"cannot write {path}: {exc.strerror or exc}; free some space, or choose a writable home "
+                       f"with --home or MTM_HOME") from None
+    except RuntimeError as exc:   # torch's zip writer reports a failed write as "[enforce fail at inline_container.cc]"
+        if "inline_container" not in str(exc) and "write" not in str(exc).lower():
+            raise
+        raise MtmError(f"cannot write {path}: the write failed (a full or failing disk: {str(exc).splitlines()[0][:120]}); "
+                       f"free some space, or choose a writable home with --home or MTM_HOME") from None
     finally:   # a failed write (a full disk) leaves no temporary file
         tmp.unlink(missing_ok=True)
 

@@ -339,6 +339,12 @@ def validate(spec: Spec) -> Spec:
     check(len(set(d.holdout_classes)) == len(d.holdout_classes) and all(k >= 0 for k in d.holdout_classes),
           f"data.holdout_classes = {list(d.holdout_classes)}: class numbers from 0, each once")
     check(8 <= d.size <= 512, f"data.size = {d.size}: must be 8..512 (36: the paper's; 28: MNIST's own size)")
+    check(0 <= d.split_seed <= MAX_SEED, f"data.split_seed = {d.split_seed}: must be 0..{MAX_SEED}")
+    check(d.crop_padding <= d.size, f"data.crop_padding = {d.crop_padding}: at most data.size ({d.size}) pixels, "
+                                    f"e.g. 4 (the crop is taken from the image padded by it on each side)")
+    check(m.backbone != "convnet" or d.size >= 2 ** (m.stages - 1),
+          f"data.size = {d.size} is too small for model.stages = {m.stages}: each stage but the last halves the image, "
+          f"so it needs at least {2 ** (m.stages - 1)} px; raise data.size or lower model.stages")
     check(1 <= m.dim <= MAX_DIM, f"model.dim = {m.dim}: must be 1..{MAX_DIM} (our search space is 200..2000)")
     check(m.width >= 1, f"model.width = {m.width}: must be at least 1")
     check(m.depth >= 1, f"model.depth = {m.depth}: must be at least 1")

@@ -3,6 +3,7 @@ records of the machine it ran on, and its GPU figures (memory, utilisation). No 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -60,20 +61,47 @@ def configure_backends(device: torch.device, spec: Spec) -> None:
     torch.use_deterministic_algorithms(spec.train.deterministic)
 
 
+def memory_budget(device: torch.device) -> tuple[int, str] | None:
+    """(bytes, how to say it): what a run may hold on `device`. A CUDA device's memory, or its share of it in a
+    queue slot (records.gpu_share); the CPU's available memory (Linux); None where it cannot be known."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        share = gpu_share()
+        if share is None:
+            return total, f"{device}'s {total / 2**30:.1f} GiB"
+        return int(total * share), (f"this run's {total * share / 2**30:.1f} GiB share of {device} ({total / 2**30:.0f} "
+                                    f"GiB shared by the queue's runs: start it with fewer --per-gpu)")
+    if device.type == "cpu":
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemAvailable:"))
+            available = int(line.split()[1]) * 1024
+            return available, f"the {available / 2**30:.1f} GiB of memory available"
+    return None
+
+
 def check_dataset_fits(nbytes: int, device: torch.device, what: str) -> None:
-    """Refuse, before the copy, a dataset of `nbytes` that cannot stay on a CUDA device within the run's memory:
-    the GPU's, or its share of it in a queue slot (records.gpu_share). Past that, the copy would fail this
-    run (and, without a cap, its neighbours) with an out-of-memory error that names no key."""
-    if device.type != "cuda":
-        return
-    total = torch.cuda.get_device_properties(device).total_memory
-    share = gpu_share()
-    budget = total * (share if share is not None else 1.0)
-    if nbytes > budget:
-        of = (f"this run's {budget / 2**30:.1f} GiB share of {device} ({total / 2**30:.0f} GiB shared by the queue's "
-              f"runs: start it with fewer --per-gpu)" if share is not None else f"{device}'s {total / 2**30:.1f} GiB")
-        raise ConfigError(f"{what} takes {nbytes / 2**30:.1f} GiB on the GPU, more than {of}; lower data.size, "
+    """Refuse, before the copy, a dataset of `nbytes` that cannot stay on a CUDA device within the run's memory
+    (memory_budget). Past that, the copy would fail this run (and, without a cap, its neighbours) with an
+    out-of-memory error that names no key. On the CPU the dataset is in memory already."""
+    budget = memory_budget(device) if device.type == "cuda" else None
+    if budget is not None and nbytes > budget[0]:
+        raise ConfigError(f"{what} takes {nbytes / 2**30:.1f} GiB on the GPU, more than {budget[1]}; lower data.size, "
                           f"or train on the cpu")
+
+
+def check_model_fits(model: torch.nn.Module, device: torch.device, spec: Spec) -> None:
+    """Refuse a network whose training state alone cannot fit the device's memory: its weights, their gradients
+    and Adam's two moments (4 float32 numbers a parameter; activations come on top). `model` may live on the
+    `meta` device (built without memory), so the check costs nothing. A huge model.width otherwise ends in an
+    out-of-memory error that blames the batch size."""
+    parameters = sum(p.numel() for p in model.parameters())
+    need = 16 * parameters
+    budget = memory_budget(device)
+    if budget is not None and need > budget[0]:
+        m = spec.model
+        raise ConfigError(f"the network has {parameters / 1e9:.2f} G parameters, {need / 2**30:.1f} GiB to train "
+                          f"(weights, gradients, Adam's moments), more than {budget[1]}; lower model.width (now "
+                          f"{m.width}) or model.dim (now {m.dim}), or choose a smaller model.backbone (now {m.backbone})")
 
 
 def machine(device: torch.device) -> dict[str, Any]:

@@ -105,6 +105,16 @@ class AtomicJSONStorage(Storage):
 
 
 ROW_KEYS = ("id", "name", "status", "dataset", "backbone", "loss", "epoch", "epochs", "created")   # what tables read
+_NUMBER_KEYS = ("epoch", "epochs", "created")   # compared and summed by readers: a string there breaks them
+
+
+def _row_problem(row: dict[str, Any]) -> str | None:
+    missing = next((key for key in ROW_KEYS if key not in row), None)
+    if missing:
+        return f"lacks {missing!r}, one of {', '.join(ROW_KEYS)}"
+    wrong = next((key for key in _NUMBER_KEYS if isinstance(row[key], bool) or not isinstance(row[key], (int, float))),
+                 None)
+    return f"has {wrong!r} = {row[wrong]!r}, not a number" if wrong else None
 
 
 def _shape_problem(kind: str, data: dict[str, Any]) -> str | None:
@@ -117,16 +127,19 @@ def _shape_problem(kind: str, data: dict[str, Any]) -> str | None:
         runs = table("runs")
         if runs is None:
             return "its runs table is not a table of rows"
-        bad = next((k for k, row in runs.items() if not all(key in row for key in ROW_KEYS)), None)
-        return f"row {bad} lacks one of {', '.join(ROW_KEYS)}" if bad else None
+        bad = next(((k, problem) for k, row in runs.items() if (problem := _row_problem(row))), None)
+        return f"row {bad[0]} {bad[1]}" if bad else None
     if kind == "run" and data.get("row") is not None:   # a file being created has no tables yet
         meta, row, epochs = table("meta"), table("row"), table("epochs")
         if meta is None or row is None or epochs is None or len(row) != 1 or len(meta) != 1:
             return "it needs one meta row, one row and a table of epochs"
-        if not all(key in next(iter(row.values())) for key in ROW_KEYS) or "spec" not in next(iter(meta.values())):
-            return f"its row lacks one of {', '.join(ROW_KEYS)}, or its meta the spec"
-        if not all("epoch" in r for r in epochs.values()):
-            return "an epoch record lacks its epoch"
+        problem = _row_problem(next(iter(row.values())))
+        if problem:
+            return f"its row {problem}"
+        if not isinstance(next(iter(meta.values())).get("spec"), dict):
+            return "its meta lacks the spec (a table of sections)"
+        if not all(isinstance(r.get("epoch"), int) and not isinstance(r["epoch"], bool) for r in epochs.values()):
+            return "an epoch record lacks its epoch (a whole number)"
     return None
 
 

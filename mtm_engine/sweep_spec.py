@@ -86,14 +86,17 @@ def load_sweep(path: str | Path | None = None, overrides: list[str] | tuple[str,
     `--set tune.num_samples=4` and the like override the [tune] keys."""
     raw = read_toml(path)
     spec = spec_from_dict(raw, [o for o in overrides if not o.startswith("tune.")])
-    tune_raw = dict(raw.get("tune", {}))
     if not isinstance(raw.get("tune", {}), dict):
-        raise ConfigError("tune must be a table, e.g. [tune]")
+        raise ConfigError(f"tune = {raw['tune']!r}: must be a table of sweep settings, e.g. [tune] with num_samples = 8")
+    tune_raw = dict(raw.get("tune", {}))
     for text in overrides:
         if text.startswith("tune."):
             key, value = parse_override(text)
             tune_raw[key[len("tune."):]] = value
     space = tune_raw.pop("space", None)
+    if space is not None and not isinstance(space, dict):
+        raise ConfigError(f"tune.space = {space!r}: must be a table of keys to search, e.g. [tune.space] with "
+                          f"\"train.lr\" = {{loguniform = [1e-5, 1e-2]}}")
     tspec = build_section("tune", TuneSpec, tune_raw)
     tspec.space = _flatten_space(space) if space is not None else paper_space(spec)
     return spec, validate_sweep(spec, tspec)

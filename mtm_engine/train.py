@@ -24,7 +24,14 @@ from mtm_engine.checkpoints import (
 from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split, augment, augmentation_draws, batches, flips, load_dataset
-from mtm_engine.devices import GpuMeter, check_dataset_fits, configure_backends, machine, resolve_device
+from mtm_engine.devices import (
+    GpuMeter,
+    check_dataset_fits,
+    check_model_fits,
+    configure_backends,
+    machine,
+    resolve_device,
+)
 from mtm_engine.geometry import (
     class_centres,
     class_embedding_gap,
@@ -251,6 +258,9 @@ def fit(
     check_dataset_fits(data.nbytes, device, f"data.dataset = {spec.data.dataset!r} at data.size = {spec.data.size}")
     data = data.to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not spec.model.pretrained:   # sized on the meta device first: no memory, no initialisation
+        with torch.device("meta"):
+            check_model_fits(build_model(spec.model, data.channels, data.num_classes), device, spec)
     model = build_model(spec.model, data.channels, data.num_classes).to(device)
     if spec.train.compile:
         model.compile()   # in place: forward runs compiled, parameter names (and checkpoints) stay the module's

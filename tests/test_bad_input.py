@@ -18,6 +18,11 @@ CASES = [
     (["list", "--where", "x>>1"], "expected FIELD OP VALUE"),
     (["tune", "--resume", "abcd", "--samples", "3"], "--resume abcd restores the sweep with its saved settings"),
     (["list", "--dataset", "F-MNIST-ish"], "--dataset F-MNIST-ish: unknown; choose one of"),
+    # issue 27's unclear messages: each names its key and what to do, before any run is created
+    (["run", "--set", "data.split_seed=1180591620717411303424"], "data.split_seed = 1180591620717411303424: must be 0.."),
+    (["run", "--set", "data.size=8", "--set", "model.stages=5"],
+     "data.size = 8 is too small for model.stages = 5: each stage but the last halves the image"),
+    (["run", "--set", "data.crop_padding=100000000"], "data.crop_padding = 100000000: at most data.size (36) pixels"),
 ]
 
 
@@ -98,3 +103,45 @@ def test_out_of_memory_messages_of_cpu_and_cuda_read_the_same():
     assert str(cuda).startswith("out of memory (tried to allocate 20.00 MiB); lower train.batch_size")
     assert str(cpu).startswith("out of memory (tried to allocate 4147 bytes); lower train.batch_size")
     assert out_of_memory(ValueError("out of range")) is None
+
+
+@pytest.mark.parametrize("toml, says", [
+    ("tune = 5\n", "tune = 5: must be a table of sweep settings"),
+    ("[tune]\nspace = 5\n", "tune.space = 5: must be a table of keys to search"),
+])
+def test_a_sweep_file_with_tune_or_its_space_not_a_table_is_one_line(toml, says, mtm_env, tmp_path):
+    (tmp_path / "sweep.toml").write_text(toml)
+    out = subprocess.run(MTM + ["tune", "sweep.toml"], capture_output=True, text=True, env=mtm_env, cwd=tmp_path,
+                         timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and says in lines[0], out.stderr
+
+
+def test_a_network_too_large_for_memory_names_its_keys_before_training(mtm_env, tmp_path):
+    """model.width = 100000 ended in an out-of-memory line that blamed the batch size (issue 27). The network is
+    sized on the meta device first; the run fails with the keys to lower."""
+    out = subprocess.run(MTM + ["run", "--set", "model.width=100000", "--set", "train.epochs=1"], capture_output=True,
+                         text=True, env=mtm_env, cwd=tmp_path, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert "G parameters" in lines[0] and "lower model.width (now 100000)" in lines[0], lines[0]
+
+
+def test_a_checkpoint_write_that_fails_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """A full disk during torch.save raised torch's "[enforce fail at inline_container.cc:...]", which names no
+    file and says nothing of what to do (issue 27)."""
+    import torch
+
+    from mtm_engine import checkpoints
+    from mtm_engine.errors import MtmError
+
+    def full_disk(state, fh):
+        fh.write(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4416 vs 4310")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(MtmError, match=rf"^cannot write {target}: the write failed \(a full or failing disk: .*\); "
+                                       r"free some space"):
+        checkpoints._write(target, {"epoch": 1})
+    assert list(tmp_path.iterdir()) == []

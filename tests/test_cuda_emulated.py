@@ -241,3 +241,4 @@ def test_a_dataset_larger_than_the_runs_share_of_the_gpu_is_refused_before_the_c
     with pytest.raises(ConfigError, match=r"data.dataset = 'digits' at data.size = 36 takes 3\.0 GiB"):
         fit(load_spec(overrides=["train.device=cuda:0"]), tmp_path, data=huge)
     assert copies == []
+

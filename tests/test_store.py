@@ -193,14 +193,28 @@ def test_where_filters_compare_numbers_and_text():
         parse_where("best_val")
 
 
+def _edit_run_file(home, change) -> None:
+    path = home / "runs" / "abcd1234" / "run.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
 @pytest.mark.parametrize("damage, command, says", [
     (lambda home: (home / "runs" / "abcd1234" / "run.json").write_text(
         '{"_mtm": {"1": {"format": 1, "kind": "run"}}, "meta": {"1": {"spec": {}}}, "row": {"1": {"name": "x"}}, '
-        '"epochs": {}}'), "show", "has the wrong shape (its row lacks one of id, name, status"),
+        '"epochs": {}}'), "show", "has the wrong shape (its row lacks 'id', one of id, name, status"),
     (lambda home: next((home / "index").glob("*.json")).write_text(
         '{"_mtm": {"1": {"format": 1, "kind": "index"}}, "runs": {"1": {"id": "abcd1234"}}}'),
-     "list", "has the wrong shape (row 1 lacks one of id, name, status"),
+     "list", "has the wrong shape (row 1 lacks 'name', one of id, name, status"),
     (lambda home: (home / "index" / "stray.json").mkdir(), "list", "is a directory, not an mtm store file"),
+    # issue 27: strings where numbers or tables belong broke readers with a TypeError that named no file
+    (lambda home: _edit_run_file(home, lambda d: d["row"]["1"].update(created="yesterday")), "show",
+     "has the wrong shape (its row has 'created' = 'yesterday', not a number)"),
+    (lambda home: _edit_run_file(home, lambda d: d.setdefault("epochs", {}).update({"1": {"epoch": "3"}})), "show",
+     "has the wrong shape (an epoch record lacks its epoch (a whole number))"),
+    (lambda home: _edit_run_file(home, lambda d: d["meta"]["1"].update(spec="resnet")), "show",
+     "has the wrong shape (its meta lacks the spec (a table of sections))"),
 ])
 def test_store_files_of_the_wrong_shape_are_one_line(tmp_path, damage, command, says, mtm_env):
     Store(tmp_path).create_run("abcd1234", {"spec": {}, "seed": 0}, _row(status="finished"))
