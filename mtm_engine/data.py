@@ -336,7 +336,13 @@ def without_classes(data: Dataset, held_out: tuple[int, ...]) -> Dataset:
         new = renumber.to(split.y.device)[split.y]   # [N]: -1 for the held-out classes
         return Split(split.x[new >= 0], new[new >= 0], split.mean, split.std)
 
-    return Dataset(data.name, keep(data.train), keep(data.val), keep(data.test), [data.classes[k] for k in kept])
+    out = Dataset(data.name, keep(data.train), keep(data.val), keep(data.test), [data.classes[k] for k in kept])
+    empty = [name for name, before, after in (("validation", data.val, out.val), ("test", data.test, out.test))
+             if len(before) and not len(after)]
+    if empty:   # the run would train, select no epoch or report no test accuracy, and say nothing
+        raise DataError(f"data.holdout_classes = {list(held_out)} leaves the {empty[0]} split of {data.name} without "
+                        f"images: it holds only those classes; hold out fewer classes, or add images of the others")
+    return out
 
 
 # Mirror images are still images of the same class here; not for digits or characters.

@@ -153,6 +153,9 @@ def writing(path: Path, tmp: Path | None = None) -> Iterator[None]:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+        if isinstance(exc, FileNotFoundError) and not path.parent.exists():
+            raise StoreError(f"cannot write {path}: the folder {path.parent} does not exist; create it, or choose "
+                             f"another path") from None
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}; free some space, or choose a writable "
                          f"home with --home or MTM_HOME") from None
 
@@ -350,8 +353,9 @@ class Store:
     def doctor(self, fix: bool = True) -> "Checkup":
         """Mend what a damaged index or run folder leaves, from the run folders' own files (the truth):
         unreadable index shards and run files are moved into HOME/quarantine/<time>/ (nothing is deleted),
-        ghost rows (no run folder) are removed, and every readable run's row is written to its index shard
-        where it is missing or out of date. With fix=False, only says what it would do."""
+        ghost rows (no run folder) are removed, every readable run's row is written to its index shard where it
+        is missing or out of date, and the half-written temporary files of writers that were killed are removed.
+        With fix=False, only says what it would do."""
         checkup = Checkup()
         quarantine = self.home / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
 
@@ -388,6 +392,12 @@ class Store:
                     checkup.reindexed.append(run_id)
                     if fix:
                         self._write_index_row(row)
+        for path in sorted(self.home.glob("*/**/.*.tmp")):   # `.NAME.PID.tmp`: a writer killed mid-write
+            pid = path.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                checkup.temporary.append(path)
+                if fix:
+                    path.unlink(missing_ok=True)
         on_disk = self._run_ids() - {path.name for path, _ in checkup.quarantined if path.parent.name == "runs"}
         for row in indexed.values():
             if row["id"] not in on_disk:
@@ -625,7 +635,8 @@ class Checkup:
     quarantined: list[tuple[Path, Path]] = field(default_factory=list)   # (unreadable file or run folder, moved to)
     ghosts: list[str] = field(default_factory=list)                      # index rows removed: no run folder
     reindexed: list[str] = field(default_factory=list)                   # runs whose index row was missing or stale
+    temporary: list[Path] = field(default_factory=list)                  # half-written files of killed writers
 
     @property
     def healthy(self) -> bool:
-        return not (self.quarantined or self.ghosts or self.reindexed)
+        return not (self.quarantined or self.ghosts or self.reindexed or self.temporary)

@@ -197,3 +197,21 @@ def test_loads_that_start_together_on_a_fresh_dataset_never_read_a_half_extracte
     for t in threads:
         t.join(timeout=120)
     assert loaded == [60000] * 3 and overlaps == []
+
+
+def test_a_holdout_that_empties_a_split_is_refused():
+    """Held-out classes that are all a split holds left a run with no validation epoch or no test accuracy, without
+    a word (issue 27). Here validation holds only class 0, test only class 2."""
+    from mtm_engine.data import Dataset, without_classes
+
+    def split(labels):
+        return Split(torch.zeros(len(labels), 1, 4, 4, dtype=torch.uint8), torch.tensor(labels), torch.zeros(1),
+                     torch.ones(1))
+
+    data = Dataset("tiny", split([0, 1, 2, 1]), split([0, 0]), split([2, 2]), ["a", "b", "c"])
+    assert len(without_classes(data, (1,)).val) == 2   # keeps a class of each split: fine
+    with pytest.raises(DataError, match=r"data.holdout_classes = \[0\] leaves the validation split of tiny without "
+                                        r"images"):
+        without_classes(data, (0,))
+    with pytest.raises(DataError, match=r"leaves the test split of tiny without images"):
+        without_classes(data, (2,))

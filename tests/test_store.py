@@ -319,3 +319,21 @@ def test_a_ghost_row_never_breaks_list_or_export_and_rm_removes_it(fixture_home,
     assert removed.returncode == 0 and "removed the index row of run bbbb2222" in removed.stdout, removed.stderr
     checked = mtm("doctor")
     assert checked.returncode == 0 and "is sound: nothing to mend" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_doctor_removes_temporary_files_that_killed_writers_left(tmp_path):
+    """A writer killed mid-write (kill -9) leaves `.NAME.PID.tmp` beside the file; nothing removed them (issue 27).
+    Doctor removes those whose process is gone, and leaves a live writer's alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = Store(tmp_path)
+    store.create_run("aaaa0000", {"spec": {}, "seed": 0}, _row(status="finished"))
+    run_dir = store.run_dir("aaaa0000")
+    left = [run_dir / f".run.json.{dead.pid}.tmp", tmp_path / "index" / f".day-x.json.{dead.pid}.tmp",
+            run_dir / f".certainty.json.{dead.pid}.tmp"]
+    live = run_dir / f".run.json.{os.getpid()}.tmp"
+    for path in (*left, live):
+        path.write_text("{half")
+    assert sorted(store.doctor(fix=False).temporary) == sorted(left) and all(p.exists() for p in left)
+    assert sorted(store.doctor().temporary) == sorted(left)
+    assert not any(p.exists() for p in left) and live.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from enum import Enum
 from pathlib import Path
@@ -173,6 +174,9 @@ def eval_(run: str = RUN,
                        f"measure it when it has ended (or stop it: mtm stop {run_id[:8]})")
     if checkpoint == "best":
         check_best(store.run_dir(run_id), row.get("best_epoch"), run_id)
+    if (certainty or fewshot) and not os.access(store.run_dir(run_id), os.W_OK):   # before minutes of computing
+        raise MtmError(f"cannot keep the measurement in {store.run_dir(run_id)}: the folder is not writable; fix its "
+                       f"permissions, or copy the home somewhere writable and give it with --home")
     if certainty:
         measure.certainty(store, run_id, checkpoint, spec, ood, json_)
         return

@@ -300,7 +300,8 @@ def rm(run: str = RUN,
 def doctor(dry_run: bool = typer.Option(False, "--dry-run", help="Only say what it would mend."),
            home: Optional[Path] = HOME) -> None:
     """Mend the store from the run folders: move unreadable files into HOME/quarantine, remove index rows whose
-    run folder is gone, and rebuild missing index rows (after a shard was moved aside). Deletes nothing."""
+    run folder is gone, rebuild missing index rows (after a shard was moved aside), and remove the half-written
+    temporary files of killed writers. Deletes no data."""
     store = open_store(home)
     checkup = store.doctor(fix=not dry_run)
     verb = (lambda done, would: would) if dry_run else (lambda done, would: done)
@@ -313,5 +314,8 @@ def doctor(dry_run: bool = typer.Option(False, "--dry-run", help="Only say what 
         console.print(f"{verb('re-indexed', 'would re-index')} {len(checkup.reindexed)} run"
                       f"{'s' * (len(checkup.reindexed) != 1)} missing from the index or out of date: "
                       f"{', '.join(r[:8] for r in checkup.reindexed)}", markup=False)
+    if checkup.temporary:
+        console.print(f"{verb('removed', 'would remove')} {len(checkup.temporary)} half-written temporary file"
+                      f"{'s' * (len(checkup.temporary) != 1)} of killed writers", markup=False)
     if checkup.healthy:
         console.print(f"the store in {store.home} is sound: nothing to mend", markup=False)
