@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -34,7 +35,7 @@ from mtm_engine.config import FOLDER_PREFIX, Spec, spec_from_dict
 from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS, CheckpointSaved, EpochEnded, RunStarted, acc_key
 from mtm_engine.runner import create_run, physical_device, summary_fields
-from mtm_engine.store import HEARTBEAT_S, Store, owner
+from mtm_engine.store import HEARTBEAT_S, LOG, Store, owner
 from mtm_engine.sweep_spec import TuneSpec
 
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
@@ -271,6 +272,9 @@ class StoreCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         store, run_id = Store(self.home), self.run_id(trial)
+        with contextlib.suppress(OSError):   # the whole error into the trial's log (`mtm logs TRIAL`)
+            with open(store.run_dir(run_id) / LOG, "a") as log:
+                log.write(Path(trial.error_file).read_text(errors="replace"))
         store.update(run_id, status="failed", pid=None, message=_error_line(trial), ended=time.time())
         self._tell(f"trial {run_id} failed: {_error_line(trial)}")
 
@@ -280,8 +284,8 @@ def _error_line(trial) -> str:
     path = trial.error_file
     if path and Path(path).exists():
         lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
-        if lines:
-            return lines[-1].strip()[:500]
+        if lines:   # "mtm_engine.errors.DataError: data.dataset = ...": our errors are their message alone
+            return re.sub(r"^mtm_engine\.errors\.\w+: ", "", lines[-1].strip())[:500]
     return f"the trial raised an error; see {path or 'the Ray logs'}"
 
 
@@ -423,8 +427,27 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-    tuner.fit()
+    with _tune_log_to(store.home / "sweeps" / sweep_id / "driver.log"):
+        tuner.fit()
     return sweep_summary(store, sweep_id)
+
+
+@contextlib.contextmanager
+def _tune_log_to(path: Path) -> Any:
+    """Ray Tune's own log lines (a failed trial's 40-line traceback among them) into the sweep's driver.log, not
+    onto the terminal: the driver says each failure in one line, and the trial's log keeps its traceback."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger, handler = logging.getLogger("ray.tune"), logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        handler.close()
 
 
 def sweep_summary(store: Store, sweep_id: str) -> dict[str, Any]:

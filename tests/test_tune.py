@@ -70,11 +70,18 @@ max_epochs = 1
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(mtm_env, tmp_path):
     (tmp_path / "failing.toml").write_text(FAILING)
-    summary = json.loads(mtm(["tune", "failing.toml", "--json"], mtm_env, tmp_path).stdout)
+    out = mtm(["tune", "failing.toml", "--json"], mtm_env, tmp_path)
+    summary = json.loads(out.stdout)
     assert summary["status"] == {"finished": 1, "failed": 3}
     failed = [r for r in trials(mtm_env, tmp_path, summary["sweep_id"]) if r["status"] == "failed"]
-    assert any("folder /nonexistent-mtm-test does not exist" in r["message"] for r in failed)
-    assert sum("loss.r = 2.0: push_pull needs r < 1" in r["message"] for r in failed) == 2
+    assert any(r["message"] == "data.dataset = 'folder:/nonexistent-mtm-test': folder /nonexistent-mtm-test does "
+               "not exist" for r in failed)
+    assert sum(r["message"].startswith("loss.r = 2.0: push_pull needs r < 1") for r in failed) == 2
+    # Ray's tracebacks stay off the terminal (they went to it, 40 lines a failed trial): in each trial's log instead
+    assert "Traceback" not in out.stderr, out.stderr
+    for r in failed:
+        log = mtm(["logs", r["id"]], mtm_env, tmp_path).stdout
+        assert 'File "' in log and r["message"] in log   # Ray's error file: the trial's stack, then its error
 
 
 def test_an_interrupted_sweep_resumes_without_duplicates(mtm_env, tmp_path):
