@@ -67,6 +67,46 @@ def check_trials_fit(gpus: float, cpus: float, nodes: list[dict[str, Any]]) -> N
                            f"on one node, so none could start; {cure}")
 
 
+def _write_probe(folder: str, name: str) -> str:
+    """On one node: write a probe file into the sweep's storage folder; returns the node's host name."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / name).write_text(socket.gethostname())
+    return socket.gethostname()
+
+
+def check_storage_shared(storage: str, nodes: list[dict[str, Any]]) -> None:
+    """Before a sweep starts on a cluster, each live node writes a probe file into `storage` (tune.storage/<sweep
+    id>) and the driver looks
+    for it: a node that cannot write there, or whose files the driver cannot see (its own disk, not the shared
+    one), would fail every trial placed on it at its first checkpoint, with a 60-line Ray traceback. Refused in
+    one line naming the node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0)(_write_probe)
+    folder = Path(storage)
+    live = [node for node in nodes if node.get("Alive")]
+    names = {node["NodeID"]: f".probe-{node['NodeID'][:12]}-{secrets.token_hex(4)}" for node in live}
+    try:
+        for node in live:
+            where = f"node {node.get('NodeManagerAddress', '?')} ({node['NodeID'][:12]})"
+            try:
+                ray.get(probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                        .remote(str(folder), names[node["NodeID"]]), timeout=120)
+            except Exception as exc:   # RayTaskError(PermissionError), a timeout, a node lost meanwhile
+                reason = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1][:200]
+                raise MtmError(f"tune.storage {folder.parent}: {where} cannot write there ({reason}); give a folder that "
+                               f"every node can write (shared storage), or a URI like s3://bucket/path") from None
+            if not (folder / names[node["NodeID"]]).exists():
+                raise MtmError(f"tune.storage {folder.parent} is not shared with {where}: a file it wrote there is not seen "
+                               f"here, so its trials' checkpoints would be lost; mount the same folder on every "
+                               f"node (NFS), or give a URI like s3://bucket/path")
+    finally:
+        for name in names.values():
+            (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()   # only if the probes made it and nothing else is there
+
+
 def tighten_token(path: Path, say: Callable[[str], None] | None) -> None:
     """Ray's auth token file lets anyone who reads it run code on the cluster: where Ray left it readable by
     others, make it the owner's alone (0600), or say in one line that it could not."""
@@ -234,7 +274,8 @@ class StoreCallback(tune.Callback):
         self.records[run_id] = records
         spec = _trial_spec(self.base, trial.config)
         store.append_epoch(run_id, record, {**summary_fields(spec, records), "device": result.get("device"),
-                                            "node": result.get("node"), "worker_host": result.get("hostname")})
+                                            "node": result.get("node"), "worker_host": result.get("hostname"),
+                                            "node_ip": result.get("node_ip")})
         metric = acc_key("val", spec.classifiers[0])
         self._tell(f"trial {run_id} epoch {record['epoch']}/{spec.train.epochs} {metric} {record.get(metric, 0):.4f}")
 
@@ -272,10 +313,16 @@ class StoreCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         store, run_id = Store(self.home), self.run_id(trial)
-        with contextlib.suppress(OSError):   # the whole error into the trial's log (`mtm logs TRIAL`)
+        error = ""
+        with contextlib.suppress(OSError, TypeError):   # the whole error into the trial's log (`mtm logs TRIAL`)
+            error = Path(trial.error_file).read_text(errors="replace")
             with open(store.run_dir(run_id) / LOG, "a") as log:
-                log.write(Path(trial.error_file).read_text(errors="replace"))
-        store.update(run_id, status="failed", pid=None, message=_error_line(trial), ended=time.time())
+                log.write(error)
+        # Where it ran, also where it never reported (a failure before its first epoch): Ray's error names the
+        # worker, "ray::ImplicitFunc.train() (pid=4393, ip=10.0.0.7, ...)".
+        placed = re.search(r"\(pid=\d+, ip=([^,)\s]+)", error)
+        store.update(run_id, status="failed", pid=None, message=_error_line(trial), ended=time.time(),
+                     node_ip=trial.node_ip or (placed.group(1) if placed else None))
         self._tell(f"trial {run_id} failed: {_error_line(trial)}")
 
 
@@ -385,6 +432,8 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     gpus = gpus_for(t.gpus_per_trial, spec.model.backbone, cluster_gpus)
     check_trials_fit(gpus, t.cpus_per_trial, ray.nodes())
+    if address and "://" not in storage:   # a cluster: every node must write where the driver reads
+        check_storage_shared(storage, ray.nodes())
     if say is not None and t.gpus_per_trial == "auto" and gpus:
         say(f"tune.gpus_per_trial = auto: {gpus:g} GPU a trial ({spec.model.backbone})")
     if not resume:

@@ -218,3 +218,25 @@ def test_a_missing_or_wrong_token_is_one_line_and_leaves_no_sweep(cluster, mtm_e
     assert out.returncode == 1 and len(lines) == 1, out.stderr
     assert "refused this driver's auth token (InvalidAuthToken)" in lines[0] and "RAY_AUTH_MODE=token" in lines[0]
     assert not (tmp_path / "home" / "sweeps").exists()
+
+
+def test_storage_a_node_does_not_share_is_refused_in_one_line_naming_the_node(cluster, mtm_env, tmp_path):
+    """Issue 27, item 14: a node whose tune.storage is its own disk (here: a third node in a mount namespace of its
+    own, with a tmpfs over the folder) failed each trial placed on it at its first checkpoint, with a 60-line Ray
+    traceback on the driver's terminal. Every node now writes a probe there first, and the driver looks for it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    node_dir = f"{cluster.root}/x"
+    start = (f"mount -t tmpfs tmpfs {shared} && exec {RAY} start --address={cluster.address} --temp-dir={node_dir} "
+             f"--num-cpus=1 --num-gpus=0 --node-ip-address=127.0.0.1 --disable-usage-stats")
+    subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", start], check=True, capture_output=True,
+                   timeout=120, env=cluster.env)
+    try:
+        out = tune(["--address", cluster.address, "--storage", str(shared), "--samples", "1", "--epochs", "1"],
+                   mtm_env, tmp_path, timeout=300)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1, out.stderr
+        assert lines[0].startswith(f"error: tune.storage {shared} is not shared with node "), lines[0]
+        assert not (tmp_path / "home" / "sweeps").exists() and list(shared.iterdir()) == []   # probes removed
+    finally:
+        _kill(_processes_of(node_dir))

@@ -77,6 +77,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(mtm_env, tmp_path):
     assert any(r["message"] == "data.dataset = 'folder:/nonexistent-mtm-test': folder /nonexistent-mtm-test does "
                "not exist" for r in failed)
     assert sum(r["message"].startswith("loss.r = 2.0: push_pull needs r < 1") for r in failed) == 2
+    assert all(r.get("node_ip") for r in trials(mtm_env, tmp_path, summary["sweep_id"]))   # failed ones' too
     # Ray's tracebacks stay off the terminal (they went to it, 40 lines a failed trial): in each trial's log instead
     assert "Traceback" not in out.stderr, out.stderr
     for r in failed:
