@@ -25,7 +25,7 @@ from mtm_engine.certainty import (
     risk_coverage_points,
     softmax_scores,
 )
-from mtm_engine.checkpoints import read_checkpoint
+from mtm_engine.checkpoints import load_state, read_checkpoint
 from mtm_engine.classifiers import CLASSIFIERS, predict
 from mtm_engine.config import DATASETS, FOLDER_PREFIX, Spec
 from mtm_engine.data import Dataset, load_dataset, without_classes
@@ -62,7 +62,11 @@ def check_best(run_dir: Path, selected_epoch: int | None, run_id: str) -> None:
     path = run_dir / BEST
     if selected_epoch is None or not path.exists():
         return   # restore says what is missing
-    kept = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    state = load_state(path)
+    if not isinstance(state.get("epoch"), int):
+        raise ConfigError(f"checkpoint {path} is damaged or belongs to another network (it names no epoch); move it "
+                          f"aside, and measure the last epoch: --checkpoint last")
+    kept = state["epoch"]
     if kept != selected_epoch:
         raise ConfigError(f"{path} holds epoch {kept}, but the run's validation-selected epoch is {selected_epoch} "
                           f"(the run ended between recording that epoch and keeping its weights); `mtm resume "

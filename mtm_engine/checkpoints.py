@@ -164,36 +164,58 @@ def read_checkpoint(path: Path, model: MovingTargetsNet, trained: MovingTargetsN
     """Load a checkpoint's state and its evaluated weights into `model` (and, for a run with train.ema,
     the trained weights into `trained`); a damaged or foreign file, or one of another network, is one
     ConfigError line that names the file."""
+    state = load_state(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         if trained is not None:
             trained.load_state_dict(state["trained_model"])
+    except Exception as exc:   # a missing key, another network's shapes
+        raise _damaged(path, exc) from None
+    return state
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A checkpoint file's state, read with weights_only (tensors and numbers only: nothing in it runs); a missing,
+    damaged or foreign file is one ConfigError line that names it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint {path} is missing") from None
     except Exception as exc:   # unpickling, zip and shape errors differ by torch version; all mean "not this run's"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"checkpoint {path} is damaged or belongs to another network ({reason[:160]}); "
-                          f"move it aside (resume then starts the run again from epoch 1)") from None
+        raise _damaged(path, exc) from None
+    if not isinstance(state, dict):
+        raise _damaged(path, TypeError(f"it holds a {type(state).__name__}, not a checkpoint's table"))
     return state
+
+
+def _damaged(path: Path, exc: BaseException) -> ConfigError:
+    text = str(exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    if "Weights only load failed" in text:   # torch's advice (load it with weights_only=False) would run its code
+        reason = "it holds objects other than tensors and numbers, and mtm never unpickles those"
+    if isinstance(exc, KeyError):
+        reason = f"it lacks {exc}: not a whole training checkpoint"
+    return ConfigError(f"checkpoint {path} is damaged or belongs to another network ({reason[:160]}); "
+                       f"move it aside (resume then starts the run again from epoch 1)")
 
 
 def load_checkpoint(path: Path, model: MovingTargetsNet, optimiser: torch.optim.Optimizer,
                     schedule: torch.optim.lr_scheduler.LRScheduler, average: WeightAverage | None = None) -> int:
     """Restore model (and its average), optimiser, schedule and RNG states; return the last completed epoch."""
-    if average is None:
-        state = read_checkpoint(path, model)
-    else:
-        state = read_checkpoint(path, average.module, trained=model)
-        average.steps = int(state["averaged_steps"])
-    optimiser.load_state_dict(state["optimizer"])
-    if "schedule" in state:   # checkpoints from before schedules existed had a constant rate
-        schedule.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["torch_rng"])
-    device = _device_of(model)
-    if isinstance(state.get("cuda_rng"), torch.Tensor) and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
-    return int(state["epoch"])
+    state = read_checkpoint(path, model) if average is None else read_checkpoint(path, average.module, trained=model)
+    try:
+        if average is not None:
+            average.steps = int(state["averaged_steps"])
+        optimiser.load_state_dict(state["optimizer"])
+        if "schedule" in state:   # checkpoints from before schedules existed had a constant rate
+            schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        device = _device_of(model)
+        if isinstance(state.get("cuda_rng"), torch.Tensor) and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        return int(state["epoch"])
+    except Exception as exc:   # best.pt copied over it (weights only), another optimiser's state
+        raise _damaged(path, exc) from None
 
 
 def _device_of(model: MovingTargetsNet) -> torch.device:

@@ -223,7 +223,9 @@ def read_toml(path: str | Path | None) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config {path} is a directory; give the path of a TOML experiment file in it")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; give the path of a TOML experiment file")
+        raise ConfigError(f"config file {path} " + ("is not a regular file (a pipe or a device); give the path of a "
+                                                    "TOML experiment file" if path.exists() else
+                                                    "does not exist; give the path of a TOML experiment file"))
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -236,6 +238,19 @@ def load_spec(path: str | Path | None = None, overrides: list[str] | tuple[str, 
     """Read a TOML experiment (the quick start if `path` is None), apply overrides, validate.
     A [tune] section is allowed and ignored here (see sweep_spec.load_sweep)."""
     return spec_from_dict(read_toml(path), [o for o in overrides if not o.startswith("tune.")])
+
+
+def with_absolute_paths(spec: Spec) -> Spec:
+    """The spec with data.root and a folder: dataset as absolute paths, resolved from the current folder: a run is
+    created in one folder and trained, resumed or evaluated from others (the queue's pool started elsewhere, a
+    sweep's trials, a later `mtm eval`), where a relative path would mean another folder."""
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    dataset = spec.data.dataset
+    if dataset.startswith(FOLDER_PREFIX):
+        dataset = FOLDER_PREFIX + absolute(dataset[len(FOLDER_PREFIX):])
+    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, root=absolute(spec.data.root), dataset=dataset))
 
 
 def spec_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Spec:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtm_engine import DISTRIBUTION
-from mtm_engine.config import Spec, spec_from_dict
+from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import out_of_memory
 from mtm_engine.records import (
     BatchProgress,
@@ -103,9 +103,10 @@ def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str |
                extra: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Record a new run; returns its id (a new random one unless given)."""
     run_id = run_id or secrets.token_hex(16)   # 128 bits: no collision in any store (32 bits: 0.16% at 3,750 runs)
+    spec = with_absolute_paths(spec)   # relative paths meant the folder it was launched from, recorded with it
     source, diff = source_state()
     meta = {"name": spec.name, "spec": spec.to_dict(), "seed": spec.train.seed, "versions": package_versions(),
-            **source, "sweep": sweep, **(extra or {})}
+            "launched_from": os.getcwd(), **source, "sweep": sweep, **(extra or {})}
     row = {"name": spec.name, "status": status, "dataset": spec.data.dataset, "backbone": spec.model.backbone,
            "loss": spec.loss.name, "head": spec.model.head, "dim": spec.model.dim if spec.model.head == "mtm" else None,
            "lr": spec.train.lr, "r": spec.loss.r, "seed": spec.train.seed, "epochs": spec.train.epochs,

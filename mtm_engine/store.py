@@ -20,6 +20,7 @@ StoreError naming it; it is never overwritten or repaired.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -76,10 +77,12 @@ class AtomicJSONStorage(Storage):
             raise StoreError(f"{self.path} is a directory, not an mtm store file; move it out of the store") from None
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):   # RecursionError: [[[[... nested too deep
             raise StoreError(f"store file {self.path} is corrupt (not valid JSON); {REMEDY[self.kind]}; mtm will not "
                              f"overwrite it") from None
-        marker = data.get("_mtm", {}).get("1", {}) if isinstance(data, dict) else {}
+        marker = data.get("_mtm") if isinstance(data, dict) else None
+        marker = marker.get("1") if isinstance(marker, dict) else None
+        marker = marker if isinstance(marker, dict) else {}
         if marker.get("format") != FORMAT or marker.get("kind") != self.kind:
             raise StoreError(f"{self.path} is not an mtm {self.kind} file; move it aside, or choose "
                              f"another home with --home or MTM_HOME")
@@ -114,7 +117,11 @@ def _row_problem(row: dict[str, Any]) -> str | None:
         return f"lacks {missing!r}, one of {', '.join(ROW_KEYS)}"
     wrong = next((key for key in _NUMBER_KEYS if isinstance(row[key], bool) or not isinstance(row[key], (int, float))),
                  None)
-    return f"has {wrong!r} = {row[wrong]!r}, not a number" if wrong else None
+    if wrong:
+        return f"has {wrong!r} = {row[wrong]!r}, not a number"
+    wrong = next((key for key in ("pid", "pid_start") if row.get(key) is not None
+                  and (isinstance(row[key], bool) or not isinstance(row[key], int))), None)   # liveness reads them
+    return f"has {wrong!r} = {row[wrong]!r}, not a process number" if wrong else None
 
 
 def _shape_problem(kind: str, data: dict[str, Any]) -> str | None:
@@ -144,9 +151,11 @@ def _shape_problem(kind: str, data: dict[str, Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def writing(path: Path, tmp: Path | None = None) -> Iterator[None]:
+def writing(path: Path, tmp: Path | None = None, elsewhere: str = "a writable home with --home or MTM_HOME"
+            ) -> Iterator[None]:
     """A write to `path` that fails (full disk, read-only or missing folder) becomes one StoreError
-    line, and leaves no temporary file behind."""
+    line, and leaves no temporary file behind. `elsewhere`: what to choose instead (a file the user named
+    is not in the home)."""
     try:
         yield
     except OSError as exc:
@@ -156,8 +165,11 @@ def writing(path: Path, tmp: Path | None = None) -> Iterator[None]:
         if isinstance(exc, FileNotFoundError) and not path.parent.exists():
             raise StoreError(f"cannot write {path}: the folder {path.parent} does not exist; create it, or choose "
                              f"another path") from None
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; free some space, or choose a writable "
-                         f"home with --home or MTM_HOME") from None
+        if isinstance(exc, IsADirectoryError):
+            raise StoreError(f"cannot write {path}: it is a folder; give a file's path, or choose "
+                             f"{elsewhere}") from None
+        remedy = "free some space, or choose" if exc.errno == errno.ENOSPC else "choose"
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; {remedy} {elsewhere}") from None
 
 
 @contextlib.contextmanager
@@ -215,6 +227,9 @@ class Store:
 
     def __init__(self, home: str | Path):
         self.home = Path(home).expanduser()
+        if self.home.exists() and not self.home.is_dir():
+            raise StoreError(f"{self.home} is a file, not an mtm home folder; choose another home with --home or "
+                             f"MTM_HOME")
 
     # --- paths ----------------------------------------------------------------------------------
 
@@ -279,10 +294,17 @@ class Store:
 
     def tag(self, run_id: str, tags: list[str], untag: bool = False) -> list[str]:
         """Add (or remove) tags; returns the run's tags after the change."""
-        have = list(self.row(run_id).get("tags") or [])
-        new = [t for t in have if t not in tags] if untag else have + [t for t in dict.fromkeys(tags) if t not in have]
-        self.update(run_id, tags=new)
-        return new
+        after: list[str] = []
+
+        def change(db: Any) -> None:   # read and written under the run's lock: concurrent tags all land
+            table = db.table("row")
+            have = list(table.all()[0].get("tags") or [])
+            after[:] = ([t for t in have if t not in tags] if untag
+                        else have + [t for t in dict.fromkeys(tags) if t not in have])
+            table.update({"tags": after})
+
+        self._change_run(run_id, change, index=True, updated=time.time())
+        return after
 
     def transition(self, run_id: str, expected: str | tuple[str, ...], **fields: Any) -> bool:
         """Change the run's row only if its status (a dead live run counts as interrupted) is one of
@@ -331,13 +353,15 @@ class Store:
         rows = [self._fresh(row) if row["status"] in LIVE else row for row in indexed if row["id"] in on_disk]
         for run_id in on_disk - {row["id"] for row in indexed}:
             with contextlib.suppress(StoreError):   # being created, or unreadable (doctor quarantines it)
-                rows.append(self._shown(self._read_run(run_id)["row"]["1"]))
+                row = self._read_run(run_id)["row"]["1"]
+                if row["id"] == run_id:   # else a copy of another run's file (doctor quarantines it)
+                    rows.append(self._shown(row))
         return sorted(rows, key=lambda r: r["created"])
 
     def _run_ids(self) -> set[str]:
         """The run folders' names (one directory listing)."""
-        with contextlib.suppress(FileNotFoundError):
-            return {entry.name for entry in os.scandir(self.home / "runs") if entry.is_dir()}
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):   # a link is not a run (doctor moves it)
+            return {entry.name for entry in os.scandir(self.home / "runs") if entry.is_dir(follow_symlinks=False)}
         return set()
 
     def ghosts(self) -> list[dict[str, Any]]:
@@ -377,6 +401,8 @@ class Store:
             with contextlib.suppress(StoreError):   # quarantined above (fix=False leaves it there)
                 indexed.update((row["id"], row) for row in (AtomicJSONStorage(str(path), "index").read() or {})
                                .get("runs", {}).values())
+        for link in sorted(p for p in (self.home / "runs").glob("*") if p.is_symlink()):
+            move(link)   # another run's folder under a second name: listed twice, exported as two seeds
         for run_id in sorted(self._run_ids()):
             path = self._run_file(run_id)
             with _locked(path):   # not while the run is created or changed
@@ -387,7 +413,10 @@ class Store:
                     continue
                 if data is None or data.get("row") is None:   # no run file (yet): nothing to index
                     continue
-                row = data["row"]["1"]   # a live run's index row lags its epochs by design: only its absence counts
+                row = data["row"]["1"]
+                if row["id"] != run_id:   # a run's file copied into another folder: a second copy of that run
+                    move(self.run_dir(run_id))
+                    continue   # a live run's index row lags its epochs by design: only its absence counts
                 if run_id not in indexed or (row["status"] not in LIVE and indexed[run_id] != row):
                     checkup.reindexed.append(run_id)
                     if fix:
@@ -462,8 +491,8 @@ class Store:
     def resolve(self, prefix: str) -> str:
         """A full run id from an unambiguous prefix."""
         runs = self.home / "runs"
-        ids = [p.name for p in runs.iterdir() if p.name.startswith(prefix) and (p / RUN_FILE).exists()] \
-            if prefix and runs.is_dir() else []
+        ids = [p.name for p in runs.iterdir() if p.name.startswith(prefix) and not p.is_symlink()
+               and (p / RUN_FILE).exists()] if prefix and runs.is_dir() else []
         if not ids:
             raise StoreError(f"no run {prefix!r} in {self.home}; `mtm list` shows the runs")
         if len(ids) > 1:
@@ -496,7 +525,8 @@ class Store:
     def snapshot(self, run_id: str, which: str = "last") -> dict[str, Any] | None:
         """The run's embedding snapshot ("last" or "best" epoch), or None before its first epoch."""
         path = self.run_dir(run_id) / SNAPSHOTS[which]
-        return _read_json(path, f"embedding snapshot {path} is corrupt; the run rewrites it at its next epoch")
+        return _read_json(path, f"embedding snapshot {path} is corrupt; the run rewrites it at its next epoch",
+                          ("points", "labels"))
 
     def write_measurement(self, run_id: str, kind: str, result: dict[str, Any]) -> Path:
         """Keep an `mtm eval` measurement (records.MEASUREMENTS: certainty, fewshot) beside the run's
@@ -515,7 +545,8 @@ class Store:
     def measurement(self, run_id: str, kind: str) -> dict[str, Any] | None:
         """The run's kept measurement of this kind, or None if `mtm eval --<kind>` never measured it."""
         path = self.run_dir(run_id) / MEASUREMENTS[kind]
-        return _read_json(path, f"{path} is corrupt; measure again with mtm eval {run_id[:8]} --{kind}")
+        return _read_json(path, f"{path} is corrupt; measure again with mtm eval {run_id[:8]} --{kind}",
+                          MEASUREMENT_KEYS[kind])
 
     def write_progress(self, run_id: str, progress: Progress) -> None:
         """The epoch in flight. Best effort: a full disk must not end a run over a progress line
@@ -619,14 +650,21 @@ def parse_where(text: str) -> Callable[[dict[str, Any]], bool]:
     return predicate
 
 
-def _read_json(path: Path, corrupt: str) -> dict[str, Any] | None:
-    """A JSON file beside a run's checkpoints: None if absent; a corrupt one is the StoreError `corrupt`."""
+MEASUREMENT_KEYS = {"certainty": ("scores",), "fewshot": ("features",)}   # what readers index, by kind
+
+
+def _read_json(path: Path, corrupt: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """A JSON file beside a run's checkpoints: None if absent; one that is not JSON, or not a table with `keys`
+    (what its readers index), is the StoreError `corrupt`."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, ValueError, RecursionError):   # a folder planted there, not JSON, nested too deep
         raise StoreError(corrupt) from None
+    if not isinstance(data, dict) or not all(key in data for key in keys):
+        raise StoreError(corrupt)
+    return data
 
 
 @dataclass

@@ -31,7 +31,7 @@ import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from mtm_engine.config import FOLDER_PREFIX, Spec, spec_from_dict
+from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS, CheckpointSaved, EpochEnded, RunStarted, acc_key
 from mtm_engine.runner import create_run, physical_device, summary_fields
@@ -414,12 +414,8 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
         spec, t = spec_from_dict(saved["spec"]), TuneSpec(**saved["tune"])
     else:
         sweep_id = sweep_id or secrets.token_hex(4)
-    base = spec.to_dict()
+    base = with_absolute_paths(spec).to_dict()   # trials run in their own folders, maybe on other nodes
     base["train"]["epochs"] = t.max_epochs
-    # Trials run in their own folders (and maybe on other nodes): make data paths absolute.
-    base["data"]["root"] = str(Path(spec.data.root).expanduser().resolve())
-    if spec.data.dataset.startswith(FOLDER_PREFIX):
-        base["data"]["dataset"] = FOLDER_PREFIX + str(Path(spec.data.dataset[len(FOLDER_PREFIX):]).expanduser().resolve())
     metric, mode = acc_key("val", t.metric), "max"
     # First the storage, then Ray: a folder that cannot be written or a cluster that cannot be joined
     # leaves no sweep behind.

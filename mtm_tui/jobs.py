@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -102,12 +103,16 @@ def configured_slots(store: Store) -> list[str]:
     """This home's slots. The first enqueue sets the default plan, where --gpus/--slots set none."""
     path = _queue_dir(store) / "slots.json"
     try:
-        return list(json.loads(path.read_text())["slots"]) or ["cpu"]
+        slots = json.loads(path.read_text())["slots"]
     except FileNotFoundError:
         configure_slots(store, plan_slots())
         return configured_slots(store)
-    except (ValueError, KeyError, TypeError):
-        raise MtmError(f"{path} is not a slot list; delete it, or set the slots again with --gpus or --slots") from None
+    except (OSError, ValueError, KeyError, TypeError):   # a folder planted there, not JSON, no "slots"
+        slots = None
+    if not isinstance(slots, list) or not all(isinstance(d, str) and re.fullmatch(r"cpu|gpu:\d+", d) for d in slots):
+        raise MtmError(f"{path} is not a slot list (\"cpu\" or \"gpu:N\" each); delete it, or set the slots again "
+                       f"with --gpus or --slots")
+    return slots or ["cpu"]
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Damaged or odd input: one line on stderr, exit 1, no traceback, nothing written."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -145,3 +146,12 @@ def test_a_checkpoint_write_that_fails_is_one_line_naming_the_file_and_leaves_no
                                        r"free some space"):
         checkpoints._write(target, {"epoch": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pipe_as_the_config_is_not_called_missing(mtm_env, tmp_path):
+    os.mkfifo(tmp_path / "fifo.toml")
+    out = subprocess.run(MTM + ["run", "fifo.toml"], capture_output=True, text=True, env=mtm_env, cwd=tmp_path,
+                         timeout=120)
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        "error: config file fifo.toml is not a regular file (a pipe or a device); give the path of a TOML experiment "
+        "file"]

@@ -151,3 +151,43 @@ def test_a_killed_pool_is_replaced_by_the_last_worker_and_by_logs_follow(mtm_env
     assert f"run {third[:8]} is queued: waiting for a slot" in followed.stderr
     assert "finished" in followed.stdout and status(third)["status"] == "finished"
     assert status(second)["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("damage", [lambda path: path.mkdir(), lambda path: path.write_text('{"slots": "gpu:7"}'),
+                                    lambda path: path.write_text('{"slots": ["cpu", "tpu:0"]}')])
+def test_a_damaged_slot_list_is_one_line_and_queues_nothing(mtm_env, tmp_path, damage):
+    """A folder planted as queue/slots.json failed `mtm run -d` after queueing its run, and every pool started for
+    it died: the run stayed queued for ever (issue 27's attacks). A string was split into slots g, p, u, :, 7."""
+    queue = tmp_path / "home" / "queue"
+    queue.mkdir(parents=True)
+    damage(queue / "slots.json")
+    out = mtm(["run", "-d", *SMALL], mtm_env, tmp_path, check=False)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and "is not a slot list" in lines[0], out.stderr
+    assert not (tmp_path / "home" / "runs").exists()
+
+
+def test_relative_paths_mean_the_folder_a_run_was_launched_from(mtm_env, tmp_path):
+    """Issue 28, item 1: the pool started from folder A ran a run launched from folder B with B's relative
+    `folder:imgs` looked up in A. Paths are made absolute when a run is created, with the folder recorded."""
+    from PIL import Image
+
+    from mtm_engine.store import Store
+
+    a, b = tmp_path / "A", tmp_path / "B"
+    for k in range(2):
+        (b / "imgs" / f"class{k}").mkdir(parents=True)
+        for i in range(10):
+            Image.new("L", (8, 8), color=40 + 180 * k + i).save(b / "imgs" / f"class{k}" / f"{i}.png")
+    a.mkdir()
+    long = json.loads(mtm(["run", "-d", "--json", "--slots", "2", *SMALL_ARGS, "--set", "train.epochs=1000"],
+                          mtm_env, a).stdout)["run_id"]   # the pool now runs in A
+    wait_for(lambda: listed(mtm_env, a)[long]["status"] == "running")
+    short = json.loads(mtm(["run", "-d", "--json", *SMALL, "--set", "data.dataset=folder:imgs"], mtm_env,
+                           b).stdout)["run_id"]
+    row = wait_for(lambda: (r := listed(mtm_env, b)[short])["status"] not in ("queued", "running") and r, timeout=120)
+    assert row["status"] == "finished", row["message"]
+    meta = Store(Path(mtm_env["MTM_HOME"])).meta(short)
+    assert meta["spec"]["data"]["dataset"] == f"folder:{b / 'imgs'}" and meta["launched_from"] == str(b)
+    assert meta["spec"]["data"]["root"] == str(b / "data")
+    mtm(["stop", long, "--wait", "60"], mtm_env, a)

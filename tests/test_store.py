@@ -215,6 +215,12 @@ def _edit_run_file(home, change) -> None:
      "has the wrong shape (an epoch record lacks its epoch (a whole number))"),
     (lambda home: _edit_run_file(home, lambda d: d["meta"]["1"].update(spec="resnet")), "show",
      "has the wrong shape (its meta lacks the spec (a table of sections))"),
+    (lambda home: _edit_run_file(home, lambda d: d["row"]["1"].update(status="running", pid="abc")), "show",
+     "has the wrong shape (its row has 'pid' = 'abc', not a process number)"),
+    (lambda home: next((home / "index").glob("*.json")).write_text('{"_mtm": [1, 2]}'), "list",
+     "is not an mtm index file"),
+    (lambda home: (home / "runs" / "abcd1234" / "run.json").write_text("[" * 200_000 + "]" * 200_000), "show",
+     "is corrupt (not valid JSON)"),
 ])
 def test_store_files_of_the_wrong_shape_are_one_line(tmp_path, damage, command, says, mtm_env):
     Store(tmp_path).create_run("abcd1234", {"spec": {}, "seed": 0}, _row(status="finished"))
@@ -337,3 +343,71 @@ def test_doctor_removes_temporary_files_that_killed_writers_left(tmp_path):
     assert sorted(store.doctor(fix=False).temporary) == sorted(left) and all(p.exists() for p in left)
     assert sorted(store.doctor().temporary) == sorted(left)
     assert not any(p.exists() for p in left) and live.exists()
+
+
+def test_concurrent_tags_of_one_run_all_land(tmp_path):
+    """Twelve `mtm tag` at once all said "tags: ..." but kept 3 to 7 of the 12 (a read outside the run's lock,
+    then a write of the whole list: issue 27's attacks)."""
+    Store(tmp_path).create_run("abcd1234", {"spec": {}, "seed": 0}, _row(status="finished"))
+    with mp.get_context("spawn").Pool(4) as pool:
+        pool.starmap(_tag, [(str(tmp_path), f"t{i}") for i in range(12)])
+    store = Store(tmp_path)
+    assert sorted(store.row("abcd1234")["tags"]) == sorted(f"t{i}" for i in range(12))
+    assert sorted(next(r for r in store._index_rows() if r["id"] == "abcd1234")["tags"]) == sorted(f"t{i}" for i in range(12))
+
+
+def _tag(home: str, tag: str) -> None:
+    Store(home).tag("abcd1234", [tag])
+
+
+def test_a_run_folder_under_a_second_name_is_not_a_second_run(tmp_path):
+    """A symbolic link to a run's folder (or a copy of its run.json in another folder) was listed twice and exported
+    as two seeds, and `mtm rm` of the alias said "deleted" and deleted nothing (issue 27's attacks). Rows and ids
+    ignore links; doctor moves both kinds of alias into quarantine."""
+    store = Store(tmp_path)
+    store.create_run("aaaa0000", {"spec": {}, "seed": 0}, _row(status="finished"))
+    (tmp_path / "runs" / "ffff0000").symlink_to(store.run_dir("aaaa0000"))
+    shutil.copytree(store.run_dir("aaaa0000"), tmp_path / "runs" / "eeee0000")
+    assert [r["id"] for r in store.rows()] == ["aaaa0000"]   # neither the link nor the copy is a second run
+    with pytest.raises(StoreError, match="no run 'ffff'"):
+        store.resolve("ffff")
+    mended = store.doctor()
+    assert sorted(p.name for p, _ in mended.quarantined) == ["eeee0000", "ffff0000"]
+    assert [r["id"] for r in store.rows()] == ["aaaa0000"] and store.doctor().healthy
+    assert (store.run_dir("aaaa0000") / "run.json").exists()   # the run itself untouched
+
+
+def test_a_home_that_is_a_file_is_one_line(tmp_path, mtm_env):
+    (tmp_path / "afile").write_text("hi")
+    out = subprocess.run(MTM + ["list"], capture_output=True, text=True, env={**mtm_env, "MTM_HOME": str(tmp_path / "afile")},
+                         timeout=120)
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'afile'} is a file, not an mtm home folder; choose another home with --home or MTM_HOME"]
+
+
+@pytest.mark.parametrize("name, text, read", [
+    ("certainty.json", "[1, 2, 3]", lambda s: s.measurement("abcd1234", "certainty")),
+    ("fewshot.json", '{"epoch": 3}', lambda s: s.measurement("abcd1234", "fewshot")),
+    ("embedding-best.json", '{"points": 5}', lambda s: s.snapshot("abcd1234", "best")),
+])
+def test_side_files_of_the_wrong_shape_are_named(tmp_path, name, text, read):
+    """A certainty.json that is a list, or a snapshot without labels, broke `mtm export` and `mtm plot` with a
+    TypeError or KeyError (issue 27's attacks): they are corrupt, by name, as invalid JSON is."""
+    store = Store(tmp_path)
+    store.create_run("abcd1234", {"spec": {}, "seed": 0}, _row(status="finished"))
+    (store.run_dir("abcd1234") / name).write_text(text)
+    with pytest.raises(StoreError, match=rf"{name} is corrupt"):
+        read(store)
+
+
+def test_a_failed_write_of_a_named_file_says_what_to_choose_instead(tmp_path):
+    """`mtm export --out DIR` (a folder, or a read-only one) was told to free some space and choose another home."""
+    from mtm_engine.store import writing
+
+    with pytest.raises(StoreError, match=rf"^cannot write {tmp_path}: it is a folder; give a file's path, or choose "
+                                         r"another --out$"):
+        with writing(tmp_path, elsewhere="another --out"):
+            open(tmp_path, "w")
+    with pytest.raises(StoreError, match=r"the folder .*missing does not exist; create it"):
+        with writing(tmp_path / "missing" / "x.md", elsewhere="another --out"):
+            open(tmp_path / "missing" / "x.md", "w")

@@ -114,6 +114,34 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path):
     (tmp_path / "other" / "checkpoint.pt").replace(tmp_path / "checkpoint.pt")
     with pytest.raises(ConfigError, match="belongs to another network"):
         fit(load_spec(overrides=["train.epochs=2", "model.width=8", "model.dim=16"]), tmp_path, resume=True)
+    # issue 27's attacks: each was a raw KeyError, RuntimeError or IsADirectoryError, or torch's advice to load
+    # the file with weights_only=False (which would run it)
+    import pickle
+
+    from mtm_engine.analysis import check_best
+    from mtm_engine.checkpoints import load_state
+
+    (tmp_path / "other" / "best.pt").replace(tmp_path / "checkpoint.pt")   # weights only: no optimiser state
+    with pytest.raises(ConfigError, match=r"is damaged .*\(it lacks 'optimizer': not a whole training checkpoint\)"):
+        fit(load_spec(overrides=["train.epochs=2", "model.width=4", "model.dim=16"]), tmp_path, resume=True)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    planted = tmp_path / "best.pt"
+    torch.save({"epoch": Payload()}, planted)
+    with pytest.raises(ConfigError, match=r"best.pt is damaged .*\(it holds objects other than tensors and numbers, "
+                                          r"and mtm never unpickles those\)") as info:
+        check_best(tmp_path, 1, "abcd1234")
+    assert "weights_only" not in str(info.value)
+    planted.write_bytes(pickle.dumps({"epoch": 1}))   # a legacy pickle, not torch's zip
+    with pytest.raises(ConfigError, match=r"best.pt is damaged"):
+        check_best(tmp_path, 1, "abcd1234")
+    planted.unlink()
+    planted.mkdir()
+    with pytest.raises(ConfigError, match=r"best.pt is damaged"):
+        load_state(planted)
 
 
 def test_a_run_reports_the_epoch_in_flight_to_its_progress_file(tmp_path):

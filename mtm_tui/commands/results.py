@@ -290,7 +290,7 @@ def _write(text: str, out: Optional[Path]) -> None:
         return
     from mtm_engine.store import writing
 
-    with writing(out):
+    with writing(out, elsewhere="another --out"):
         out.write_text(text)
     err_console.print(f"wrote {out.resolve()}", markup=False)
 

@@ -75,9 +75,10 @@ def run(
                            "cores (--slots N: cores / N each)")
 
         devices = jobs.plan_slots(gpus, per_gpu, slots) if (gpus, per_gpu, slots) != (None, None, None) else None
-        run_ids = [create_run(store, s, status="queued") for s in specs]
         if devices is not None:
             jobs.configure_slots(store, devices)
+        jobs.configured_slots(store)   # readable before any run is queued: a damaged slot list queues nothing
+        run_ids = [create_run(store, s, status="queued") for s in specs]
         logs = jobs.enqueue(store, run_ids)
         if json_:
             print(json.dumps({"run_ids": run_ids, "run_id": run_ids[0], "status": "queued", "log": str(logs[0])}))
@@ -186,6 +187,7 @@ def logs(run: str = RUN,
         waited = 0.0
         while not path.exists() and store.row(run_id)["status"] == "queued":
             if waited % 5 == 0:   # a killed pool is started again, then looked after every 5 s
+                jobs.configured_slots(store)   # a slot list damaged meanwhile would kill every pool: say so
                 jobs.restart_pool_if_queued(store)
             time.sleep(0.5)
             waited += 0.5
