@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from mtm_engine.errors import MtmError
 from mtm_engine.records import CERTAINTY_MEASURES
 from mtm_engine.store import StoreError
+from mtm_tui.progress import make_console
 
-console = Console(soft_wrap=True)
+console = make_console()
 
 # A kept few-shot measurement whose settings match these keeps its other K beside the new ones.
 FEWSHOT_SETTINGS = ("checkpoint", "epoch", "held_out", "episodes", "queries", "metric")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -10,7 +11,17 @@ from rich.table import Table
 
 from mtm_engine.records import BatchProgress, EpochEnded, Event, RunDiverged, RunStarted, acc_key
 
-console = Console()
+PIPED_WIDTH = 10_000   # what a pipe or file gets: whole lines, never cut or wrapped at 80 columns
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for the CLI's output: the terminal's width in a terminal; piped (`mtm list | grep`, `mtm run >
+    log`), wide enough that no line is cut or wrapped. Messages are lines, not paragraphs (soft wrap)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else PIPED_WIDTH)
+
+
+console = make_console()
 
 
 def epoch_line(record: dict[str, Any], epochs: int, classifiers: tuple[str, ...]) -> str:

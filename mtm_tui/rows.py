@@ -33,6 +33,12 @@ def gpu_memory(record: dict[str, Any]) -> str:
     return f"{record['gpu_mem_allocated_gb']:.1f}/{record['gpu_mem_reserved_gb']:.1f}"
 
 
+def tags_and_note(row: dict[str, Any]) -> str:
+    """A run's tags and note as one plain line ("tags: a, b · note: lr too high?"), or "" where it has none."""
+    parts = [f"tags: {', '.join(row['tags'])}"] if row.get("tags") else []
+    return " · ".join(parts + ([f"note: {row['note']}"] if row.get("note") else []))
+
+
 def duration(row: dict[str, Any], now: float) -> str:
     """How long the run has trained since it (last) started: to its end, or now while it runs. A run
     found dead has no end recorded: its last write (`updated`) stands in."""

@@ -79,6 +79,9 @@ def test_tags_notes_sort_limit_diff_logs_and_eval(mtm_env, tmp_path):
 
     assert ids("--tag", "baseline") == [a] and ids("--tag", "cpu") == []
     assert ids("--where", "note=higher lr") == [b]
+    # mtm note said "shown by mtm show", and nothing showed it (issue 28, item 3)
+    assert "note: higher lr" in run_mtm(["show", b[:8]], mtm_env, tmp_path).stdout
+    assert "tags: baseline" in run_mtm(["show", a[:8]], mtm_env, tmp_path).stdout
     assert ids("--sort", "-created", "--limit", "1") == [b] and ids("--sort", "created") == [a, b]
     unknown = run_mtm(["list", "--where", "nosuchfield>1"], mtm_env, tmp_path)
     assert unknown.returncode == 1 and "unknown field 'nosuchfield'" in unknown.stderr
@@ -134,3 +137,21 @@ def test_eval_refuses_a_best_checkpoint_older_than_the_recorded_best_epoch(mtm_e
         assert out.returncode == 1 and f"holds epoch {3 - selected}, but the run's validation-selected epoch is " \
                                        f"{selected}" in out.stderr and "--checkpoint last" in out.stderr
     assert run_mtm(["eval", run_id[:8], "--checkpoint", "last"], mtm_env, tmp_path).returncode == 0
+
+
+def test_piped_output_keeps_whole_lines(mtm_env, tmp_path):
+    """Issue 28, item 5: `mtm list | grep` missed names cut to "fashion-…" at 80 columns, and `mtm run > log`
+    wrapped each epoch line. Piped, nothing is cut or wrapped."""
+    from pathlib import Path
+
+    from mtm_engine.config import load_spec
+    from mtm_engine.runner import create_run
+    from mtm_engine.store import Store
+
+    name = "fashion-mnist-proximity-with-a-name-longer-than-any-column"
+    run_id = create_run(Store(Path(mtm_env["MTM_HOME"])), load_spec(overrides=[f"name={name}"]), status="finished")
+    listed = run_mtm(["list"], mtm_env, tmp_path).stdout
+    assert any(run_id[:8] in line and name in line for line in listed.splitlines()), listed
+    log = run_mtm(["run", "--set", "train.epochs=1", *SMALL_ARGS], mtm_env, tmp_path).stdout
+    epoch = next(line for line in log.splitlines() if line.lstrip().startswith("epoch 1/1"))
+    assert "val cos" in epoch and epoch.rstrip().endswith("s") and "img/s" in epoch, log   # one line, unwrapped

@@ -7,7 +7,7 @@ import time
 import pytest
 from test_tui import NOW, _app, _records, _settle, until
 from test_tui import fixture_home as shared_fixture_home
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Select
 
 from mtm_engine.config import load_spec
 from mtm_engine.records import BatchProgress, progress_of
@@ -146,6 +146,36 @@ def test_seeds_of_one_config_group_into_one_row_with_mean_and_std(tmp_path, monk
     asyncio.run(flow())
 
 
+def test_groups_of_seeds_sort_by_the_mean_they_show(tmp_path, monkeypatch):
+    """Issue 28, item 4: in ascending order a group with a mean of 89.50 came before one of 85.50, because its
+    lowest seed (80.00) was placed first."""
+    monkeypatch.chdir(tmp_path)
+    store = Store(tmp_path / "home")
+    for name, accs in (("wide", (0.80, 0.99)), ("narrow", (0.85, 0.86))):
+        for seed, acc in enumerate(accs):
+            run_id = create_run(store, load_spec(overrides=[f"name={name}", f"train.lr={0.001 if name == 'wide' else 0.002}",
+                                                            f"train.seed={seed}"]), status="finished")
+            store.append_epoch(run_id, _records(1)[0], {"epoch": 1, "best_val": acc, "test_acc": acc, "best_epoch": 1})
+            store.update(run_id, status="finished")
+    app = _app(tmp_path / "home")
+
+    async def flow():
+        async with app.run_test(size=(200, 50)) as pilot:
+            await _settle(pilot, 1.0)
+            screen = app.screen
+            await pilot.press("o", "o")   # grouped by config
+            table = screen.query_one(DataTable)
+            await until(pilot, lambda: table.row_count == 2)
+            means = lambda: [table.get_cell(k, "test%") for k in table.rows]   # noqa: E731  (in the table's order)
+            screen.sort("test%")          # high to low first
+            await pilot.pause(0.3)
+            assert means() == ["89.50±13.44", "85.50±0.71"]
+            screen.sort("test%")          # again: low to high
+            await pilot.pause(0.3)
+            assert means() == ["85.50±0.71", "89.50±13.44"]
+    asyncio.run(flow())
+
+
 def test_tags_and_notes_from_the_keyboard_are_stored_and_filterable(fixture_home):
     app = _app(fixture_home)
     store = Store(fixture_home)
@@ -224,6 +254,8 @@ def test_the_epoch_in_flight_shows_on_the_runs_and_run_screens(fixture_home):
 
 
 def test_run_charts_show_one_classifier_validation_first_and_zoom(fixture_home):
+    Store(fixture_home).tag("cccc3333", ["baseline"])
+    Store(fixture_home).update("cccc3333", note="[b]lr too high?[/b]")   # shown as typed, not as markup
     app = _app(fixture_home)
 
     async def flow():
@@ -233,6 +265,8 @@ def test_run_charts_show_one_classifier_validation_first_and_zoom(fixture_home):
             await _settle(pilot, 1.0)
             screen = app.screen
             assert isinstance(screen, RunScreen)
+            # the run's tags and note (issue 28, item 3: notes were never shown)
+            assert "tags: baseline · note: [b]lr too high?[/b]" in str(screen.query_one("#run-header").render())
             chart = screen.query_one("#chart-0 MetricChart", MetricChart)
             assert list(chart.drawn) == ["pure val"]          # validation only, the primary classifier
             last = screen.records[-1]
@@ -292,6 +326,14 @@ def test_compose_takes_keys_typed_while_it_loads_and_esc_asks(fixture_home, size
                 await pilot.press("tab")
                 focused.append(app.focused)
             assert all(w is not None and w.id and w.id.startswith(("f-", "preset")) for w in focused), focused
+            while not isinstance(app.focused, Select):   # q on a dropdown quit the app, form lost (issue 28, item 2)
+                await pilot.press("tab")
+            await pilot.press("q")
+            await pilot.pause(0.3)
+            assert "Quit mtm? The changed form is not saved." in str(app.screen.query_one("#question").render())
+            await pilot.press("n")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, ComposeScreen) and app.return_code is None
             await pilot.press("escape")   # the form changed: asks first
             await pilot.pause(0.3)
             assert "not saved" in str(app.screen.query_one("#question").render())

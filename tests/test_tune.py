@@ -194,6 +194,14 @@ def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
     rows = [r for r in Store(tmp_path / "home").rows() if r["sweep"] == summary["sweep_id"]]
     spans = [(r["started"], r["ended"]) for r in rows]
     assert len(spans) == 4 and max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 4   # all 4 at once
+    # issue 27, item 15: resumed where Ray has no GPU, its trials would have trained on CPUs without a word
+    ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(MtmError, match=rf"^sweep {summary['sweep_id']} trained its trials on GPUs \(0.25 a trial\), "
+                                           r"and this Ray cluster has none; resume it where it ran"):
+            run_sweep(spec, settings, tmp_path / "home", sweep_id=summary["sweep_id"], resume=True)
+    finally:
+        ray.shutdown()
 
 
 def test_the_resume_hint_of_a_sweep_on_a_cluster_names_its_address():

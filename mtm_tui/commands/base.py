@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
 from mtm_engine import DISTRIBUTION
 from mtm_engine.errors import MtmError
-from mtm_tui.progress import ProgressSink
+from mtm_tui.progress import ProgressSink, make_console
 
 app = typer.Typer(
     # Help texts are plain text: rich markup would swallow "[default: ...]" and "[tune]".
@@ -23,8 +22,8 @@ app = typer.Typer(
     help="mtm: train and study the Moving Targets Model from the terminal.\n\nAny command takes --debug "
          "(anywhere on the line) to show a traceback instead of a one-line error.",
 )
-console = Console(soft_wrap=True)   # messages are lines, not paragraphs: a script can grep them
-err_console = Console(stderr=True, soft_wrap=True)
+console = make_console()   # messages are lines, not paragraphs: a script can grep them
+err_console = make_console(stderr=True)
 
 
 HOME = typer.Option(None, "--home", envvar="MTM_HOME", show_envvar=True,

@@ -95,7 +95,7 @@ def show(run: str = RUN,
     from mtm_engine.records import acc_key, classifiers_in
     from mtm_engine.results import summarise
     from mtm_engine.store import LOG
-    from mtm_tui.rows import gpu_memory, pct, status
+    from mtm_tui.rows import gpu_memory, pct, status, tags_and_note
 
     store = open_store(home)
     run_id = store.resolve(run)
@@ -104,7 +104,10 @@ def show(run: str = RUN,
         print(json.dumps({**meta, **row, "records": records}))
         return
     console.print(f"[bold]{run_id}[/] {meta['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}"
-                  f"  device {row.get('device') or '-'}  seed {meta['seed']}" + (f"\n{row['message']}" if row["message"] else ""))
+                  f"  device {row.get('device') or '-'}  seed {meta['seed']}")
+    for line in (row["message"], tags_and_note(row)):   # what happened to it; what the user wrote on it
+        if line:
+            console.print(line, markup=False, highlight=False)
     for section, values in meta["spec"].items():
         if isinstance(values, dict):
             console.print(f"[bold]{section}[/] " + "  ".join(f"{k}={v!r}" for k, v in values.items()),

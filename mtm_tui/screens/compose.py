@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, get_type_hints
 
 from textual import work
 from textual.app import ComposeResult
@@ -61,6 +61,8 @@ class ComposeScreen(Screen):
         Binding("ctrl+s", "save", "Save TOML"),
         Binding("ctrl+l", "launch", "Launch run"),
         Binding("ctrl+r", "sweep", "Launch sweep"),   # not ctrl+k: every Input deletes to the end of the line with it
+        # The app's q, where focus is not in a text field (a dropdown, a button), would lose the form: ask first
+        Binding("q", "quit", "Quit", show=False),
     ]
 
     def __init__(self):
@@ -192,11 +194,17 @@ class ComposeScreen(Screen):
         return spec_to_toml(self.spec, tune)
 
     def action_back(self) -> None:
+        self._unless_changed(self.app.pop_screen, "Leave Compose? The changed form is not saved.")
+
+    def action_quit(self) -> None:
+        self._unless_changed(self.app.exit, "Quit mtm? The changed form is not saved.")
+
+    def _unless_changed(self, then: Callable[[], Any], question: str) -> None:
+        """Do `then` at once where the form is as loaded or saved; else only once the user says yes."""
         if self.values() == self.unchanged:
-            self.app.pop_screen()
+            then()
         else:
-            self.app.push_screen(ConfirmScreen("Leave Compose? The changed form is not saved."),
-                                 lambda yes: yes and self.app.pop_screen())
+            self.app.push_screen(ConfirmScreen(question), lambda yes: yes and then())
 
     def action_save(self) -> None:
         if not self.check():

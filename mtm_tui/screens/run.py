@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -17,7 +18,7 @@ from mtm_engine.records import classifiers_in
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
-from mtm_tui.rows import gpu_memory, progress, status
+from mtm_tui.rows import gpu_memory, progress, status, tags_and_note
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 from mtm_tui.widgets.certainty import CertaintyView
 from mtm_tui.widgets.charts import CHARTS, MetricChart, View
@@ -96,7 +97,8 @@ class RunScreen(PollingScreen):
             + (f"  GPU {gpu_memory(records[-1])} GB" if records and "gpu_mem_allocated_gb" in records[-1] else "")
             + (f" {records[-1]['gpu_util_pct']:.0f}%" if records and "gpu_util_pct" in records[-1] else "")
             + (f"\n[yellow]epoch {row['epoch'] + 1}: {in_flight}[/]" if in_flight else "")
-            + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else ""))
+            + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else "")
+            + (f"\n{escape(tags_and_note(row))}" if tags_and_note(row) else ""))
         self.draw_active()
         self.query_one(CertaintyView).update(certainty)
         self._best_vs_last(records)

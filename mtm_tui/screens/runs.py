@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import statistics
 from typing import Any
 
 from rich.cells import cell_len
@@ -29,6 +30,8 @@ SORT_FIELDS = {"id": "id", "name": "name", "status": "status", "dataset": "datas
                "sweep": "sweep", "seed": "seed", "lr": "lr", "tags": "tags"}
 NEWEST_FIRST = ("val%", "test%", "age", "epoch")   # sorted high to low when first picked
 GROUP = "group:"   # row keys of a configuration's seeds shown as one row
+# The value a group's row shows for a sort field: the seeds' mean accuracy, its newest run's age, its least epoch
+GROUP_VALUES = {"best_val": statistics.mean, "test_acc": statistics.mean, "created": max, "epoch": min}
 COLUMNS = ("", *ROW_COLUMNS)
 ALL_COLUMNS = COLUMNS + WIDE_COLUMNS
 
@@ -150,6 +153,13 @@ class RunsScreen(PollingScreen):
         self.groups = {}
         for r in rows:
             self.groups.setdefault(GROUP + (r.get("config") or r["id"]), []).append(r)
+        field = SORT_FIELDS[self.sort_by]
+        if field in GROUP_VALUES:   # a group sorts by the value its row shows (a mean of seeds), not a member's
+            def shown(members: list[dict[str, Any]]) -> tuple[bool, float]:
+                values = [r[field] for r in members if r.get(field) is not None]
+                return (not values, GROUP_VALUES[field](values) if values else 0)
+
+            self.groups = dict(sorted(self.groups.items(), key=lambda item: shown(item[1]), reverse=self.reverse))
         content = {}
         for key, members in list(self.groups.items())[:SHOWN]:
             if len(members) == 1:
