@@ -49,11 +49,21 @@ def duration(row: dict[str, Any], now: float) -> str:
     return age(end - row["started"])
 
 
+def stop_question(row: dict[str, Any]) -> str:
+    """What stopping a live run does, as the TUI asks it: a queued run has no epoch to keep."""
+    run = f"{row['id'][:8]} ({row.get('name', '')})"
+    if row.get("status") == "queued":
+        return f"Take run {run} out of the queue? It has not started; r resumes it later."
+    return f"Stop run {run}? Its last whole epoch stays checkpointed."
+
+
 def progress(row: dict[str, Any], now: float, gpu: bool = True) -> str:
     """The epoch in flight of a running run ("batch 412/938 · 2,310 img/s · ETA 1m12s · 1.2 GB"), or ""."""
     p = row.get("progress")
     if row["status"] != "running" or not p or p["epoch"] <= row["epoch"] or now - p["at"] > PROGRESS_STALE_S:
         return ""
+    if p["batch"] >= p["batches"]:   # every batch trained: the epoch's evaluation is running, no ETA to count down
+        return f"batch {p['batch']}/{p['batches']} · evaluating"
     text = f"batch {p['batch']}/{p['batches']} · {p['images_per_s']:,.0f} img/s · ETA {age(p['eta_s'])}"
     return text + (f" · {p['gpu_mem_gb']:.1f} GB" if gpu and p.get("gpu_mem_gb") is not None else "")
 

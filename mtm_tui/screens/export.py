@@ -120,7 +120,7 @@ class ExportScreen(Screen):
             except MtmError as exc:   # a missing folder or a full disk: say so, keep the app
                 self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
                 return
-            self.app.call_from_thread(self.notify, f"wrote {path} ({len(tables)} tables, {len(runs)} runs)")
+            self.app.call_from_thread(self.notify, f"wrote {path} ({len(tables)} table{'s' * (len(tables) != 1)}, {len(runs)} run{'s' * (len(runs) != 1)})")
 
     def _offer_sweeps(self, sweeps: list[str]) -> None:
         if sweeps != self.sweeps:

@@ -18,7 +18,7 @@ from mtm_engine.records import classifiers_in
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
-from mtm_tui.rows import gpu_memory, progress, status, tags_and_note
+from mtm_tui.rows import gpu_memory, progress, status, stop_question, tags_and_note
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 from mtm_tui.widgets.certainty import CertaintyView
 from mtm_tui.widgets.charts import CHARTS, MetricChart, View
@@ -160,8 +160,7 @@ class RunScreen(PollingScreen):
         if status not in ("queued", "running"):   # says so at once, rather than asking first
             self.notify(f"run {self.run_id[:8]} {name} is {status}: nothing to stop")
             return
-        self.app.push_screen(ConfirmScreen(f"Stop run {self.run_id[:8]} ({name})? Its last whole epoch stays "
-                                           f"checkpointed."),
+        self.app.push_screen(ConfirmScreen(stop_question({**self.row, "id": self.run_id})),
                              lambda yes: yes and self.run_job(jobs.stop, self.run_id, "stop requested for"))
 
     def action_resume(self) -> None:

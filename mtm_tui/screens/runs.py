@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from typing import Any
+from typing import Any, Callable
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -16,7 +16,7 @@ from mtm_engine.errors import MtmError
 from mtm_engine.records import config_id
 from mtm_tui import jobs
 from mtm_tui.rows import COLUMNS as ROW_COLUMNS
-from mtm_tui.rows import WIDE_COLUMNS, cells, group_cells, progress, searchable
+from mtm_tui.rows import WIDE_COLUMNS, cells, group_cells, progress, searchable, stop_question
 from mtm_tui.screens.base import ChoiceScreen, ConfirmScreen, PollingScreen, PromptScreen
 
 AGE_REFRESH_S = 5.0
@@ -285,6 +285,8 @@ class RunsScreen(PollingScreen):
         self.query_one("#filter", Input).focus()
 
     def action_leave_filter(self) -> None:
+        """Esc: clears the filter (as the README says) and goes back to the table."""
+        self.query_one("#filter", Input).value = ""
         self.query_one(DataTable).focus()
 
     def action_cursor(self, step: int) -> None:
@@ -360,7 +362,8 @@ class RunsScreen(PollingScreen):
                              lambda text: text is not None and self.run_job(
                                  lambda store, run_id: store.update(run_id, note=text.strip()), row["id"], "noted"))
 
-    def _confirm_then(self, question: str, job, done: str, refuse: dict[str, str] | None = None) -> None:
+    def _confirm_then(self, question: Callable[[dict[str, Any]], str], job, done: str,
+                      refuse: dict[str, str] | None = None) -> None:
         """Ask first, naming the run (id and name); a status in `refuse` is answered at once instead."""
         if (row := self.selected_row()) is None:
             return
@@ -375,16 +378,18 @@ class RunsScreen(PollingScreen):
                     self.marked.discard(run_id)
                 self.run_job(job, run_id, done)
 
-        self.app.push_screen(ConfirmScreen(question.format(run=f"{run_id[:8]} ({row['name']})")), answered)
+        self.app.push_screen(ConfirmScreen(question(row)), answered)
 
     def action_stop(self) -> None:
-        self._confirm_then("Stop run {run}? Its last whole epoch stays checkpointed.", jobs.stop,
+        self._confirm_then(stop_question, jobs.stop,
                            "stop requested for", refuse={s: f"is {s}: nothing to stop" for s in ENDED})
 
     def action_resume(self) -> None:
-        self._confirm_then("Resume run {run} in the background?", jobs.resume_detached, "resuming",
+        self._confirm_then(lambda row: f"Resume run {row['id'][:8]} ({row['name']}) in the background?",
+                           jobs.resume_detached, "resuming",
                            refuse={"finished": "has finished all its epochs: nothing to resume",
                                    "running": "is running already", "queued": "is queued already"})
 
     def action_delete(self) -> None:
-        self._confirm_then("Delete run {run}: its records, checkpoints and log?", jobs.delete, "deleted")
+        self._confirm_then(lambda row: f"Delete run {row['id'][:8]} ({row['name']}): its records, checkpoints and log?",
+                           jobs.delete, "deleted")
