@@ -53,7 +53,7 @@ def stop_question(row: dict[str, Any]) -> str:
     """What stopping a live run does, as the TUI asks it: a queued run has no epoch to keep."""
     run = f"{row['id'][:8]} ({row.get('name', '')})"
     if row.get("status") == "queued":
-        return f"Take run {run} out of the queue? It has not started; r resumes it later."
+        return f"Take run {run} out of the queue? It has not started; R resumes it later."
     return f"Stop run {run}? Its last whole epoch stays checkpointed."
 
 

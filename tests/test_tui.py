@@ -362,6 +362,12 @@ def test_the_filter_matches_what_the_table_shows_word_by_word(fixture_home):
                 screen.query_one("#filter", Input).value = typed
                 await pilot.pause(0.2)
                 assert len(screen.visible()) == expected, typed
+            await pilot.press("slash", "P", "P")   # Esc clears the filter, as the README says (issue 28, item 6)
+            await pilot.pause(0.2)
+            assert len(screen.visible()) == 1
+            await pilot.press("escape")
+            await pilot.pause(0.2)
+            assert screen.query_one("#filter", Input).value == "" and len(screen.visible()) == 3
     asyncio.run(flow())
 
 

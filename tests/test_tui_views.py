@@ -13,7 +13,7 @@ from mtm_engine.config import load_spec
 from mtm_engine.records import BatchProgress, progress_of
 from mtm_engine.runner import create_run
 from mtm_engine.store import Store
-from mtm_tui.rows import progress
+from mtm_tui.rows import progress, stop_question
 from mtm_tui.screens.compare import CompareScreen
 from mtm_tui.screens.compose import ComposeScreen
 from mtm_tui.screens.run import RunScreen
@@ -444,3 +444,16 @@ def test_certainty_tab_shows_the_kept_measurement_or_how_to_make_it(fixture_home
                     assert not table.display
                 await pilot.press("escape")
     asyncio.run(flow())
+
+
+def test_the_small_words_a_queued_or_evaluating_run_gets():
+    """Issue 28, item 6: the stop dialog of a queued run spoke of its "last whole epoch", and the progress line
+    froze at "ETA 0s" while the epoch's evaluation ran."""
+    queued = {"id": "abcd1234" * 4, "name": "pp", "status": "queued"}
+    assert stop_question(queued) == "Take run abcd1234 (pp) out of the queue? It has not started; R resumes it later."
+    assert "last whole epoch" in stop_question({**queued, "status": "running"})
+    running = {**queued, "status": "running", "epoch": 3,
+               "progress": {"epoch": 4, "batch": 40, "batches": 40, "images_per_s": 900.0, "eta_s": 0.0, "at": NOW}}
+    assert progress(running, NOW) == "batch 40/40 · evaluating"
+    running["progress"]["batch"] = 39
+    assert progress(running, NOW).startswith("batch 39/40 · 900 img/s · ETA")
