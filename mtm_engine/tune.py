@@ -426,12 +426,12 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     _start_ray(address, dashboard, say)
     tighten_token(Path.home() / ".ray" / "auth_token", say)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    gpus = gpus_for(t.gpus_per_trial, spec.model.backbone, cluster_gpus)
-    if resume and saved.get("gpus_per_trial", 0) > 0 and gpus == 0:   # its trials would train on CPUs, silently
+    if resume and saved.get("gpus_per_trial", 0) > 0 and cluster_gpus == 0:   # "auto" would train on CPUs, silently
         raise MtmError(f"sweep {sweep_id} trained its trials on GPUs ({saved['gpus_per_trial']:g} a trial"
                        f"{', on the cluster at ' + saved['address'] if saved.get('address') else ''}), and this Ray "
                        f"cluster has none; resume it where it ran: `mtm tune --resume {sweep_id}"
                        f"{' --address ' + saved['address'] if saved.get('address') else ''}`")
+    gpus = gpus_for(t.gpus_per_trial, spec.model.backbone, cluster_gpus)
     check_trials_fit(gpus, t.cpus_per_trial, ray.nodes())
     if address and "://" not in storage:   # a cluster: every node must write where the driver reads
         check_storage_shared(storage, ray.nodes())
