@@ -55,6 +55,16 @@ def gpus_for(gpus_per_trial: float | str, backbone: str, cluster_gpus: float) ->
     return 1.0 if backbone in LARGE_BACKBONES else 0.25
 
 
+def check_resumable_here(sweep_id: str, saved: dict[str, Any], cluster_gpus: float) -> None:
+    """A sweep whose trials trained on GPUs is not resumed where Ray has none: with "auto" the rest would train on
+    CPUs without a word (a resume without --address starts a local Ray on the driver's machine)."""
+    if saved.get("gpus_per_trial", 0) > 0 and cluster_gpus == 0:
+        address = saved.get("address")
+        raise MtmError(f"sweep {sweep_id} trained its trials on GPUs ({saved['gpus_per_trial']:g} a trial"
+                       f"{', on the cluster at ' + address if address else ''}), and this Ray cluster has none; resume "
+                       f"it where it ran: `mtm tune --resume {sweep_id}{' --address ' + address if address else ''}`")
+
+
 def check_trials_fit(gpus: float, cpus: float, nodes: list[dict[str, Any]]) -> None:
     """Refuse a trial that no single live node can hold (`ray.nodes()`: [{"Alive", "Resources": {"CPU", "GPU"}}]): a
     trial runs on one node, so Ray would keep every trial pending, silently, even where the cluster's total fits."""
@@ -426,11 +436,8 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
     _start_ray(address, dashboard, say)
     tighten_token(Path.home() / ".ray" / "auth_token", say)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    if resume and saved.get("gpus_per_trial", 0) > 0 and cluster_gpus == 0:   # "auto" would train on CPUs, silently
-        raise MtmError(f"sweep {sweep_id} trained its trials on GPUs ({saved['gpus_per_trial']:g} a trial"
-                       f"{', on the cluster at ' + saved['address'] if saved.get('address') else ''}), and this Ray "
-                       f"cluster has none; resume it where it ran: `mtm tune --resume {sweep_id}"
-                       f"{' --address ' + saved['address'] if saved.get('address') else ''}`")
+    if resume:
+        check_resumable_here(sweep_id, saved, cluster_gpus)
     gpus = gpus_for(t.gpus_per_trial, spec.model.backbone, cluster_gpus)
     check_trials_fit(gpus, t.cpus_per_trial, ray.nodes())
     if address and "://" not in storage:   # a cluster: every node must write where the driver reads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, TextIO
 
@@ -18,7 +19,8 @@ def make_console(stderr: bool = False) -> Console:
     """A console for the CLI's output: the terminal's width in a terminal; piped (`mtm list | grep`, `mtm run >
     log`), wide enough that no line is cut or wrapped. Messages are lines, not paragraphs (soft wrap)."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else PIPED_WIDTH)
+    terminal = stream.isatty() or "COLUMNS" in os.environ   # COLUMNS: a width asked for, piped or not
+    return Console(stderr=stderr, soft_wrap=True, width=None if terminal else PIPED_WIDTH)
 
 
 console = make_console()

@@ -148,6 +148,7 @@ def test_piped_output_keeps_whole_lines(mtm_env, tmp_path):
     from mtm_engine.runner import create_run
     from mtm_engine.store import Store
 
+    mtm_env = {k: v for k, v in mtm_env.items() if k != "COLUMNS"}   # a shell exports none; pytest's workers may
     name = "fashion-mnist-proximity-with-a-name-longer-than-any-column"
     run_id = create_run(Store(Path(mtm_env["MTM_HOME"])), load_spec(overrides=[f"name={name}"]), status="finished")
     listed = run_mtm(["list"], mtm_env, tmp_path).stdout

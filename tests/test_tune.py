@@ -173,6 +173,7 @@ def test_a_ray_token_readable_by_others_is_made_the_owners_alone(tmp_path, mode,
     tighten_token(tmp_path / "absent", said.append)   # no token file: nothing to say
 
 
+@pytest.mark.long   # a Ray of its own with a logical GPU, four trials: Ray's packing, checked in CI's long part
 def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
     """Ray's GPU packing, on the CPU: a node with one logical GPU and tune.gpus_per_trial = 0.25 runs 4 trials at
     once (on the GPU machine, runs sharing a GPU are measured through the queue instead: Ray is not there)."""
@@ -180,7 +181,7 @@ def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
 
     from mtm_engine.store import Store
     from mtm_engine.sweep_spec import load_sweep
-    from mtm_engine.tune import run_sweep
+    from mtm_engine.tune import check_resumable_here, run_sweep
 
     spec, settings = load_sweep(None, ["tune.num_samples=4", "tune.max_epochs=2", "tune.gpus_per_trial=0.25",
                                        "tune.cpus_per_trial=0.5", "tune.search=random", "tune.scheduler=none",
@@ -195,13 +196,23 @@ def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
     spans = [(r["started"], r["ended"]) for r in rows]
     assert len(spans) == 4 and max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 4   # all 4 at once
     # issue 27, item 15: resumed where Ray has no GPU, its trials would have trained on CPUs without a word
-    ray.init(num_cpus=2, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
-    try:
-        with pytest.raises(MtmError, match=rf"^sweep {summary['sweep_id']} trained its trials on GPUs \(0.25 a trial\), "
-                                           r"and this Ray cluster has none; resume it where it ran"):
-            run_sweep(spec, settings, tmp_path / "home", sweep_id=summary["sweep_id"], resume=True)
-    finally:
-        ray.shutdown()
+    saved = Store(tmp_path / "home").sweep(summary["sweep_id"])
+    assert saved["gpus_per_trial"] == 0.25 and saved["address"] is None
+    with pytest.raises(MtmError, match=rf"^sweep {summary['sweep_id']} trained its trials on GPUs \(0.25 a trial\), "
+                                       r"and this Ray cluster has none; resume it where it ran"):
+        check_resumable_here(summary["sweep_id"], saved, 0)
+    check_resumable_here(summary["sweep_id"], saved, 1)   # a GPU there: resumed
+
+
+def test_a_sweep_that_trained_on_gpus_is_not_resumed_where_there_are_none():
+    from mtm_engine.tune import check_resumable_here
+
+    saved = {"gpus_per_trial": 1.0, "address": "10.0.0.5:6379"}
+    with pytest.raises(MtmError, match=r"^sweep ab12 trained its trials on GPUs \(1 a trial, on the cluster at "
+                                       r"10.0.0.5:6379\), and this Ray cluster has none; resume it where it ran: "
+                                       r"`mtm tune --resume ab12 --address 10.0.0.5:6379`$"):
+        check_resumable_here("ab12", saved, 0)
+    check_resumable_here("ab12", {"gpus_per_trial": 0, "address": None}, 0)   # a CPU sweep resumes on CPUs
 
 
 def test_the_resume_hint_of_a_sweep_on_a_cluster_names_its_address():
