@@ -102,10 +102,12 @@ def check_storage_shared(storage: str, nodes: list[dict[str, Any]]) -> None:
             try:
                 ray.get(probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
                         .remote(str(folder), names[node["NodeID"]]), timeout=120)
-            except Exception as exc:   # RayTaskError(PermissionError), a timeout, a node lost meanwhile
+            except ray.exceptions.RayTaskError as exc:   # the probe ran there and failed: PermissionError, a full disk
                 reason = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1][:200]
                 raise MtmError(f"tune.storage {folder.parent}: {where} cannot write there ({reason}); give a folder that "
                                f"every node can write (shared storage), or a URI like s3://bucket/path") from None
+            except Exception:   # the node is gone, or takes no task now (a lost node not yet declared dead): Ray
+                continue        # places no trial there either
             if not (folder / names[node["NodeID"]]).exists():
                 raise MtmError(f"tune.storage {folder.parent} is not shared with {where}: a file it wrote there is not seen "
                                f"here, so its trials' checkpoints would be lost; mount the same folder on every "
