@@ -55,7 +55,7 @@ def test_held_out_classes_leave_every_split_and_the_rest_are_renumbered():
 def test_mtm_eval_fewshot_measures_trained_and_random_features_and_refuses_bad_input(mtm_env, tmp_path):
     from test_cli import run_mtm
 
-    held = ["--set", "data.holdout_classes=[5,6,7,8,9]", "--set", "train.epochs=2", "--set", "model.dim=16"]
+    held = ["--set", "data.holdout_classes=[5,6,7,8,9]", "--set", "train.epochs=2", *SMALL_ARGS]
     run_id = json.loads(run_mtm(["run", "--json", *held], mtm_env, tmp_path).stdout)["run_id"][:8]
     out = run_mtm(["eval", run_id, "--fewshot", "1", "--fewshot", "5", "--episodes", "20", "--json"], mtm_env, tmp_path)
     result = json.loads(out.stdout)

@@ -13,6 +13,7 @@ from test_lifecycle import listed, mtm, wait_for
 SMALL = ["--set", "train.epochs=1", *SMALL_ARGS]   # a run is mostly its start
 
 
+@pytest.mark.long   # five runs through two slots; the fast suite keeps the slot tests below (a killed worker's slot)
 def test_five_runs_on_two_slots_never_overlap_more_than_two_and_all_finish(mtm_env, tmp_path):
     started = json.loads(mtm(["run", "-d", "--json", "--seeds", "5", "--slots", "2", *SMALL], mtm_env, tmp_path).stdout)
     run_ids = started["run_ids"]
@@ -134,10 +135,11 @@ def test_a_killed_pool_is_replaced_by_the_last_worker_and_by_logs_follow(mtm_env
         return json.loads(mtm(["run", "-d", "--json", "--slots", "1", *SMALL_ARGS, "--set", f"train.epochs={epochs}"],
                               mtm_env, tmp_path).stdout)["run_id"]
 
-    first, second, third = detach(12), detach(1000), detach(1)
+    first, second, third = detach(6), detach(1000), detach(1)
     wait_for(lambda: status(first)["status"] == "running" and status(first)["pid"] and _pool_pids(home))
     for pid in _pool_pids(home):
         os.kill(pid, signal.SIGKILL)
+    assert status(first)["status"] == "running"   # killed while the first trained: its worker must replace it
     # the first run's worker, at its end, starts a pool for the queue it leaves
     worker = wait_for(lambda: (r := status(second))["status"] == "running" and r["pid"], timeout=120)
     assert status(first)["status"] == "finished" and status(third)["status"] == "queued"

@@ -27,6 +27,7 @@ def trials(env, cwd, sweep):
     return list(listed(env, cwd, sweep).values())
 
 
+@pytest.mark.long   # a minute of four trials; `mtm tune` itself stays in the fast suite (the tests below)
 def test_a_four_trial_sweep_records_every_trial(mtm_env, tmp_path):
     summary = json.loads(mtm(["tune", "--samples", "4", "--epochs", "2", "--refit", "--json", *FAST],
                              mtm_env, tmp_path).stdout)
