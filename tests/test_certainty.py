@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import SMALL_ARGS
 
 from mtm_engine.certainty import (
     ClassGaussians,
@@ -120,7 +121,7 @@ def test_class_gaussians_score_in_chunks_of_bounded_memory(monkeypatch):
 
 
 def test_mtm_eval_certainty_measures_every_score_and_refuses_bad_input(mtm_env, tmp_path):
-    """The real command on a 2-epoch digits run: an image folder of colour images as the out-of-
+    """The real command on a 4-epoch digits run of the small network: an image folder of colour images as the out-of-
     distribution set (another channel count: refused), a live run (refused), --ood alone (refused)."""
     import json
 
@@ -131,7 +132,7 @@ def test_mtm_eval_certainty_measures_every_score_and_refuses_bad_input(mtm_env, 
     from mtm_engine.runner import create_run
     from mtm_engine.store import Store
 
-    out = run_mtm(["run", "--json", "--set", "train.epochs=2", "--set", "model.dim=16"], mtm_env, tmp_path)
+    out = run_mtm(["run", "--json", "--set", "train.epochs=4", *SMALL_ARGS], mtm_env, tmp_path)
     run_id = json.loads(out.stdout)["run_id"][:8]
     measured = json.loads(run_mtm(["eval", run_id, "--certainty", "--json"], mtm_env, tmp_path).stdout)
     assert set(measured["scores"]) == {f"{s} {r}" for s in ("distance", "margin", "cosine") for r in "GC"} | {"gaussian"}
