@@ -488,16 +488,23 @@ class Store:
             row["id"], index=True, accept=self.is_dead, status="interrupted", pid=None, message=DEAD_MESSAGE,
             updated=now)]
 
-    def resolve(self, prefix: str) -> str:
-        """A full run id from an unambiguous prefix."""
+    def resolve(self, prefix: str, say: Callable[[str], None] | None = None) -> str:
+        """A full run id from an unambiguous prefix of it, or else from a run's name: the run of that name, or the
+        newest of several (which `say` is told, with the others' ids)."""
         runs = self.home / "runs"
         ids = [p.name for p in runs.iterdir() if p.name.startswith(prefix) and not p.is_symlink()
                and (p / RUN_FILE).exists()] if prefix and runs.is_dir() else []
-        if not ids:
-            raise StoreError(f"no run {prefix!r} in {self.home}; `mtm list` shows the runs")
         if len(ids) > 1:
             raise StoreError(f"run id {prefix!r} is ambiguous: {', '.join(sorted(ids))}; give more characters")
-        return ids[0]
+        if ids:
+            return ids[0]
+        named = sorted((r for r in self.rows() if prefix and r["name"] == prefix), key=lambda r: r["created"])
+        if not named:
+            raise StoreError(f"no run {prefix!r} (by id or name) in {self.home}; `mtm list` shows the runs")
+        if len(named) > 1 and say is not None:
+            say(f"{len(named)} runs are named {prefix!r}: taking the newest, {named[-1]['id'][:8]} (the others: "
+                f"{', '.join(r['id'][:8] for r in named[:-1])}; give an id to take another)")
+        return named[-1]["id"]
 
     def row(self, run_id: str) -> RunRow:
         """One run's current row, from its own file."""
@@ -624,15 +631,26 @@ class Store:
             (self.run_dir(run_id) / STOP).unlink()
 
 
-_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<|=)\s*([^<>=!\s].*?)\s*$")
+_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<|=|~)\s*([^<>=!~\s].*?)\s*$")
 
 
 def parse_where(text: str) -> Callable[[dict[str, Any]], bool]:
-    """'best_val>0.9' -> a predicate over index rows. Strings compare as text, numbers as numbers."""
+    """'best_val>0.9' -> a predicate over index rows. Strings compare as text, numbers as numbers;
+    'note~resumed' holds where the field's text contains the value (tags: where one tag does)."""
     match = _WHERE.match(text)
     if not match:
-        raise StoreError(f"--where {text!r}: expected FIELD OP VALUE, e.g. --where 'best_val>0.9'")
+        raise StoreError(f"--where {text!r}: expected FIELD OP VALUE, e.g. --where 'best_val>0.9' or 'note~resumed'")
     field, op, raw = match.groups()
+    if op == "~":
+        wanted = raw.strip("'\"").lower()
+
+        def contains(row: dict[str, Any]) -> bool:
+            have = row.get(field)
+            return have is not None and any(wanted in str(v).lower() for v in (have if isinstance(have, list)
+                                                                                 else [have]))
+
+        contains.field = field   # type: ignore[attr-defined]
+        return contains
     try:
         value: Any = float(raw)
     except ValueError:

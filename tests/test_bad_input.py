@@ -38,7 +38,7 @@ def test_bad_input_is_one_line_and_exit_1(args, says, mtm_env, tmp_path):
 def test_errors_of_json_commands_are_json(mtm_env, tmp_path):
     out = subprocess.run(MTM + ["show", "nope", "--json"], capture_output=True, text=True, env=mtm_env, cwd=tmp_path)
     assert out.returncode == 1 and json.loads(out.stdout) == {
-        "error": f"no run 'nope' in {tmp_path / 'home'}; `mtm list` shows the runs"}
+        "error": f"no run 'nope' (by id or name) in {tmp_path / 'home'}; `mtm list` shows the runs"}
 
 
 def test_a_wrong_choice_exits_2_and_help_lists_the_choices(mtm_env, tmp_path):

@@ -78,7 +78,9 @@ def test_tags_notes_sort_limit_diff_logs_and_eval(mtm_env, tmp_path):
         return [r["id"] for r in json.loads(run_mtm(["list", "--json", *args], mtm_env, tmp_path).stdout)]
 
     assert ids("--tag", "baseline") == [a] and ids("--tag", "cpu") == []
-    assert ids("--where", "note=higher lr") == [b]
+    assert ids("--where", "note=higher lr") == [b] and ids("--where", "note~HIGHER") == [b]
+    by_name = run_mtm(["show", "quickstart", "--json"], mtm_env, tmp_path)   # both are named so: the newest
+    assert json.loads(by_name.stdout)["id"] == b and "2 runs are named 'quickstart': taking the newest" in by_name.stderr
     # mtm note said "shown by mtm show", and nothing showed it (issue 28, item 3)
     assert "note: higher lr" in run_mtm(["show", b[:8]], mtm_env, tmp_path).stdout
     assert "tags: baseline" in run_mtm(["show", a[:8]], mtm_env, tmp_path).stdout

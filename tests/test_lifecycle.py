@@ -85,7 +85,8 @@ def test_rm_asks_unless_yes_and_unknown_ids_are_one_line(mtm_env, tmp_path):
     assert run_id not in listed(mtm_env, tmp_path)
     unknown = mtm(["show", "nope"], mtm_env, tmp_path, check=False)
     assert unknown.returncode == 1
-    assert unknown.stderr.strip().splitlines() == [f"error: no run 'nope' in {tmp_path / 'home'}; `mtm list` shows the runs"]
+    assert unknown.stderr.strip().splitlines() == [
+        f"error: no run 'nope' (by id or name) in {tmp_path / 'home'}; `mtm list` shows the runs"]
 
 
 def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):

@@ -184,6 +184,22 @@ def test_prefixes_resolve_or_list_the_candidates(tmp_path):
         store.resolve("zz")
 
 
+def test_runs_are_found_by_name_the_newest_of_several_with_a_word(tmp_path):
+    """Issue 28, item 7: every command that takes a run id takes its name too."""
+    store = Store(tmp_path)
+    for run_id, name, created in (("aaaa0000", "baseline", 1.0), ("bbbb0000", "baseline", 3.0), ("cccc0000", "solo", 2.0)):
+        store.create_run(run_id, {"spec": {}, "seed": 0}, _row(status="finished", name=name))
+        store.update(run_id, created=created)
+    said = []
+    assert store.resolve("solo", said.append) == "cccc0000" and said == []
+    assert store.resolve("baseline", said.append) == "bbbb0000"
+    assert said == ["2 runs are named 'baseline': taking the newest, bbbb0000 (the others: aaaa0000; give an id to "
+                    "take another)"]
+    assert store.resolve("aaaa") == "aaaa0000"   # an id's prefix first
+    with pytest.raises(StoreError, match=r"no run 'nothing' \(by id or name\)"):
+        store.resolve("nothing")
+
+
 def test_where_filters_compare_numbers_and_text():
     assert parse_where("best_val>0.9")({"best_val": 0.95})
     assert not parse_where("best_val>0.9")({"best_val": None})
@@ -191,6 +207,10 @@ def test_where_filters_compare_numbers_and_text():
     assert not parse_where("epoch<=3")({"epoch": 4})
     with pytest.raises(MtmError, match="expected FIELD OP VALUE"):
         parse_where("best_val")
+    # ~: the field's text contains it, any case; a list field (tags) where one element does (issue 28, item 7)
+    assert parse_where("note~resumed")({"note": "Resumed after the node was lost"})
+    assert not parse_where("note~resumed")({"note": "first try"}) and not parse_where("note~x")({})
+    assert parse_where("tags~base")({"tags": ["cpu", "baseline"]}) and parse_where("best_val~0.9")({"best_val": 0.95})
 
 
 def _edit_run_file(home, change) -> None:

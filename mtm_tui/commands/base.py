@@ -26,6 +26,11 @@ console = make_console()   # messages are lines, not paragraphs: a script can gr
 err_console = make_console(stderr=True)
 
 
+def aside(text: str) -> None:
+    """A note beside a command's output (on stderr, so that --json and pipes stay clean)."""
+    err_console.print(text, markup=False)
+
+
 HOME = typer.Option(None, "--home", envvar="MTM_HOME", show_envvar=True,
                     help="Folder of the store, checkpoints and logs [default: ./mtm-home].")
 
@@ -38,7 +43,8 @@ def _complete_run_ids(incomplete: str) -> list[str]:
     return sorted(p.name[:8] for p in runs.glob(f"{incomplete}*")) if runs.is_dir() else []
 
 
-RUN = typer.Argument(..., help="Run id or unique prefix.", autocompletion=_complete_run_ids)
+RUN = typer.Argument(..., help="Run id, a unique prefix of it, or the run's name (the newest of that name).",
+                     autocompletion=_complete_run_ids)
 
 
 def _print_version(value: bool) -> None:

@@ -14,7 +14,18 @@ from rich.table import Table
 from rich.text import Text
 
 from mtm_engine.errors import MtmError
-from mtm_tui.commands.base import FILTERS, HOME, RUN, Status, app, console, err_console, matching_runs, open_store
+from mtm_tui.commands.base import (
+    FILTERS,
+    HOME,
+    RUN,
+    Status,
+    app,
+    aside,
+    console,
+    err_console,
+    matching_runs,
+    open_store,
+)
 from mtm_tui.progress import result_table
 
 
@@ -98,7 +109,7 @@ def show(run: str = RUN,
     from mtm_tui.rows import gpu_memory, pct, status, tags_and_note
 
     store = open_store(home)
-    run_id = store.resolve(run)
+    run_id = store.resolve(run, aside)
     meta, row, records = store.run(run_id)
     if json_:
         print(json.dumps({**meta, **row, "records": records}))
@@ -169,7 +180,7 @@ def eval_(run: str = RUN,
     if any(k < 1 for k in fewshot):
         raise MtmError(f"--fewshot {min(fewshot)}: K is the number of support images a class, at least 1")
     store = open_store(home)
-    run_id = store.resolve(run)
+    run_id = store.resolve(run, aside)
     meta, row, records = store.run(run_id)
     spec = spec_from_dict(meta["spec"], set_)
     if (certainty or fewshot) and row["status"] in LIVE:
@@ -213,7 +224,7 @@ def diff(a: str = RUN, b: str = RUN,
     from mtm_engine.results import summarise
 
     store = open_store(home)
-    runs = [(run_id, *store.run(run_id)) for run_id in (store.resolve(a), store.resolve(b))]
+    runs = [(run_id, *store.run(run_id)) for run_id in (store.resolve(a, aside), store.resolve(b, aside))]
     keys = differing_keys(meta["spec"] for _, meta, _, _ in runs)
     best = {}
     for run_id, _, _, records in runs:
@@ -260,7 +271,7 @@ def export(
     format_, select = format_.value, select.value
     store = open_store(home)
     if run is not None:
-        run_id = store.resolve(run)
+        run_id = store.resolve(run, aside)
         meta, row, records = store.run(run_id)
         measured = {kind: store.measurement(run_id, kind) for kind in MEASUREMENTS}
         text = (ex.run_report(meta, row, records, measured) if format_ == "markdown"
@@ -312,7 +323,7 @@ def plot(
     from mtm_tui.plots import plot_runs
 
     store = open_store(home)
-    chosen = [store.resolve(r) for r in runs] if runs else None
+    chosen = [store.resolve(r, aside) for r in runs] if runs else None
     ids = chosen or [r["id"] for r in matching_runs(store, status, dataset, loss, where, sweep)]
     written = plot_runs([store.run(i) for i in ids], {i: store.snapshot(i, "best") for i in ids}, out,
                         tuple(format_), {i: store.measurement(i, "certainty") for i in ids})

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from mtm_engine.errors import MtmError
-from mtm_tui.commands.base import HOME, RUN, app, console, err_console, foreground, open_store
+from mtm_tui.commands.base import HOME, RUN, app, aside, console, err_console, foreground, open_store
 from mtm_tui.progress import TextSink, result_table
 
 
@@ -179,7 +179,7 @@ def logs(run: str = RUN,
     from mtm_tui import jobs
 
     store = open_store(home)
-    run_id = store.resolve(run)
+    run_id = store.resolve(run, aside)
     path = store.run_dir(run_id) / LOG
     if follow and not path.exists() and store.row(run_id)["status"] == "queued":
         err_console.print(f"run {run_id[:8]} is queued: waiting for a slot to start it (Ctrl-C stops the waiting, "
@@ -216,7 +216,7 @@ def tag(run: str = RUN, tags: list[str] = typer.Argument(..., help="Tags to add 
         home: Optional[Path] = HOME) -> None:
     """Tag a run (mtm list --tag TAG shows the runs with a tag)."""
     store = open_store(home)
-    run_id = store.resolve(run)
+    run_id = store.resolve(run, aside)
     new = store.tag(run_id, tags, untag)
     console.print(f"run {run_id[:8]} tags: {', '.join(new) or '(none)'}", markup=False)
 
@@ -226,7 +226,7 @@ def note(run: str = RUN, text: str = typer.Argument(..., help="The note; an empt
          home: Optional[Path] = HOME) -> None:
     """Attach a note to a run (shown by mtm show; --where 'note=...' filters on it)."""
     store = open_store(home)
-    run_id = store.resolve(run)
+    run_id = store.resolve(run, aside)
     store.update(run_id, note=text)
     console.print(f"run {run_id[:8]} note: {text or '(removed)'}", markup=False)
 
@@ -240,7 +240,7 @@ def stop(run: str = RUN,
     from mtm_tui import jobs
 
     store = open_store(home)
-    run_id = store.resolve(run)
+    run_id = store.resolve(run, aside)
     done = jobs.stop(store, run_id)
     deadline = time.time() + wait
     while wait and time.time() < deadline and store.row(run_id)["status"] in LIVE:
@@ -263,7 +263,7 @@ def resume(run: str = RUN,
     from mtm_tui import jobs
 
     store = open_store(home)
-    run_id = store.resolve(run)
+    run_id = store.resolve(run, aside)
     if detach:
         log = jobs.resume_detached(store, run_id)
         console.print(f"run [bold]{run_id[:8]}[/] queued to resume in the background; log: {log}")
@@ -283,7 +283,7 @@ def rm(run: str = RUN,
 
     store = open_store(home)
     try:
-        run_id = store.resolve(run)
+        run_id = store.resolve(run, aside)
     except StoreError:   # perhaps an index row whose run folder is gone: removing it is all there is to do
         ghosts = [row for row in store.ghosts() if run and row["id"].startswith(run)]
         if len(ghosts) != 1:
