@@ -158,3 +158,25 @@ def test_piped_output_keeps_whole_lines(mtm_env, tmp_path):
     log = run_mtm(["run", "--set", "train.epochs=1", *SMALL_ARGS], mtm_env, tmp_path).stdout
     epoch = next(line for line in log.splitlines() if line.lstrip().startswith("epoch 1/1"))
     assert "val cos" in epoch and epoch.rstrip().endswith("s") and "img/s" in epoch, log   # one line, unwrapped
+
+
+def test_a_run_is_cloned_and_relaunched_from_another_failed_or_not(mtm_env, tmp_path):
+    """Issue 28, item 8: `mtm run --from RUN --set ...` starts from another run's spec (here a failed one, found by
+    its name), changed by --set."""
+    from pathlib import Path
+
+    from mtm_engine.config import load_spec
+    from mtm_engine.runner import create_run
+    from mtm_engine.store import Store
+
+    store = Store(Path(mtm_env["MTM_HOME"]))
+    failed = create_run(store, load_spec(overrides=["name=too-fast", "train.lr=0.003", "model.width=4", "model.dim=16",
+                                                    "data.size=16"]), status="failed")
+    out = run_mtm(["run", "--from", "too-fast", "--json", "--set", "train.epochs=1", "--set", "name=slower",
+                   "--set", "train.lr=0.001"], mtm_env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    clone = store.meta(json.loads(out.stdout)["run_id"])
+    assert clone["name"] == "slower" and clone["spec"]["train"]["lr"] == 0.001 and clone["spec"]["train"]["epochs"] == 1
+    assert clone["spec"]["model"] == store.meta(failed)["spec"]["model"]   # the rest as the run it came from
+    both = run_mtm(["run", "experiments/x.toml", "--from", "too-fast"], mtm_env, tmp_path)
+    assert both.returncode == 1 and "two starting points; give one" in both.stderr

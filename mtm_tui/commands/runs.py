@@ -52,21 +52,26 @@ def run(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch's CPU threads in the foreground "
                                           "[default: every core]; the same seed repeats its numbers only with the "
                                           "same threads on the same CPU model."),
+    from_: Optional[str] = typer.Option(None, "--from", metavar="RUN", help="Start from another run's spec (any "
+                                        "status; id, prefix or name), changed by --set: clone and relaunch."),
     home: Optional[Path] = HOME,
 ) -> None:
     """Train one experiment (in the foreground, or queued in the background with --detach)."""
     import dataclasses
 
-    from mtm_engine.config import load_spec
+    from mtm_engine.config import load_spec, spec_from_dict
     from mtm_engine.runner import create_run
 
     tune_keys = [o for o in set_ if o.startswith("tune.")]
     if tune_keys:
         raise MtmError(f"--set {tune_keys[0]}: tune.* keys only apply to `mtm tune`; drop it from `mtm run`")
-    spec = load_spec(config, overrides=set_)
+    store = open_store(home)
+    if from_ is not None and config is not None:
+        raise MtmError(f"--from {from_} and {config} are two starting points; give one")
+    spec = (spec_from_dict(store.meta(store.resolve(from_, aside))["spec"], set_) if from_ is not None
+            else load_spec(config, overrides=set_))
     specs = [dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=spec.train.seed + i))
              for i in range(seeds)]
-    store = open_store(home)
     if detach:
         from mtm_tui import jobs
 
