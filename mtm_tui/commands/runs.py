@@ -197,10 +197,11 @@ def logs(run: str = RUN,
             time.sleep(0.5)
             waited += 0.5
     if not path.exists():
-        status = store.row(run_id)["status"]
+        row = store.row(run_id)
+        status = row["status"]
         if status == "queued":
             raise MtmError(f"run {run_id[:8]} is queued: its log begins when a slot takes it (`mtm logs -f` waits)")
-        if store.row(run_id).get("started") is None:
+        if row.get("started") is None:
             raise MtmError(f"run {run_id[:8]} left the queue without starting ({status}); `mtm resume {run_id[:8]} "
                            f"--detach` queues it again")
         raise MtmError(f"run {run_id[:8]} has no log: it ran in the foreground (its figures: `mtm show {run_id[:8]}`)")
