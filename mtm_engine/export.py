@@ -45,6 +45,14 @@ class Row:
     minutes: list[float] = field(default_factory=list)            # one per seed whose epochs were timed
     val: dict[str, list[float]] = field(default_factory=dict)     # column -> validation accuracy there, per seed
     loss: str = ""
+    names: list[str] = field(default_factory=list)                # the runs' names, each once
+    run_ids: list[str] = field(default_factory=list)              # the runs, where the caller gave their ids
+
+    @property
+    def named(self) -> str:
+        """The label with the runs' names (two at most, then how many more): "RN18-PP · lr-low"."""
+        names = self.names[:2] + ([f"+{len(self.names) - 2}"] if len(self.names) > 2 else [])
+        return f"{self.label} · {', '.join(names)}" if names else self.label
 
 
 @dataclass
@@ -77,23 +85,26 @@ def row_label(spec: dict[str, Any]) -> str:
     return f"{BACKBONE_SHORT.get(backbone, backbone)}-{LOSS_CODES[spec['loss']['name']]}"
 
 
-def build_tables(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], selection: str = "val") -> list[Table]:
-    """runs: (spec dict, epoch records) pairs. Returns one table per dataset, rows in paper order."""
+def build_tables(runs: list[tuple], selection: str = "val") -> list[Table]:
+    """runs: (spec dict, epoch records[, run id]) tuples. Returns one table per dataset, rows in paper order."""
     groups: dict[str, dict[str, list]] = {}
-    for spec, records in runs:
+    for spec, records, *run_id in runs:
         if records:
-            groups.setdefault(spec["data"]["dataset"], {}).setdefault(config_id(spec), []).append((spec, records))
+            groups.setdefault(spec["data"]["dataset"], {}).setdefault(config_id(spec), []).append(
+                (spec, records, *run_id))
     tables = []
     for dataset, configs in groups.items():
         labelled = _labels(configs)
         rows = []
         for key, members in configs.items():
             row = Row(labelled[key], seeds=len(members),
-                      minutes=[sum(r["epoch_time_s"] for r in records) / 60 for _, records in members
-                               if all("epoch_time_s" in r for r in records)], loss=members[0][0]["loss"]["name"])
+                      minutes=[sum(r["epoch_time_s"] for r in records) / 60 for _, records, *_ in members
+                               if all("epoch_time_s" in r for r in records)], loss=members[0][0]["loss"]["name"],
+                      names=list(dict.fromkeys(spec.get("name", "") for spec, *_ in members if spec.get("name"))),
+                      run_ids=[run_id for _, _, *ids in members for run_id in ids])
             for column in COLUMNS:
                 values, vals = [], []
-                for _, records in members:
+                for _, records, *_ in members:
                     chosen = select_epoch(records, column, selection)
                     if chosen is not None:
                         values.append(100.0 * chosen[acc_key("test", column)])
@@ -170,13 +181,13 @@ def to_markdown(tables: list[Table], selection: str = "val", compare_paper: bool
                     cell += f" ({_paper_cell(paper, table.dataset, row.label, column)})"
                 cells.append(cell)
             minutes = f"{statistics.mean(row.minutes):.1f}" if row.minutes else "-"
-            out.append(f"| {row.label} | " + " | ".join(cells) + f" | {minutes} |")
+            out.append(f"| {row.named} | " + " | ".join(cells) + f" | {minutes} |")
         chosen = table.chosen_on_validation()
         if chosen is not None:
             row, column = chosen
             out += ["", f"Chosen on validation (among the rows with {row.seeds} seed{'s' * (row.seeds != 1)}, the loss with class embeddings "
                         f"and the classifier with the best mean validation accuracy, "
-                        f"{statistics.mean(row.val[column]):.2f}): **{row.label} `{column}`**, test "
+                        f"{statistics.mean(row.val[column]):.2f}): **{row.named} `{column}`**, test "
                         f"{format_cell(row.cells[column])}"]
         out.append("")
     return "\n".join(out)
@@ -185,7 +196,8 @@ def to_markdown(tables: list[Table], selection: str = "val", compare_paper: bool
 def to_csv(tables: list[Table]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["dataset", "model", "seeds", *(f"{c}_{s}" for c in COLUMNS for s in ("mean", "std"))])
+    writer.writerow(["dataset", "model", "seeds", *(f"{c}_{s}" for c in COLUMNS for s in ("mean", "std")),
+                     "min_per_run", "names", "run_ids"])
     for table in tables:
         for row in table.rows:
             cells = []
@@ -193,13 +205,16 @@ def to_csv(tables: list[Table]) -> str:
                 values = row.cells.get(column)
                 cells += [f"{statistics.mean(values):.4f}" if values else "",
                           f"{statistics.stdev(values):.4f}" if values and len(values) > 1 else ""]
-            writer.writerow([table.dataset, row.label, row.seeds, *cells])
+            minutes = f"{statistics.mean(row.minutes):.2f}" if row.minutes else ""
+            writer.writerow([table.dataset, row.label, row.seeds, *cells, minutes, " ".join(row.names),
+                             " ".join(row.run_ids)])
     return buffer.getvalue()
 
 
 def to_json(tables: list[Table], selection: str) -> str:
     return json.dumps({"selection": selection, "tables": [
-        {"dataset": t.dataset, "rows": [{"model": r.label, "seeds": r.seeds, "test_accuracy_percent": r.cells}
+        {"dataset": t.dataset, "rows": [{"model": r.label, "seeds": r.seeds, "test_accuracy_percent": r.cells,
+                                         "minutes_per_run": r.minutes, "names": r.names, "run_ids": r.run_ids}
                                         for r in t.rows]} for t in tables]}, indent=1)
 
 

@@ -53,7 +53,7 @@ class Metric:
     label: str
     symbol: str
     log: bool          # drawn on a log scale (the paper's Figs. 15-19)
-    figure: str = ""   # the paper's figure or table
+    figure: str = ""   # the paper's figure of this measure per epoch (Tables 6-7 give accuracy once a run: none)
     per_split: bool = True
 
     def key(self, split: str = "test", classifier: str = "cos") -> str:
@@ -64,7 +64,7 @@ class Metric:
 
 
 METRICS = {m.name: m for m in (
-    Metric("acc", "accuracy", "acc", False, "Tables 6-7"),
+    Metric("acc", "accuracy", "acc", False),
     Metric("train_loss", "training loss", "L", False, per_split=False),
     Metric("cluster_size", "cluster size", "σ", True, "Fig. 15"),
     Metric("centre_distance", "centre distance", "ρ", True, "Fig. 16"),

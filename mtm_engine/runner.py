@@ -160,6 +160,9 @@ class _Heartbeat(threading.Thread):
             self.store.heartbeat(self.run_id)
 
 
+STOPPED_BEFORE_START = "stopped before it started; resume starts it (R in mtm-tui, or mtm resume)"
+
+
 def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: bool = False) -> RunResult:
     """Run (or resume) a stored run in this process, keeping its status true to what happens.
 
@@ -168,9 +171,8 @@ def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: b
     """
     spec = spec_from_dict(store.meta(run_id)["spec"])
     if store.stop_requested(run_id):   # `mtm stop` between the pool's claim and this process's start
-        message = "stopped before it started; mtm resume starts it"
-        store.update(run_id, status="interrupted", pid=None, message=message)
-        return RunResult("interrupted", store.records(run_id), message=message)
+        store.update(run_id, status="interrupted", pid=None, message=STOPPED_BEFORE_START)
+        return RunResult("interrupted", store.records(run_id), message=STOPPED_BEFORE_START)
     store.update(run_id, status="running", **owner(), message="", started=time.time())
     terminated = threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -221,6 +221,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def same_process_alive(fields: dict[str, Any]) -> bool | None:
+    """Whether the process that `owner()` described (host, pid, pid_start) still runs: None where it is on
+    another host (nothing here can tell) or its start time cannot be compared. No host: this one's."""
+    if fields.get("host") not in (None, socket.gethostname()) or not fields.get("pid"):
+        return None
+    if not _pid_alive(fields["pid"]):
+        return False
+    recorded, now = fields.get("pid_start"), process_start(fields["pid"])
+    return None if recorded is None or now is None else now == recorded
+
+
 class Store:
     """The run file is the truth about a run; its index row is a copy refreshed at every status
     change (create, start, end), so that epochs and heartbeats write the run file alone."""
@@ -459,11 +470,9 @@ class Store:
         if row.get("host") and row["host"] != socket.gethostname():
             return False
         if row.get("pid"):
-            if not _pid_alive(row["pid"]):
-                return True
-            recorded, now = row.get("pid_start"), process_start(row["pid"])
-            if recorded is not None and now is not None:
-                return now != recorded
+            alive = same_process_alive(row)
+            if alive is not None:
+                return not alive
             # A live pid without a start time to compare (none recorded, or none readable here) may be another
             # process that reuses the pid: the heartbeat decides, as for another host's run.
         return time.time() - row.get("heartbeat", row["created"]) > STALE_AFTER_S

@@ -16,6 +16,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from mtm_engine.errors import MtmError
 from mtm_engine.store import Store
 from mtm_tui.screens.help import HelpScreen
 from mtm_tui.screens.runs import RunsScreen
@@ -64,12 +65,13 @@ class MtmApp(App):
         besides Textual's own: nothing is reachable only by a key one has to know."""
         yield from super().get_system_commands(screen)
         seen = set()
-        for node, bindings in ((screen, type(screen).BINDINGS), (self, self.BINDINGS)):
+        where = f"on the {type(screen).__name__.removesuffix('Screen')} screen"
+        for node, bindings, said in ((screen, type(screen).BINDINGS, where), (self, self.BINDINGS, "on every screen")):
             for binding in Binding.make_bindings(bindings):
                 if binding.description and binding.action not in seen:
                     seen.add(binding.action)
-                    yield SystemCommand(f"{binding.description} ({self.get_key_display(binding)})",
-                                        f"{type(node).__name__.removesuffix('Screen')}: {binding.action}",
+                    key = self.get_key_display(binding)
+                    yield SystemCommand(f"{binding.description} ({key})", f"key {key}, {said}",
                                         partial(node.run_action, binding.action))
 
     def action_help(self) -> None:
@@ -84,6 +86,16 @@ class MtmApp(App):
 
         self.push_screen(RunScreen(run_id))
 
+    def open_log(self, run_id: str) -> None:
+        from mtm_tui.screens.log import LogScreen
+
+        self.push_screen(LogScreen(run_id))
+
+    def open_queue(self) -> None:
+        from mtm_tui.screens.queue import QueueScreen
+
+        self.push_screen(QueueScreen())
+
     def open_compare(self, run_ids: list[str]) -> None:
         from mtm_tui.screens.compare import CompareScreen
 
@@ -94,10 +106,19 @@ class MtmApp(App):
 
         self.push_screen(EmbeddingScreen(run_id))
 
-    def open_compose(self) -> None:
+    def open_compose(self, from_run: str | None = None) -> None:
+        """Compose from a preset, or from a run's stored spec (any status: clone and relaunch)."""
         from mtm_tui.screens.compose import ComposeScreen
 
-        self.push_screen(ComposeScreen())
+        if from_run is None:
+            self.push_screen(ComposeScreen())
+            return
+        try:
+            stored = self.store.meta(from_run)["spec"]
+        except MtmError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.push_screen(ComposeScreen((from_run, stored)))
 
     def open_export(self, run_ids: list[str] | None = None, which: str = "every run in the store") -> None:
         from mtm_tui.screens.export import ExportScreen

@@ -27,15 +27,17 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from mtm_engine.errors import MtmError
 from mtm_engine.records import GPU_SHARE_ENV
-from mtm_engine.runner import cuda_visible_devices
-from mtm_engine.store import LIVE, LOG, Store, StoreError, owner, writing
+from mtm_engine.runner import STOPPED_BEFORE_START, cuda_visible_devices
+from mtm_engine.store import LIVE, LOG, Store, StoreError, owner, same_process_alive, writing
 
 QUEUE_DIR = "queue"
+POOL_FILE = "pool.json"   # the pool draining the queue: its owner() fields and when it started
 POLL_S = 1.0   # how often the pool looks at the queue
 
 
@@ -91,28 +93,47 @@ def _queue_dir(store: Store) -> Path:
 
 def configure_slots(store: Store, devices: list[str]) -> None:
     """Set this home's slots; a running pool picks them up at its next look at the queue."""
-    path = _queue_dir(store) / "slots.json"
-    tmp = path.with_name(f".slots.json.{os.getpid()}.tmp")
-    with writing(path, tmp):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"slots": devices}))
-        os.replace(tmp, path)
+    _write_json(_queue_dir(store) / "slots.json", {"slots": devices})
 
 
 def configured_slots(store: Store) -> list[str]:
     """This home's slots. The first enqueue sets the default plan, where --gpus/--slots set none."""
+    slots = read_slots(store)
+    if slots is None:
+        configure_slots(store, plan_slots())
+        return configured_slots(store)
+    return slots
+
+
+def read_slots(store: Store) -> list[str] | None:
+    """This home's slots as set, or None where none are set yet (nothing is written here)."""
     path = _queue_dir(store) / "slots.json"
     try:
         slots = json.loads(path.read_text())["slots"]
     except FileNotFoundError:
-        configure_slots(store, plan_slots())
-        return configured_slots(store)
+        return None
     except (OSError, ValueError, KeyError, TypeError):   # a folder planted there, not JSON, no "slots"
         slots = None
     if not isinstance(slots, list) or not all(isinstance(d, str) and re.fullmatch(r"cpu|gpu:\d+", d) for d in slots):
         raise MtmError(f"{path} is not a slot list (\"cpu\" or \"gpu:N\" each); delete it, or set the slots again "
                        f"with --gpus or --slots")
     return slots or ["cpu"]
+
+
+def slots_from_words(words: str) -> list[str]:
+    """Slots as `mtm run -d` takes them, typed in one line: "--slots 2", "--gpus auto --per-gpu 2", "--gpus 0,1"."""
+    options = {"--slots": None, "--gpus": None, "--per-gpu": None}
+    parts = words.split()
+    if len(parts) % 2 or any(p not in options for p in parts[::2]):
+        raise MtmError(f"{words!r}: give --slots N (CPU slots), or --gpus auto|0,1 with --per-gpu N if more than one "
+                       f"run shares a GPU")
+    given = dict(zip(parts[::2], parts[1::2]))
+    try:
+        slots = int(given["--slots"]) if "--slots" in given else None
+        per_gpu = int(given["--per-gpu"]) if "--per-gpu" in given else None
+    except ValueError:
+        raise MtmError(f"{words!r}: --slots and --per-gpu take whole numbers") from None
+    return plan_slots(given.get("--gpus"), per_gpu, slots)
 
 
 @contextlib.contextmanager
@@ -144,6 +165,60 @@ def with_queue_places(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows, each queued one with its `queue_place` (1 starts next)."""
     places = {r["id"]: place for place, r in enumerate(queued(rows), start=1)}
     return [{**r, "queue_place": places[r["id"]]} if r["id"] in places else r for r in rows]
+
+
+@dataclass(frozen=True)
+class GpuStat:
+    """One GPU as nvidia-smi reports it now."""
+    index: str
+    name: str
+    memory_used_gb: float
+    memory_total_gb: float
+    utilisation_pct: float
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the queue panel shows: the pool, each slot and its run, the queue in order, the GPUs."""
+    pool: dict[str, Any] | None              # POOL_FILE's fields, where a pool of this home has run
+    pool_alive: bool | None                  # None: on another host, or not to be told from here
+    slots: list[str] | None                  # None: not set yet (the first queued run sets them)
+    running: dict[int, dict[str, Any]]       # slot index -> the run in it
+    waiting: list[dict[str, Any]]            # queued runs, the next to start first
+    gpus: dict[str, GpuStat]                 # by CUDA_VISIBLE_DEVICES entry (nvidia-smi's index)
+
+
+def queue_state(store: Store, rows: list[dict[str, Any]], gpus: dict[str, GpuStat] | None = None) -> QueueState:
+    pool = None
+    with contextlib.suppress(OSError, ValueError):
+        pool = json.loads((_queue_dir(store) / POOL_FILE).read_text())
+    pool = pool if isinstance(pool, dict) else None
+    running = {r["slot"]: r for r in rows if r["status"] == "running" and isinstance(r.get("slot"), int)
+               and not r.get("sweep")}
+    return QueueState(pool, same_process_alive(pool) if pool else False, read_slots(store), running, queued(rows),
+                      gpus or {})
+
+
+def parse_gpu_stats(text: str) -> dict[str, GpuStat]:
+    """nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu --format=csv,noheader,nounits
+    (memory in MiB); lines it cannot read (a "[N/A]" utilisation) are left out."""
+    stats = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        with contextlib.suppress(ValueError):
+            index, name, used, total, util = parts
+            stats[index] = GpuStat(index, name, float(used) / 1024, float(total) / 1024, float(util))
+    return stats
+
+
+def gpu_stats() -> dict[str, GpuStat]:
+    """Every GPU's memory and utilisation now, from nvidia-smi (none where it is missing or fails)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.used,memory.total,utilization.gpu",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_gpu_stats(out.stdout) if out.returncode == 0 else {}
 
 
 def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None,
@@ -190,14 +265,26 @@ def drain(store: Store) -> None:
     pool runs per home (it holds pool.lock); a second one returns at once. Queued runs whose run.json is
     missing or damaged are skipped, once, for the pool's whole life: they never keep it alive."""
     unreadable: set[str] = set()   # queued in the index, but the run's own file is gone or damaged
+    record = _queue_dir(store) / POOL_FILE
+    started = time.time()
     while True:
         with _try_lock(_queue_dir(store) / "pool.lock") as pool:
             if pool is None:
                 return
+            _write_json(record, {**owner(), "started": started})   # who drains the queue, for the panel
             _drain_while_queued(store, unreadable)
+            record.unlink(missing_ok=True)
         # Let go, then look once more: a run queued while we let go has found no pool to start.
         if not [r for r in queued(store.rows()) if r["id"] not in unreadable]:
             return
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with writing(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
 
 
 def _drain_while_queued(store: Store, unreadable: set[str]) -> None:
@@ -274,8 +361,7 @@ def stop(store: Store, run_id: str) -> str:
     """Take a queued run out of the queue, record a run whose process is gone as interrupted, or
     ask a running one to stop after its current batch (its last whole epoch stays checkpointed).
     Returns what it did, in words."""
-    if store.transition(run_id, "queued", status="interrupted", message="stopped before it started; mtm resume "
-                                                                         "starts it"):
+    if store.transition(run_id, "queued", status="interrupted", message=STOPPED_BEFORE_START):
         return "taken out of the queue"
     if store.reap([store.row(run_id)]):
         return "its process had ended already; recorded as interrupted"

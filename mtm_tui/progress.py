@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mtm_engine.records import BatchProgress, EpochEnded, Event, RunDiverged, RunStarted, acc_key
+from mtm_engine.records import BatchProgress, EpochEnded, Event, RunDiverged, RunStarted, acc_key, progress_of
+from mtm_tui.rows import age
 
 PIPED_WIDTH = 10_000   # what a pipe or file gets: whole lines, never cut or wrapped at 80 columns
 
@@ -54,15 +55,25 @@ class TextSink:
             print(f"diverged in epoch {event.epoch}: {event.message}", file=self.out, flush=True)
 
 
-class ProgressSink(TextSink):
-    """A rich progress bar per epoch, and one line per finished epoch."""
+def batch_fields(event: BatchProgress) -> dict[str, Any]:
+    """The progress bar's words for the epoch in flight: its speed, and the time left to the end of its
+    training, or "evaluating" once every batch is trained (the epoch's evaluation has no count to show)."""
+    p = progress_of(event, now=0.0)
+    left = "evaluating" if event.batch >= event.batches else f"ETA {age(p['eta_s'])}" if p["eta_s"] else "ETA -"
+    return {"epoch": event.epoch, "loss": event.loss, "speed": f"{p['images_per_s']:,.0f} img/s", "left": left}
 
-    def __init__(self, epochs: int, classifiers: tuple[str, ...]):
+
+class ProgressSink(TextSink):
+    """On a terminal, a progress bar for the epoch in flight (batches, img/s, ETA, loss) and one line per
+    finished epoch; piped, the bar is not drawn (rich draws live displays only on a terminal), so a log
+    gets the epoch lines alone."""
+
+    def __init__(self, epochs: int, classifiers: tuple[str, ...], out: Console | None = None):
         super().__init__(epochs, classifiers)
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(),
-            console=console, transient=True,
+            MofNCompleteColumn(), TextColumn("{task.fields[speed]} · {task.fields[left]} · loss {task.fields[loss]:.4g}"),
+            TimeElapsedColumn(), console=out or console, transient=True,
         )
         self.task = None
 
@@ -79,9 +90,8 @@ class ProgressSink(TextSink):
             say(started_line(event), markup=False)
         elif isinstance(event, BatchProgress):
             if self.task is None:
-                self.task = self.progress.add_task("", total=event.batches, epoch=event.epoch, epochs=self.epochs,
-                                                   loss=event.loss)
-            self.progress.update(self.task, completed=event.batch, epoch=event.epoch, loss=event.loss)
+                self.task = self.progress.add_task("", total=event.batches, epochs=self.epochs, **batch_fields(event))
+            self.progress.update(self.task, completed=event.batch, **batch_fields(event))
         elif isinstance(event, EpochEnded):
             say(epoch_line(event.record, self.epochs, self.classifiers), markup=False, highlight=False)
             if self.task is not None:

@@ -3,8 +3,11 @@ markup; no Textual import). The paper's short names (F-MNIST, RN18, PP) keep it 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
+
+from rich.markup import escape
 
 from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
 
@@ -68,11 +71,28 @@ def progress(row: dict[str, Any], now: float, gpu: bool = True) -> str:
     return text + (f" · {p['gpu_mem_gb']:.1f} GB" if gpu and p.get("gpu_mem_gb") is not None else "")
 
 
+def cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def detail(row: dict[str, Any], now: float) -> str:
+    """The line under the Runs table for the run under the cursor: the epoch in flight of a running run, why a
+    failed, diverged or interrupted run ended, or ""."""
+    if row["status"] == "running":
+        line = progress(row, now)
+        return f"{row['id'][:8]} epoch {row['epoch'] + 1}/{row['epochs']}: {line}" if line else ""
+    if row["status"] in ("failed", "diverged", "interrupted") and row.get("message"):
+        return f"{row['id'][:8]} {row['status']}: {row['message']}"
+    return ""
+
+
 def wide_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
-    """One string per WIDE_COLUMNS entry."""
+    """One string per WIDE_COLUMNS entry. `now`: the epoch in flight, or why a failed or diverged run ended."""
     lr = row.get("lr")
     p = row.get("progress")
-    now_cell = f"{100 * p['batch'] / p['batches']:.0f}% ETA {age(p['eta_s'])}" if progress(row, now) else ""
+    now_cell = f"{100 * p['batch'] / p['batches']:.0f}% ETA {age(p['eta_s'])}" if progress(row, now) else \
+        f"[{STATUS_STYLES[row['status']]}]{escape(cut(row['message'], 48))}[/]" \
+        if row["status"] in ("failed", "diverged") and row.get("message") else ""
     return (str(row.get("seed", "-")), f"{lr:.2g}" if isinstance(lr, (int, float)) else "-", duration(row, now),
             now_cell, " ".join(row.get("tags") or []))
 
@@ -130,3 +150,24 @@ def group_cells(members: list[dict[str, Any]], now: float) -> tuple[str, ...]:
     shown[COLUMNS.index("age")] = age(now - max(r["created"] for r in members))
     seeds = ",".join(str(r.get("seed", "?")) for r in members)
     return (*shown, seeds, *wide_cells(first, now)[1:3], "", "")
+
+
+def compact(value: Any) -> str:
+    """A drawn value in a few characters: 3.2e-04, 0.95, 1234, adam."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    size = abs(value)
+    if size < 1e-2 or size >= 1e4:
+        return f"{value:.1e}"
+    return f"{value:.0f}" if size >= 100 else f"{value:.3g}"
+
+
+def short_names(params: list[str]) -> dict[str, str]:
+    """"train.lr" -> "lr" where the key alone names one parameter of the sweep, else the full name;
+    a section's name ("loss.name") goes by the section ("loss")."""
+    tails = [section if key == "name" else key for section, _, key in (p.rpartition(".") for p in params)]
+    return {p: t if tails.count(t) == 1 else p for p, t in zip(params, tails)}

@@ -1,5 +1,6 @@
 """Result tables against hand-written Markdown, from a small fixture store."""
 
+import csv
 import json
 import subprocess
 
@@ -24,9 +25,9 @@ def fixture_store(home):
     mnist = ["data.dataset=mnist", "model.backbone=resnet18"]
     # RN18-PP, two seeds. Seed 0: validation peaks at epoch 1, test at epoch 2.
     runs = [
-        (mnist + ["train.seed=0"], [record(1, 0.990, 0.9900), record(2, 0.980, 0.9950)]),
-        (mnist + ["train.seed=1"], [record(1, 0.970, 0.9800), record(2, 0.985, 0.9850)]),
-        (mnist + ["model.head=pure", "loss.name=cross_entropy"],
+        (mnist + ["train.seed=0", "name=pp-mnist"], [record(1, 0.990, 0.9900), record(2, 0.980, 0.9950)]),
+        (mnist + ["train.seed=1", "name=pp-mnist"], [record(1, 0.970, 0.9800), record(2, 0.985, 0.9850)]),
+        (mnist + ["model.head=pure", "loss.name=cross_entropy", "name=pure-mnist"],
          [record(1, 0.95, 0.9600, ("cos", "euc", "pure"), 45.0), record(2, 0.96, 0.9700, ("cos", "euc", "pure"), 45.0)]),
     ]
     for overrides, records in runs:
@@ -42,10 +43,10 @@ EXPECTED_VAL = """\
 
 | MNIST | cos | cos_ce | euc | euc_ce | pure | min/run |
 |---|---|---|---|---|---|---|
-| RN18-PP | 98.75 ± 0.35 | 98.65 ± 0.35 | 98.55 ± 0.35 | 98.45 ± 0.35 | - | 1.0 |
-| RN18-P | 97.00 | - | 96.90 | - | 96.80 | 1.5 |
+| RN18-PP · pp-mnist | 98.75 ± 0.35 | 98.65 ± 0.35 | 98.55 ± 0.35 | 98.45 ± 0.35 | - | 1.0 |
+| RN18-P · pure-mnist | 97.00 | - | 96.90 | - | 96.80 | 1.5 |
 
-Chosen on validation (among the rows with 2 seeds, the loss with class embeddings and the classifier with the best mean validation accuracy, 98.75): **RN18-PP `cos`**, test 98.75 ± 0.35
+Chosen on validation (among the rows with 2 seeds, the loss with class embeddings and the classifier with the best mean validation accuracy, 98.75): **RN18-PP · pp-mnist `cos`**, test 98.75 ± 0.35
 """
 
 
@@ -55,7 +56,7 @@ def test_markdown_follows_the_paper_layout(tmp_path):
     assert to_markdown(build_tables(runs, "val")) == EXPECTED_VAL
     # seed 0 selects epoch 2 by test accuracy (99.50), seed 1 epoch 2 (98.50): mean 99.00
     max_test = to_markdown(build_tables(runs, "max-test"), "max-test")
-    assert "OPTIMISTIC" in max_test and "| RN18-PP | 99.00 ± 0.71 |" in max_test
+    assert "OPTIMISTIC" in max_test and "| RN18-PP · pp-mnist | 99.00 ± 0.71 |" in max_test
 
 
 def test_the_headline_cell_is_chosen_on_validation_never_on_test():
@@ -84,11 +85,19 @@ def test_mtm_export_compares_with_the_paper(tmp_path, mtm_env):
                          cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     # Table 6: RN18-PP on MNIST is 99.55 (cos); RN18-P pure is 99.50
-    assert "| RN18-PP | 98.75 ± 0.35 (99.55) |" in out.stdout
+    assert "| RN18-PP · pp-mnist | 98.75 ± 0.35 (99.55) |" in out.stdout
     assert "96.80 (99.50) | 1.5 |" in out.stdout
-    csv = subprocess.run(MTM + ["export", "--format", "csv", "--out", "t.csv"], capture_output=True, text=True,
-                         env=mtm_env, cwd=tmp_path, timeout=120)
-    assert csv.returncode == 0 and (tmp_path / "t.csv").read_text().startswith("dataset,model,seeds,cos_mean")
+    as_csv = subprocess.run(MTM + ["export", "--format", "csv", "--out", "t.csv"], capture_output=True, text=True,
+                            env=mtm_env, cwd=tmp_path, timeout=120)
+    assert as_csv.returncode == 0 and (tmp_path / "t.csv").read_text().startswith("dataset,model,seeds,cos_mean")
+    # the CSV keeps each row's runs (ids and names) and minutes a run: 2 epochs of 30 s, and of 45 s
+    rows = {r["model"]: r for r in csv.DictReader((tmp_path / "t.csv").open())}
+    ids = {r["id"]: r["name"] for r in json.loads(subprocess.run(MTM + ["list", "--json"], capture_output=True,
+                                                                  text=True, env=mtm_env, cwd=tmp_path).stdout)}
+    assert (rows["RN18-PP"]["min_per_run"], rows["RN18-P"]["min_per_run"]) == ("1.00", "1.50")
+    assert (rows["RN18-PP"]["names"], rows["RN18-P"]["names"]) == ("pp-mnist", "pure-mnist")
+    assert sorted(rows["RN18-PP"]["run_ids"].split() + rows["RN18-P"]["run_ids"].split()) == sorted(ids)
+    assert {ids[i] for i in rows["RN18-PP"]["run_ids"].split()} == {"pp-mnist"}
     one = json.loads(subprocess.run(MTM + ["list", "--json"], capture_output=True, text=True, env=mtm_env,
                                     cwd=tmp_path).stdout)[0]["id"]
     report = subprocess.run(MTM + ["export", one, "--format", "markdown"], capture_output=True, text=True,

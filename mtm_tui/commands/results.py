@@ -288,7 +288,7 @@ def export(
             if not text:
                 raise MtmError("no runs with records match; `mtm list` shows the runs")
             return _write(text, out)
-        tables = ex.build_tables([(meta["spec"], records) for meta, _, records in runs], select)
+        tables = ex.build_tables([(meta["spec"], records, meta["id"]) for meta, _, records in runs], select)
         if not tables:
             raise MtmError("no runs with records match; `mtm list` shows the runs (export takes finished "
                            "runs unless --status says otherwise)")

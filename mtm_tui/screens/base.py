@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
+from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, OptionList
 from textual.worker import get_current_worker
 
@@ -108,14 +109,14 @@ class PromptScreen(ModalScreen[str | None]):
 
     BINDINGS = [("escape", "cancel", "Cancel")]
 
-    def __init__(self, question: str, value: str = ""):
+    def __init__(self, question: str, value: str = "", suggester: Suggester | None = None):
         super().__init__()
-        self.question, self.value = question, value
+        self.question, self.value, self.suggester = question, value, suggester
 
     def compose(self) -> ComposeResult:
         with Grid(id="prompt"):
             yield Label(self.question, id="question")
-            yield Input(self.value, id="answer")
+            yield Input(self.value, id="answer", suggester=self.suggester)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value)

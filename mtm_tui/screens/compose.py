@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, get_type_hints
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,13 +27,15 @@ from mtm_engine.config import (
     spec_from_dict,
     spec_to_toml,
 )
+from mtm_engine.data_files import missing_dataset
 from mtm_engine.errors import MtmError
 from mtm_engine.records import flatten_spec
+from mtm_engine.reference import one_line
 from mtm_engine.runner import create_run
 from mtm_engine.store import writing
-from mtm_engine.sweep_spec import TuneSpec, load_sweep, validate_sweep
+from mtm_engine.sweep_spec import TuneSpec, load_sweep, paper_space, validate_sweep
 from mtm_tui import jobs
-from mtm_tui.screens.base import ConfirmScreen
+from mtm_tui.screens.base import ConfirmScreen, PromptScreen
 
 # The [tune] keys the form offers; the search space comes from the preset (or the paper's).
 TUNE_KEYS = {"num_samples": int, "max_epochs": int, "search": ("hyperopt", "random"), "scheduler": ("asha", "none")}
@@ -61,12 +64,15 @@ class ComposeScreen(Screen):
         Binding("ctrl+s", "save", "Save TOML"),
         Binding("ctrl+l", "launch", "Launch run"),
         Binding("ctrl+r", "sweep", "Launch sweep"),   # not ctrl+k: every Input deletes to the end of the line with it
+        Binding("ctrl+g", "go_to", "Go to key"),
         # The app's q, where focus is not in a text field (a dropdown, a button), would lose the form: ask first
         Binding("q", "quit", "Quit", show=False),
     ]
 
-    def __init__(self):
+    def __init__(self, from_run: tuple[str, dict[str, Any]] | None = None):
+        """from_run: (run id, its stored spec) to start from, to change and launch again; else a preset."""
         super().__init__()
+        self.from_run = from_run
         self.spec: Spec | None = None
         self.tune: TuneSpec | None = None
         self.space: dict[str, Any] = {}
@@ -78,7 +84,11 @@ class ComposeScreen(Screen):
         yield Header()
         with Horizontal(id="preset-bar"):
             yield Label("preset ")
-            yield Select(presets(Path.cwd()), id="preset", allow_blank=False, value=str(quickstart_path()), compact=True)
+            if self.from_run is None:
+                yield Select(presets(Path.cwd()), id="preset", allow_blank=False, value=str(quickstart_path()),
+                             compact=True)
+            else:   # blank, its prompt naming the run; picking a preset replaces the run's spec
+                yield Select(presets(Path.cwd()), id="preset", prompt=f"from run {self.from_run[0][:8]}", compact=True)
         with VerticalScroll(id="form", can_focus=False):   # no focus stop of its own: Tab goes field to field
             yield from self._row("name", Input(id=_field_id("name"), compact=True))
             for section, cls in SECTIONS.items():
@@ -90,12 +100,13 @@ class ComposeScreen(Screen):
                 widget = (Select([(v, v) for v in kind], allow_blank=False, compact=True, id=_field_id(f"tune.{key}"))
                           if isinstance(kind, tuple) else Input(id=_field_id(f"tune.{key}"), type="integer", compact=True))
                 yield from self._row(f"tune.{key}", widget)
+        yield Static("", id="field-help")
         yield Static("", id="verdict")
         with Horizontal(id="compose-buttons"):
             yield Button("Save TOML (ctrl+s)", id="save", compact=True)
             yield Button("Launch run (ctrl+l)", id="launch", variant="success", compact=True)
             yield Button("Launch sweep (ctrl+r)", id="sweep", variant="primary", compact=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def _row(self, key: str, widget) -> ComposeResult:
         with Horizontal(classes="field"):
@@ -112,8 +123,43 @@ class ComposeScreen(Screen):
         suggester = SuggestFromList(suggestions[key]) if key in suggestions else None
         return Input(id=_field_id(key), suggester=suggester, compact=True)
 
+    def on_descendant_focus(self, event) -> None:
+        """The focused field's key and meaning (the configuration reference's line), under the form."""
+        widget_id = getattr(event.widget, "id", None) or ""
+        key = widget_id[2:].replace("--", ".") if widget_id.startswith("f-") else None
+        self.query_one("#field-help", Static).update(f"[b]{key}[/b]: {escape(one_line(key))}" if key else "")
+
+    def action_go_to(self) -> None:
+        """Jump to a field by typing its key (completed as typed): its last part (lr), or any part only one key has."""
+        keys = list(self.values())
+        self.app.push_screen(PromptScreen("Go to which key? (e.g. train.lr; tab completes)", "",
+                                          suggester=SuggestFromList(keys, case_sensitive=False)), self._go_to)
+
+    def _go_to(self, typed: str | None) -> None:
+        if not typed:
+            return
+        keys, typed = list(self.values()), typed.strip().lower()
+        # the key itself, else the key's last part (lr: train.lr), else the keys that contain what was typed
+        matches = ([k for k in keys if k == typed] or [k for k in keys if k.rsplit(".", 1)[-1] == typed]
+                   or [k for k in keys if typed in k])
+        if len(matches) != 1:
+            self.notify(f"{typed!r}: {'no key has it' if not matches else 'several keys have it: ' + ', '.join(matches)}",
+                        severity="warning")
+            return
+        widget = self.query_one(f"#{_field_id(matches[0])}")
+        widget.focus()
+        widget.scroll_visible(animate=False)
+
     def on_mount(self) -> None:
-        self.load_preset(str(quickstart_path()))
+        if self.from_run is None:
+            self.load_preset(str(quickstart_path()))
+            return
+        run_id, stored = self.from_run
+        try:   # the run's own [tune] is not kept: a sweep from here searches the paper's space
+            spec = spec_from_dict(stored)
+            self.load(spec, validate_sweep(spec, TuneSpec(space=paper_space(spec))), f"run {run_id[:8]}'s")
+        except MtmError as exc:
+            self.notify(f"run {run_id[:8]}: {exc}", severity="error", timeout=8)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.value != event.select.value:   # stale: a Select's first option, posted at mount, after the preset set it
@@ -146,9 +192,13 @@ class ComposeScreen(Screen):
         except MtmError as exc:
             self.notify(str(exc), severity="error", timeout=8)
             return
+        self.load(spec, tune, "the preset's")
+
+    def load(self, spec: Spec, tune: TuneSpec, whose: str) -> None:
+        """Fill the form from a spec and its sweep settings; an empty name means the spec's own."""
         self.space = tune.space
         self.preset_name, self.loss_name = spec.name, spec.loss.name
-        self.query_one(f"#{_field_id('name')}", Input).placeholder = f"{spec.name} (the preset's)"
+        self.query_one(f"#{_field_id('name')}", Input).placeholder = f"{spec.name} ({whose})"
         values = {**flatten_spec(spec.to_dict()),
                   **{f"tune.{k}": getattr(tune, k) for k in TUNE_KEYS}}
         with self.prevent(Input.Changed, Select.Changed):
@@ -182,8 +232,17 @@ class ComposeScreen(Screen):
             self.spec = None
             verdict.update(f"[b red]✗[/] {exc}")
             return False
-        verdict.update(f"[b green]✓[/] valid: {self.spec.data.dataset}, {self.spec.model.backbone}, "
-                       f"{self.spec.loss.name}, {self.spec.train.epochs} epochs")
+        summary = f"{self.spec.data.dataset}, {self.spec.model.backbone}, {self.spec.loss.name}, {self.spec.train.epochs} epochs"
+        missing = missing_dataset(dataclasses.replace(self.spec.data, root=str(Path(self.spec.data.root).expanduser())))
+        if missing and not self.spec.data.download:
+            verdict.update(f"[b red]✗[/] {escape(missing)}; set data.root to the folder that holds it, or "
+                           f"data.download = true")
+            self.spec = None
+            return False
+        if missing:   # launchable: the run downloads it, where the network allows
+            verdict.update(f"[b yellow]![/] {summary}; {escape(missing)}: the run will try to download it")
+            return True
+        verdict.update(f"[b green]✓[/] valid: {summary}; the data is there")
         return True
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -103,7 +103,7 @@ class ExportScreen(Screen):
             wanted = set(self.run_ids) if self.run_ids is not None else None
             runs = [store.run(r["id"]) for r in rows if r["status"] == "finished"
                     and (wanted is None or r["id"] in wanted) and (sweep is None or r.get("sweep") == sweep)]
-            tables = ex.build_tables([(meta["spec"], records) for meta, _, records in runs], selection)
+            tables = ex.build_tables([(meta["spec"], records, meta["id"]) for meta, _, records in runs], selection)
         except MtmError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
             return

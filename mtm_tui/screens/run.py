@@ -46,6 +46,8 @@ class RunScreen(PollingScreen):
         Binding("x", "stop", "Stop"),
         Binding("v", "embedding", "Embedding", show=False),
         Binding("R", "resume", "Resume", show=False),
+        Binding("f", "compose_from", "From this run", show=False),
+        Binding("l", "log", "Log", show=False),
         Binding("left", "tab(-1)", "Previous chart", show=False),
         Binding("right", "tab(1)", "Next chart", show=False),
     ]
@@ -154,6 +156,12 @@ class RunScreen(PollingScreen):
 
     def action_embedding(self) -> None:
         self.app.open_embedding(self.run_id)
+
+    def action_log(self) -> None:
+        self.app.open_log(self.run_id)
+
+    def action_compose_from(self) -> None:
+        self.app.open_compose(self.run_id)
 
     def action_stop(self) -> None:
         name, status = self.row.get("name", ""), self.row.get("status")

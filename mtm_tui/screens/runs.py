@@ -7,6 +7,7 @@ import statistics
 from typing import Any, Callable
 
 from rich.cells import cell_len
+from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,7 +17,7 @@ from mtm_engine.errors import MtmError
 from mtm_engine.records import config_id
 from mtm_tui import jobs
 from mtm_tui.rows import COLUMNS as ROW_COLUMNS
-from mtm_tui.rows import WIDE_COLUMNS, cells, group_cells, progress, searchable, stop_question
+from mtm_tui.rows import WIDE_COLUMNS, cells, detail, group_cells, searchable, stop_question
 from mtm_tui.screens.base import ChoiceScreen, ConfirmScreen, PollingScreen, PromptScreen
 
 AGE_REFRESH_S = 5.0
@@ -40,7 +41,10 @@ class RunsScreen(PollingScreen):
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
         Binding("c", "compose", "Compose"),
-        Binding("space", "mark", "Mark"),
+        Binding("f", "compose_from", "From this run", show=False),
+        Binding("l", "log", "Log"),
+        Binding("p", "queue", "Queue"),
+        Binding("space", "mark", "Mark", key_display="␣"),
         Binding("m", "compare", "Compare"),
         Binding("x", "stop", "Stop"),
         Binding("e", "export", "Export"),
@@ -81,7 +85,8 @@ class RunsScreen(PollingScreen):
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-progress")
         yield Static("", id="runs-status")
-        yield Footer()
+        # every shown key, Help and Quit too, within 80 columns (the status line above names ctrl+p)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
@@ -228,10 +233,8 @@ class RunsScreen(PollingScreen):
             f"{count} of {len(self.rows)} runs, {live} live, {len(self.marked)} marked · sorted by "
             f"{self.sort_by}{grouped} · ctrl+p: every action")
         key = self.selected_id()
-        row = next((r for r in self.rows if r["id"] == key and r["status"] == "running"), None) if key else None
-        line = progress(row, now) if row else ""   # (a group's key matches no run: no line)
-        self.query_one("#runs-progress", Static).update(
-            f"{row['id'][:8]} epoch {row['epoch'] + 1}/{row['epochs']}: {line}" if line else "")
+        row = next((r for r in self.rows if r["id"] == key), None) if key else None   # a group's key: none
+        self.query_one("#runs-progress", Static).update(escape(detail(row, now)) if row else "")
 
     def selected_id(self) -> str | None:
         table = self.query_one(DataTable)
@@ -334,6 +337,18 @@ class RunsScreen(PollingScreen):
 
     def action_compose(self) -> None:
         self.app.open_compose()
+
+    def action_log(self) -> None:
+        if (row := self.selected_row()) is not None:
+            self.app.open_log(row["id"])
+
+    def action_queue(self) -> None:
+        self.app.open_queue()
+
+    def action_compose_from(self) -> None:
+        """Compose from the run's own spec (any status, failed ones included): change it and launch it."""
+        if (row := self.selected_row()) is not None:
+            self.app.open_compose(row["id"])
 
     def action_export(self) -> None:
         """Export the marked runs; else those the filter matches; else all of them."""

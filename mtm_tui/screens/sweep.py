@@ -20,8 +20,9 @@ from mtm_engine.importance import Importance, importance, is_numeric
 from mtm_engine.records import acc_key
 from mtm_engine.results import select_epoch
 from mtm_engine.store import StoreError
-from mtm_tui.rows import pct, status
+from mtm_tui.rows import compact, pct, short_names, status
 from mtm_tui.screens.base import PollingScreen
+from mtm_tui.widgets.charts import log_ticks
 from mtm_tui.widgets.palette import colour, marker
 
 BAR = 8                            # cells of the importance bar at a score of 1
@@ -48,27 +49,7 @@ class SweepData:
     planned: int | None = None     # tune.num_samples
     trials: list[Trial] = field(default_factory=list)        # best validation accuracy first
     ranking: list[Importance] = field(default_factory=list)  # most important parameter first
-
-
-def compact(value: Any) -> str:
-    """A drawn value in a few characters: 3.2e-04, 0.95, 1234, adam."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
-    size = abs(value)
-    if size < 1e-2 or size >= 1e4:
-        return f"{value:.1e}"
-    return f"{value:.0f}" if size >= 100 else f"{value:.3g}"
-
-
-def short_names(params: list[str]) -> dict[str, str]:
-    """"train.lr" -> "lr" where the key alone names one parameter of the sweep, else the full name;
-    a section's name ("loss.name") goes by the section ("loss")."""
-    tails = [section if key == "name" else key for section, _, key in (p.rpartition(".") for p in params)]
-    return {p: t if tails.count(t) == 1 else p for p, t in zip(params, tails)}
+    searched_log: frozenset[str] = frozenset()               # parameters the search drew log-uniformly
 
 
 def sort_trials(trials: list[Trial]) -> list[Trial]:
@@ -76,9 +57,10 @@ def sort_trials(trials: list[Trial]) -> list[Trial]:
     return sorted(trials, key=lambda t: (t.val is None, -(t.val or 0.0), t.run_id))
 
 
-def log_axis(values: list[Any]) -> bool:
-    """Draw on a log axis: numbers, all above 0, spanning two decades or more."""
-    return bool(values) and all(is_numeric(v) and v > 0 for v in values) and max(values) / min(values) >= 100
+def log_axis(values: list[Any], searched_log: bool = False) -> bool:
+    """Draw on a log axis: numbers, all above 0, that were searched on a log scale or span two decades."""
+    positive = bool(values) and all(is_numeric(v) and v > 0 for v in values)
+    return positive and (searched_log or max(values) / min(values) >= 100)
 
 
 def _padded(low: float, high: float, share: float = 0.06, least: float = 0.5) -> tuple[float, float]:
@@ -96,7 +78,8 @@ class ParamScatter(PlotextPlot):
         super().__init__(**kwargs)
         self.caption = ""
 
-    def update(self, param: str | None, imp: Importance | None, trials: list[Trial], selected: str | None) -> None:
+    def update(self, param: str | None, imp: Importance | None, trials: list[Trial], selected: str | None,
+               searched_log: bool = False) -> None:
         plt = self.plt
         plt.clear_figure()   # scale, ticks and limits of the previous parameter go too
         scored = [t for t in trials if t.val is not None and t.params.get(param) is not None]
@@ -110,14 +93,11 @@ class ParamScatter(PlotextPlot):
             self.caption = f"val% vs {param}{how}"
             if all(is_numeric(v) for v in values):
                 xs = [float(v) for v in values]
-                if log_axis(xs):
+                if log_axis(xs, searched_log):
                     # log10 drawn on a linear axis, ticks labelled with the values: plotext's own log scale
                     # transforms its data in place at every build, so a second render (a resize) crashed
                     xs = [math.log10(x) for x in xs]
-                    low, high = math.ceil(min(xs)), math.floor(max(xs))
-                    step = max(1, math.ceil((high - low + 1) / 5))
-                    ticks = list(range(low, high + 1, step))
-                    plt.xticks(ticks, [f"{10.0 ** k:.0e}" for k in ticks])
+                    plt.xticks(*log_ticks(min(xs), max(xs)))
                     plt.xlabel(f"{param} (log)")
                 else:
                     plt.xlabel(param)
@@ -230,8 +210,10 @@ class SweepScreen(PollingScreen):
             trials.append(Trial(run_id, row["status"], self._configs[run_id], row.get("epoch", 0),
                                 row.get("epochs", 0), val, test))
         ranking = importance([(t.params, t.val) for t in trials])
+        searched_log = frozenset(k for k, v in (tune.get("space") or {}).items()
+                                 if isinstance(v, dict) and "loguniform" in v)
         return SweepData(self.sweep_id, saved.get("name", ""), metric, tune.get("num_samples"), sort_trials(trials),
-                         ranking)
+                         ranking, searched_log)
 
     # --- the widgets (UI thread) ------------------------------------------------------------------
 
@@ -291,7 +273,8 @@ class SweepScreen(PollingScreen):
 
     def draw(self) -> None:
         imp = next((i for i in self.data.ranking if i.param == self.param), None)
-        self.query_one(ParamScatter).update(self.param, imp, self.data.trials, self.selected)
+        self.query_one(ParamScatter).update(self.param, imp, self.data.trials, self.selected,
+                                            self.param in self.data.searched_log)
         self.query_one("#sweep-importance", Static).update(
             importance_text(self.data.ranking, short_names(self.params()), self.param))
 

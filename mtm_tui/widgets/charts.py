@@ -24,7 +24,8 @@ from mtm_engine.records import METRICS, acc_key
 from mtm_tui.widgets.palette import colour, marker, rich_colour
 
 Records = list[dict[str, Any]]
-Series = dict[str, tuple[list, list]]   # label -> (xs, ys)
+# label -> (xs, ys), or (xs, ys, spread): a mean drawn with a band of ± spread (the std over seeds)
+Series = dict[str, tuple[list, list] | tuple[list, list, list]]
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,9 @@ CHARTS = {c.tab: c for c in (
 )}
 
 
-def _finite(xs: list, ys: list, log_y: bool) -> tuple[list, list]:
-    pairs = [(x, y) for x, y in zip(xs, ys)
-             if x is not None and y is not None and math.isfinite(x) and math.isfinite(y) and (not log_y or y > 0)]
-    return [x for x, _ in pairs], [y for _, y in pairs]
+def _drawable(point: tuple, log_y: bool) -> bool:
+    """(x, y[, spread]) with every value a finite number, and y above 0 on a log axis."""
+    return (all(v is not None and math.isfinite(v) for v in point)) and (not log_y or point[1] > 0)
 
 
 def epoch_ticks(epochs: list[int], most: int = 8) -> list[int]:
@@ -148,7 +148,7 @@ class MetricChart(Vertical):
         self.chart = chart
         self.data: Any = []
         self.view = View()
-        self.drawn: Series = {}   # what the last redraw plotted, after the zoom: label -> (xs, ys)
+        self.drawn: Series = {}   # what the last redraw plotted, after the zoom: label -> (xs, ys[, spread])
 
     def compose(self) -> ComposeResult:
         yield PlotextPlot()
@@ -166,12 +166,12 @@ class MetricChart(Vertical):
         if not self.is_mounted:
             return
         self.drawn = {}
-        for label, (xs, ys) in self.chart.series(self.data, self.view).items():
+        for label, (xs, ys, *spread) in self.chart.series(self.data, self.view).items():
             if self.view.last:   # the zoom: each series' last N epochs
-                xs, ys = xs[-self.view.last:], ys[-self.view.last:]
-            xs, ys = _finite(xs, ys, self.chart.log_y)
-            if xs:
-                self.drawn[label] = (xs, ys)
+                xs, ys, spread = xs[-self.view.last:], ys[-self.view.last:], [s[-self.view.last:] for s in spread]
+            kept = [p for p in zip(xs, ys, *spread) if _drawable(p, self.chart.log_y)]
+            if kept:
+                self.drawn[label] = tuple(map(list, zip(*kept)))
         plot = self.query_one(PlotextPlot)
         plt = plot.plt
         plt.clear_data()
@@ -187,7 +187,15 @@ class MetricChart(Vertical):
         # A log scale is drawn as log10 values on a linear axis, labelled with the values: plotext's own
         # log scale takes log10 of its data in place at every render, so a resize drew log(log(y)) and crashed.
         log = math.log10 if self.chart.log_y else (lambda y: y)
-        plotted = [(xs, [log(y) for y in ys]) for xs, ys in self.drawn.values()]
+        plotted = [(xs, [log(y) for y in ys]) for xs, ys, *_ in self.drawn.values()]
+        def lower(y: float, s: float) -> float:   # on a log axis, a band that reaches 0 stops at the mean
+            return log(y - s) if y - s > 0 or not self.chart.log_y else log(y)
+
+        bands = [(i, xs, [lower(y, s) for y, s in zip(ys, spread[0])], [log(y + s) for y, s in zip(ys, spread[0])])
+                 for i, (xs, ys, *spread) in enumerate(self.drawn.values()) if spread and any(spread[0])]
+        for i, xs, low, high in bands:   # mean ± std over seeds: dotted edges in the series' colour, under its line
+            plt.plot(xs, low, color=colour(i), marker="·")
+            plt.plot(xs, high, color=colour(i), marker="·")
         for i, (xs, ys) in enumerate(plotted):
             if len(xs) > 1 and not self.chart.diagonal:
                 plt.plot(xs, ys, color=colour(i), marker="braille")
@@ -198,7 +206,7 @@ class MetricChart(Vertical):
             plt.plot([low, high], [low, high], color="gray", marker="braille")
         else:
             plt.xticks(epoch_ticks([x for xs, _ in plotted for x in xs]))
-        heights = [y for _, ys in plotted for y in ys]
+        heights = [y for _, ys in plotted for y in ys] + [y for _, _, low, high in bands for y in low + high]
         if self.chart.log_y:
             plt.yticks(*log_ticks(min(heights), max(heights)))
         if max(heights) == min(heights):   # one value (the first epoch): plotext would span it -50%..+50%
@@ -206,5 +214,6 @@ class MetricChart(Vertical):
             plt.ylim(heights[0] - pad, heights[0] + pad)
         plot.refresh()
         self.query_one(".legend", Static).update("   ".join(
-            f"[{rich_colour(i)}]{marker(i)}[/] {escape(label)} {readout(ys[-1])}"
-            for i, (label, (_, ys)) in enumerate(self.drawn.items())))
+            f"[{rich_colour(i)}]{marker(i)}[/] {escape(label)} {readout(ys[-1])}" + (f"±{readout(spread[0][-1])}"
+                                                                                 if spread else "")
+            for i, (label, (_, ys, *spread)) in enumerate(self.drawn.items())))
