@@ -78,11 +78,13 @@ class ProgressSink(TextSink):
         self.task = None
 
     def __enter__(self) -> "ProgressSink":
-        self.progress.start()
+        if self.progress.console.is_terminal:   # piped, nothing live is drawn, not even its closing blank line
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
     def emit(self, event: Event) -> None:
         say = self.progress.console.print

@@ -17,10 +17,12 @@ another SSH session, a Ray sweep) appear within a second or two.
 
 | screen | keys |
 |---|---|
-| **Runs** | `enter` open (a group: its seeds side by side) · `j` `k` `g` `G` `home` `end` move · `space` mark and move down · `m` compare marked · `v` embedding · `w` the run's sweep · `x` stop · `R` resume · `d` delete · `t` tags · `n` note · `c` compose · `e` export (marked, else filtered, else all) · `s` sort by a column (or click its header; again reverses) · `o` group: none, by sweep, seeds by config (mean ± std) · `/` filter, `esc` leaves it |
-| **Run** | `←` `→` charts · `c` the accuracy chart's classifier · `t` test split on/off (validation is always drawn) · `z` last 10 / 5 / all epochs · `v` embedding · `x` stop · `R` resume · `esc` back |
-| **Compose** | pick a preset, edit the fields (checked as you type) · `ctrl+s` save TOML · `ctrl+l` launch run · `ctrl+r` launch sweep · `esc` back (asks if the form changed) |
-| **Compare** | `1`-`7` metric · `z` zoom · `esc` back |
+| **Runs** | `enter` open (a group: its seeds side by side) · `j` `k` `g` `G` `home` `end` move · `space` mark and move down · `m` compare marked · `v` embedding · `w` the run's sweep · `x` stop · `R` resume · `d` delete · `t` tags · `n` note · `l` log (follows it) · `p` queue and devices · `c` compose · `f` compose from this run (any status: change it, launch it) · `e` export (marked, else filtered, else all) · `s` sort by a column (or click its header; again reverses) · `o` group: none, by sweep, seeds by config (mean ± std) · `/` filter, `esc` leaves it |
+| **Run** | `←` `→` charts · `c` the accuracy chart's classifier · `t` test split on/off (validation is always drawn) · `z` last 10 / 5 / all epochs · `v` embedding · `l` log · `f` compose from this run · `x` stop · `R` resume · `esc` back |
+| **Compose** | pick a preset, edit the fields (checked as you type; the focused key's meaning below the form) · `ctrl+g` go to a key (`lr` is enough) · `ctrl+s` save TOML · `ctrl+l` launch run · `ctrl+r` launch sweep · `esc` back (asks if the form changed) |
+| **Compare** | seeds of a configuration as one band, mean ± std · `s` seeds apart / as bands · `1`-`7` metric · `z` zoom · `esc` back |
+| **Log** | the run's log, following it as it grows · `f` follow on/off · `G` `end` last line · `esc` back |
+| **Queue** | the pool, each slot with its run, GPU memory and use, the queued runs in order · `s` set the slots (`--slots 2`, `--gpus auto --per-gpu 2`) · `enter` open · `l` log · `esc` back |
 | **Sweep** | trials best first · `[` `]` the parameter plotted against validation accuracy · `enter` open a trial · `esc` back |
 | **Embedding** | `p` projection (class centres, LDA, PCA) · `b` best / last epoch · `esc` back |
 | **Export** | choose options · `ctrl+r` preview · `ctrl+s` write the file (asks before overwriting) · `esc` back |

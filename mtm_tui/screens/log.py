@@ -34,7 +34,7 @@ class LogScreen(PollingScreen):
     def __init__(self, run_id: str):
         super().__init__()
         self.run_id = run_id
-        self.offset: int | None = None   # bytes of the file already shown (read by the polling thread only)
+        self.read_to: int | None = None  # bytes of the file already shown (read by the polling thread only)
         self.partial = b""              # a last line still being written
 
     def compose(self) -> ComposeResult:
@@ -53,15 +53,15 @@ class LogScreen(PollingScreen):
         try:
             with open(store.run_dir(self.run_id) / LOG, "rb") as fh:
                 size = fh.seek(0, 2)
-                if self.offset is None or size < self.offset:   # the first look, or a log cut short: start again
-                    self.offset, self.partial = max(0, size - FIRST_BYTES), b""
-                fh.seek(self.offset)
+                if self.read_to is None or size < self.read_to:   # the first look, or a log cut short: start again
+                    self.read_to, self.partial = max(0, size - FIRST_BYTES), b""
+                fh.seek(self.read_to)
                 data = self.partial + fh.read()
         except FileNotFoundError:
             return LogData(row, (), missing=True)
-        self.offset += len(data) - len(self.partial)
+        self.read_to += len(data) - len(self.partial)
         *whole, self.partial = data.split(b"\n")
-        return LogData(row, tuple(line.decode(errors="replace") for line in whole), self.offset)
+        return LogData(row, tuple(line.decode(errors="replace") for line in whole), self.read_to)
 
     def show(self, data: LogData) -> None:
         row = data.row
