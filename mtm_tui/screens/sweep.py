@@ -97,7 +97,7 @@ class ParamScatter(PlotextPlot):
                     # log10 drawn on a linear axis, ticks labelled with the values: plotext's own log scale
                     # transforms its data in place at every build, so a second render (a resize) crashed
                     xs = [math.log10(x) for x in xs]
-                    plt.xticks(*log_ticks(min(xs), max(xs)))
+                    plt.xticks(*log_ticks(min(xs), max(xs), most=3))   # a narrow chart: labels that never overlap
                     plt.xlabel(f"{param} (log)")
                 else:
                     plt.xlabel(param)

@@ -117,16 +117,19 @@ def epoch_ticks(epochs: list[int], most: int = 8) -> list[int]:
     return ticks
 
 
-def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+def log_ticks(low: float, high: float, most: int = 8) -> tuple[list[float], list[str]]:
     """Ticks for log10 values drawn on a linear axis: (positions as log10, labels as the values).
-    1-2-5 steps where the range spans a decade or more, else five even steps in log space."""
+    1-2-5 steps where the range spans a decade or more (the powers of ten alone where that makes more than
+    `most`), else `most` (at most 5) even steps in log space. A narrow chart asks for few: plotext drops
+    labels that would overlap, and which it drops depends on the order it draws them in."""
     if high - low >= 1:
         values = [m * 10.0 ** k for k in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
         values = [v for v in values if low <= math.log10(v) <= high] or [10 ** low, 10 ** high]
-        if len(values) > 8:   # many decades: the powers of ten alone
+        if len(values) > most:   # many decades: the powers of ten alone
             values = [v for v in values if math.log10(v).is_integer()] or values[::3]
     else:
-        values = [10 ** (low + (high - low) * i / 4) for i in range(5)]
+        steps = min(most, 5)
+        values = [10 ** (low + (high - low) * i / (steps - 1)) for i in range(steps)]
     return [math.log10(v) for v in values], [f"{v:.3g}" for v in values]
 
 
