@@ -164,7 +164,7 @@ def test_the_queue_panel_shows_the_pool_the_run_in_its_slot_and_the_queue_and_se
             slots = app.screen.query_one("#queue-slots", DataTable)
             await until(pilot, lambda: slots.row_count == 1 and slots.get_row_at(0)[2] == ids[0][:8], timeout=60)
             pool = str(app.screen.query_one("#queue-pool").render())
-            assert re.search(r"pool running \(pid \d+ on ", pool) and "1 slots, 1 busy: cpu" in pool
+            assert re.search(r"pool running \(pid \d+ on ", pool) and "1 slot, 1 busy: cpu" in pool
             waiting = app.screen.query_one("#queue-waiting", DataTable)
             assert [waiting.get_row_at(i)[:2] for i in range(waiting.row_count)] == [["1", ids[1][:8]], ["2", ids[2][:8]]]
             await pilot.press("s")

@@ -83,7 +83,8 @@ class QueueScreen(PollingScreen):
                 slots.add_row(str(index), device, "-", "[dim]free[/]", "", "", memory, use, key=f"slot-{index}")
             else:
                 slots.add_row(str(index), device, row["id"][:8], escape(row["name"]), f"{row['epoch']}/{row['epochs']}",
-                              progress(row, now, gpu=False) or "starting", memory, use, key=row["id"])
+                              progress(row, now, gpu=False) or ("starting" if not row["epoch"] else "training"),
+                              memory, use, key=row["id"])
         slots.move_cursor(row=min(at, max(0, slots.row_count - 1)), animate=False)
         waiting = self.query_one("#queue-waiting", DataTable)
         at = waiting.cursor_row
@@ -111,8 +112,8 @@ class QueueScreen(PollingScreen):
             line = "pool not running: it starts when a run is queued, and ends when the queue is empty"
         if state.slots is None:
             return line + "\nslots not set yet: the first queued run takes every visible GPU once, else one CPU slot (s sets them)"
-        busy = len(state.running)
-        return line + f"\n{len(state.slots)} slots, {busy} busy: {', '.join(state.slots)} (s sets them)"
+        count = f"{len(state.slots)} slot{'s' if len(state.slots) != 1 else ''}"
+        return line + f"\n{count}, {len(state.running)} busy: {', '.join(state.slots)} (s sets them)"
 
     def selected(self) -> str | None:
         table = self.focused if isinstance(self.focused, DataTable) else self.query_one("#queue-slots", DataTable)
