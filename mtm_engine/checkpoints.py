@@ -4,13 +4,13 @@ weight average (train.ema) that is evaluated and kept in place of the trained we
 from __future__ import annotations
 
 import copy
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mtm_engine.atomic import atomic_write
 from mtm_engine.config import Spec
 from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.models import MovingTargetsNet
@@ -140,14 +140,9 @@ def _to_host(value: Any) -> Any:
 
 
 def _write(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, fsync, rename: a kill during the write leaves the last good file."""
-    tmp = path.with_suffix(".tmp")
+    """torch.save, atomically (`atomic_write`): a kill during the write leaves the last good file."""
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: torch.save(state, fh))
     except OSError as exc:
         raise MtmError(f"cannot write {path}: {exc.strerror or exc}; free some space, or choose a writable home "
                        f"with --home or MTM_HOME") from None
@@ -156,8 +151,6 @@ def _write(path: Path, state: dict[str, Any]) -> None:
             raise
         raise MtmError(f"cannot write {path}: the write failed (a full or failing disk: {str(exc).splitlines()[0][:120]}); "
                        f"free some space, or choose a writable home with --home or MTM_HOME") from None
-    finally:   # a failed write (a full disk) leaves no temporary file
-        tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(path: Path, model: MovingTargetsNet, trained: MovingTargetsNet | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from mtm_engine.atomic import atomic_write
 from mtm_engine.config import Spec, _toml_value
 from mtm_engine.records import flatten_spec
 
@@ -129,7 +130,7 @@ def rewrite(readme: Path) -> None:
     lines = readme.read_text().splitlines()
     start = lines.index("| key | default | meaning |")
     end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
-    readme.write_text("\n".join(lines[:start] + config_table() + lines[end:]) + "\n")
+    atomic_write(readme, "\n".join(lines[:start] + config_table() + lines[end:]) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtm_engine import DISTRIBUTION
+from mtm_engine.atomic import atomic_write
 from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import out_of_memory
 from mtm_engine.records import (
@@ -118,7 +119,7 @@ def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str |
     store.create_run(run_id, meta, row)
     if diff:   # the code that ran is the commit plus this patch
         with writing(store.run_dir(run_id) / SOURCE_PATCH):
-            (store.run_dir(run_id) / SOURCE_PATCH).write_text(diff)
+            atomic_write(store.run_dir(run_id) / SOURCE_PATCH, diff)
     return run_id
 
 

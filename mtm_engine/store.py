@@ -36,6 +36,7 @@ from tinydb import Query, TinyDB
 from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
+from mtm_engine.atomic import atomic_write, writer_of
 from mtm_engine.errors import MtmError
 from mtm_engine.records import MEASUREMENTS, PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow
 
@@ -94,14 +95,9 @@ class AtomicJSONStorage(Storage):
 
     def write(self, data: dict[str, Any]) -> None:
         data["_mtm"] = {"1": {"format": FORMAT, "kind": self.kind}}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with writing(self.path, tmp):
+        with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as fh:
-                json.dump(data, fh, separators=(",", ":"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(data, separators=(",", ":")))
 
     def close(self) -> None:
         pass
@@ -151,17 +147,13 @@ def _shape_problem(kind: str, data: dict[str, Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def writing(path: Path, tmp: Path | None = None, elsewhere: str = "a writable home with --home or MTM_HOME"
-            ) -> Iterator[None]:
+def writing(path: Path, elsewhere: str = "a writable home with --home or MTM_HOME") -> Iterator[None]:
     """A write to `path` that fails (full disk, read-only or missing folder) becomes one StoreError
-    line, and leaves no temporary file behind. `elsewhere`: what to choose instead (a file the user named
-    is not in the home)."""
+    line (`atomic_write` has removed its temporary file). `elsewhere`: what to choose instead (a file the
+    user named is not in the home)."""
     try:
         yield
     except OSError as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
         if isinstance(exc, FileNotFoundError) and not path.parent.exists():
             raise StoreError(f"cannot write {path}: the folder {path.parent} does not exist; create it, or choose "
                              f"another path") from None
@@ -432,9 +424,9 @@ class Store:
                     checkup.reindexed.append(run_id)
                     if fix:
                         self._write_index_row(row)
-        for path in sorted(self.home.glob("*/**/.*.tmp")):   # `.NAME.PID.tmp`: a writer killed mid-write
-            pid = path.name.rsplit(".", 2)[-2]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+        for path in sorted(self.home.glob("*/**/.*.tmp")):   # atomic_write's: a writer killed mid-write
+            pid = writer_of(path)
+            if pid is not None and not _pid_alive(pid):
                 checkup.temporary.append(path)
                 if fix:
                     path.unlink(missing_ok=True)
@@ -548,12 +540,9 @@ class Store:
         """Keep an `mtm eval` measurement (records.MEASUREMENTS: certainty, fewshot) beside the run's
         checkpoints, atomically."""
         path = self.run_dir(run_id) / MEASUREMENTS[kind]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(result))
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps(result))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {path} ({exc.strerror or exc}); free space or fix the permissions "
                              f"of {path.parent}") from None
         return path
@@ -567,13 +556,8 @@ class Store:
     def write_progress(self, run_id: str, progress: Progress) -> None:
         """The epoch in flight. Best effort: a full disk must not end a run over a progress line
         (the epoch's own record, written next, says so if the disk stays full)."""
-        path = self.run_dir(run_id) / PROGRESS
-        tmp = path.with_name(f".{PROGRESS}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(progress))
-            os.replace(tmp, path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            atomic_write(self.run_dir(run_id) / PROGRESS, json.dumps(progress))
 
     def progress(self, run_id: str) -> Progress | None:
         """The epoch in flight as its run last wrote it, or None (none yet, or unreadable)."""

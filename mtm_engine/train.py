@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from mtm_engine.atomic import atomic_write
 from mtm_engine.checkpoints import (
     BackgroundWriter,
     WeightAverage,
@@ -231,9 +231,7 @@ def write_snapshot(run_dir: Path, snapshot: dict[str, Any], epoch: int, best: bo
     first classifier), as small JSON files beside the checkpoint (at most 2,000 points)."""
     text = json.dumps({"epoch": epoch, **snapshot})
     for which in ("last", "best") if best else ("last",):
-        tmp = run_dir / f".{SNAPSHOTS[which]}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, run_dir / SNAPSHOTS[which])
+        atomic_write(run_dir / SNAPSHOTS[which], text)
 
 
 # --- the run ------------------------------------------------------------------------------------

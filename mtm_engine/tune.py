@@ -31,6 +31,7 @@ import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from mtm_engine.atomic import atomic_write
 from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS, CheckpointSaved, EpochEnded, RunStarted, acc_key
@@ -80,7 +81,7 @@ def check_trials_fit(gpus: float, cpus: float, nodes: list[dict[str, Any]]) -> N
 def _write_probe(folder: str, name: str) -> str:
     """On one node: write a probe file into the sweep's storage folder; returns the node's host name."""
     Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / name).write_text(socket.gethostname())
+    atomic_write(Path(folder) / name, socket.gethostname())
     return socket.gethostname()
 
 

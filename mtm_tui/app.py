@@ -16,6 +16,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from mtm_engine.atomic import atomic_write
 from mtm_engine.errors import MtmError
 from mtm_engine.store import Store
 from mtm_tui.screens.help import HelpScreen
@@ -56,7 +57,7 @@ class MtmApp(App):
         if self._exception is None:   # the first error; one raised while closing keeps the first's log
             with contextlib.suppress(OSError):
                 self.crash_log.parent.mkdir(parents=True, exist_ok=True)
-                self.crash_log.write_text(time.strftime("%Y-%m-%d %H:%M:%S ") + "".join(
+                atomic_write(self.crash_log, time.strftime("%Y-%m-%d %H:%M:%S ") + "".join(
                     traceback.format_exception(type(error), error, error.__traceback__)))
         super()._handle_exception(error)
 

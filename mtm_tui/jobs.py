@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from mtm_engine.atomic import atomic_write
 from mtm_engine.errors import MtmError
 from mtm_engine.records import GPU_SHARE_ENV
 from mtm_engine.runner import STOPPED_BEFORE_START, cuda_visible_devices
@@ -280,11 +281,9 @@ def drain(store: Store) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with writing(path, tmp):
+    with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data))
 
 
 def _drain_while_queued(store: Store, unreadable: set[str]) -> None:

@@ -14,6 +14,7 @@ import pytest
 from conftest import MTM
 from test_tui import fixture_home  # noqa: F401  (a fixture: three finished runs with records)
 
+from mtm_engine.atomic import temporary_name
 from mtm_engine.errors import MtmError
 from mtm_engine.store import Store, StoreError, owner, parse_where
 
@@ -348,16 +349,16 @@ def test_a_ghost_row_never_breaks_list_or_export_and_rm_removes_it(fixture_home,
 
 
 def test_doctor_removes_temporary_files_that_killed_writers_left(tmp_path):
-    """A writer killed mid-write (kill -9) leaves `.NAME.PID.tmp` beside the file; nothing removed them (issue 27).
+    """A writer killed mid-write (kill -9) leaves `.NAME.PID.THREAD.tmp` beside the file; nothing removed them (issue 27).
     Doctor removes those whose process is gone, and leaves a live writer's alone."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     store = Store(tmp_path)
     store.create_run("aaaa0000", {"spec": {}, "seed": 0}, _row(status="finished"))
     run_dir = store.run_dir("aaaa0000")
-    left = [run_dir / f".run.json.{dead.pid}.tmp", tmp_path / "index" / f".day-x.json.{dead.pid}.tmp",
-            run_dir / f".certainty.json.{dead.pid}.tmp"]
-    live = run_dir / f".run.json.{os.getpid()}.tmp"
+    left = [run_dir / f".run.json.{dead.pid}.140000.tmp", tmp_path / "index" / f".day-x.json.{dead.pid}.1.tmp",
+            run_dir / f".certainty.json.{dead.pid}.tmp"]   # the last: as versions before atomic_write named them
+    live = temporary_name(run_dir / "run.json")
     for path in (*left, live):
         path.write_text("{half")
     assert sorted(store.doctor(fix=False).temporary) == sorted(left) and all(p.exists() for p in left)

@@ -302,10 +302,11 @@ def _write(text: str, out: Optional[Path]) -> None:
     if out is None:
         print(text, end="" if text.endswith("\n") else "\n")
         return
+    from mtm_engine.atomic import atomic_write
     from mtm_engine.store import writing
 
     with writing(out, elsewhere="another --out"):
-        out.write_text(text)
+        atomic_write(out, text)
     err_console.print(f"wrote {out.resolve()}", markup=False)
 
 

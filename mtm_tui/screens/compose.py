@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
+from mtm_engine.atomic import atomic_write
 from mtm_engine.config import (
     CHOICES,
     DATASETS,
@@ -290,7 +291,7 @@ class ComposeScreen(Screen):
         try:
             with writing(path):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                atomic_write(path, text)
         except MtmError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
             return False

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Markdown, Select, Static, Switch
 
 from mtm_engine import export as ex
+from mtm_engine.atomic import atomic_write
 from mtm_engine.errors import MtmError
 from mtm_engine.results import SELECTIONS
 from mtm_engine.store import writing
@@ -116,7 +117,7 @@ class ExportScreen(Screen):
         if path is not None:
             try:
                 with writing(path):
-                    path.write_text(text)
+                    atomic_write(path, text)
             except MtmError as exc:   # a missing folder or a full disk: say so, keep the app
                 self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
                 return
