@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from mtm_engine.config import BACKBONES, CLASSIFIERS_FOR_HEAD, LOSSES, MTM_LOSSES, comparable_spec
-from mtm_engine.records import CERTAINTY_MEASURES, acc_key, config_id, differing_keys, flatten_spec
+from mtm_engine.records import CERTAINTY_MEASURES, METRICS, acc_key, config_id, differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
 COLUMNS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
@@ -238,9 +238,9 @@ def certainty_section(result: dict[str, Any]) -> list[str]:
 # the validation-selected epoch (primary classifier) and the measurements `mtm eval` kept.
 # (heading, where the value comes from, its key, the scale it is shown at, the format)
 MEASURES = (
-    ("acc %", "record", "acc", 100, ".2f"), ("P@1", "record", "test_precision_at_1", 1, ".3f"),
-    ("MAP@R", "record", "test_map_at_r", 1, ".3f"), ("NMI", "record", "test_nmi", 1, ".3f"),
-    ("σ", "record", "test_cluster_size", 1, ".2f"), ("ρ", "record", "test_centre_distance", 1, ".2f"),
+    ("acc %", "record", "acc", 100, ".2f"), ("P@1", "record", METRICS["precision_at_1"].key(), 1, ".3f"),
+    ("MAP@R", "record", METRICS["map_at_r"].key(), 1, ".3f"), ("NMI", "record", METRICS["nmi"].key(), 1, ".3f"),
+    ("σ", "record", METRICS["cluster_size"].key(), 1, ".2f"), ("ρ", "record", METRICS["centre_distance"].key(), 1, ".2f"),
     ("error AUROC", "certainty", "misclassification_auroc", 1, ".3f"), ("AURC", "certainty", "aurc", 1, ".4f"),
     ("OOD AUROC", "certainty", "ood_auroc", 1, ".3f"), ("Gaussian OOD AUROC", "gaussian", "ood_auroc", 1, ".3f"),
     ("ECE", "ece", "ece", 1, ".3f"),
@@ -362,8 +362,8 @@ def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str
             chosen = select_epoch(records, c, selection)
             cells.append(f"{100 * chosen[acc_key('test', c)]:.2f} (ep {chosen['epoch']})" if chosen else "-")
         lines.append(f"| {selection} | " + " | ".join(cells) + " |")
-    metrics = ["train_loss", *(acc_key(s, c) for c in columns for s in ("val", "test")),
-               "test_cluster_size", "test_centre_distance", "test_centre_separation", "test_median_cosine",
+    metrics = [METRICS["train_loss"].key(), *(acc_key(s, c) for c in columns for s in ("val", "test")),
+               *(METRICS[m].key() for m in ("cluster_size", "centre_distance", "centre_separation", "median_cosine")),
                "epoch_time_s"]
     metrics = [m for m in metrics if records and m in records[0]]
     lines += ["", "## Per epoch", "", "| epoch | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]

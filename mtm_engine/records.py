@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterable, Protocol, TypedDict
 
@@ -39,6 +40,21 @@ def gpu_share() -> float | None:
 
 
 PROGRESS = "progress.json"     # the epoch in flight (Progress), rewritten every few seconds
+
+
+class Status(StrEnum):
+    """Where a run stands. Stored as its plain value ("running"), and equal to it."""
+    QUEUED = "queued"              # waiting for a slot of the queue's pool
+    RUNNING = "running"            # a process trains it (a worker, `mtm run`, a sweep's trial)
+    FINISHED = "finished"          # every epoch trained
+    FAILED = "failed"              # an error ended it (its message says which)
+    DIVERGED = "diverged"          # its loss became NaN or infinite
+    INTERRUPTED = "interrupted"    # stopped, or its process died: resume continues it
+
+
+LIVE = (Status.QUEUED, Status.RUNNING)                                 # owned by a process, or about to be
+ENDED = (Status.FINISHED, Status.FAILED, Status.DIVERGED, Status.INTERRUPTED)
+RESUMABLE = (Status.INTERRUPTED, Status.FAILED, Status.DIVERGED)       # what `mtm resume` continues
 
 
 def acc_key(split: str, classifier: str) -> str:
@@ -100,7 +116,7 @@ class RunRow(TypedDict, total=False):
     """Where a run stands: what `mtm list` shows (run.json's row table, copied to the index)."""
     id: str
     name: str
-    status: str                    # queued | running | finished | failed | diverged | interrupted
+    status: Status
     dataset: str
     backbone: str
     loss: str
@@ -251,7 +267,7 @@ class NullSink:
 
 @dataclass
 class RunResult:
-    status: str                      # finished | diverged | interrupted
+    status: Status                   # finished, diverged or interrupted
     records: list[dict[str, Any]]    # every epoch's record, earlier runs of a resumed run included
     summary: dict[str, Any] = field(default_factory=dict)
     message: str = ""

@@ -27,6 +27,7 @@ from mtm_engine.records import (
     RunResult,
     RunStarted,
     Sink,
+    Status,
     acc_key,
     config_id,
     gpu_share,
@@ -100,7 +101,7 @@ def summary_fields(spec: Spec, records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str | None = None,
+def create_run(store: Store, spec: Spec, *, status: Status = Status.QUEUED, sweep: str | None = None,
                extra: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Record a new run; returns its id (a new random one unless given)."""
     run_id = run_id or secrets.token_hex(16)   # 128 bits: no collision in any store (32 bits: 0.16% at 3,750 runs)
@@ -114,7 +115,7 @@ def create_run(store: Store, spec: Spec, *, status: str = "queued", sweep: str |
            "primary": spec.classifiers[0], "sweep": sweep, "host": socket.gethostname(), "pid": None,
            # a foreground run is this process's from the start: killed before torch is even imported, it
            # is seen as interrupted at once (by its pid), not after the heartbeat's 150 s
-           **(owner() if status == "running" else {}),
+           **(owner() if status == Status.RUNNING else {}),
            "device": None, "message": "", "config": config_id(meta["spec"]), **summary_fields(spec, [])}
     store.create_run(run_id, meta, row)
     if diff:   # the code that ran is the commit plus this patch
@@ -172,9 +173,9 @@ def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: b
     """
     spec = spec_from_dict(store.meta(run_id)["spec"])
     if store.stop_requested(run_id):   # `mtm stop` between the pool's claim and this process's start
-        store.update(run_id, status="interrupted", pid=None, message=STOPPED_BEFORE_START)
-        return RunResult("interrupted", store.records(run_id), message=STOPPED_BEFORE_START)
-    store.update(run_id, status="running", **owner(), message="", started=time.time())
+        store.update(run_id, status=Status.INTERRUPTED, pid=None, message=STOPPED_BEFORE_START)
+        return RunResult(Status.INTERRUPTED, store.records(run_id), message=STOPPED_BEFORE_START)
+    store.update(run_id, status=Status.RUNNING, **owner(), message="", started=time.time())
     terminated = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: terminated.set())
@@ -187,12 +188,12 @@ def execute(store: Store, run_id: str, display: Sink | None = None, *, resume: b
                      history=store.records(run_id) if resume else [],
                      should_stop=lambda: terminated.is_set() or store.stop_requested(run_id))
     except KeyboardInterrupt:
-        store.update(run_id, status="interrupted", pid=None, ended=time.time(),
+        store.update(run_id, status=Status.INTERRUPTED, pid=None, ended=time.time(),
                      message="interrupted (Ctrl-C); mtm resume continues from the last checkpoint")
         raise
     except BaseException as exc:
         oom = out_of_memory(exc, gpu_share())
-        store.update(run_id, status="failed", pid=None, ended=time.time(),
+        store.update(run_id, status=Status.FAILED, pid=None, ended=time.time(),
                      message=str(oom) if oom else f"{type(exc).__name__}: {exc}".splitlines()[0])
         if oom:
             raise oom from exc

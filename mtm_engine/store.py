@@ -38,10 +38,9 @@ from tinydb.storages import Storage
 
 from mtm_engine.atomic import atomic_write, writer_of
 from mtm_engine.errors import MtmError
-from mtm_engine.records import MEASUREMENTS, PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow
+from mtm_engine.records import LIVE, MEASUREMENTS, PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow, Status
 
 FORMAT = 1
-LIVE = ("queued", "running")
 HEARTBEAT_S = 30.0             # a live run refreshes its heartbeat this often
 STALE_AFTER_S = 5 * HEARTBEAT_S
 RUN_FILE, LOG, STOP = "run.json", "log.txt", "stop"
@@ -457,7 +456,7 @@ class Store:
         another process (another start time). Another host's process cannot be checked from here: a silent
         heartbeat may be a paused driver or a slow disk, so such a run is never judged dead here (`_shown`
         says how long it has been silent); its own host's commands judge it."""
-        if row["status"] != "running":   # a queued run is an entry in the queue, not a process
+        if row["status"] != Status.RUNNING:   # a queued run is an entry in the queue, not a process
             return False
         if row.get("host") and row["host"] != socket.gethostname():
             return False
@@ -474,11 +473,11 @@ class Store:
         `reap` records it so."""
         if not self.is_dead(row):
             silent = time.time() - row.get("heartbeat", row["created"])
-            if row["status"] == "running" and silent > STALE_AFTER_S:   # another host's run (is_dead)
+            if row["status"] == Status.RUNNING and silent > STALE_AFTER_S:   # another host's run (is_dead)
                 return {**row, "message": f"no heartbeat for {silent:.0f} s from {row.get('host')}; only that host "
                                           f"can tell whether its process ended"}
             return row
-        return {**row, "status": "interrupted", "message": DEAD_MESSAGE, "dead": True}
+        return {**row, "status": Status.INTERRUPTED, "message": DEAD_MESSAGE, "dead": True}
 
     def reap(self, rows: list[dict[str, Any]]) -> list[str]:
         """Record the runs among `rows` (as read) whose process died as interrupted; returns their ids.
@@ -486,7 +485,7 @@ class Store:
         the TUI's poll call it, and go on where the home is read-only."""
         now = time.time()
         return [row["id"] for row in rows if row.get("dead") and self._change_run(
-            row["id"], index=True, accept=self.is_dead, status="interrupted", pid=None, message=DEAD_MESSAGE,
+            row["id"], index=True, accept=self.is_dead, status=Status.INTERRUPTED, pid=None, message=DEAD_MESSAGE,
             updated=now)]
 
     def resolve(self, prefix: str, say: Callable[[str], None] | None = None) -> str:

@@ -54,6 +54,7 @@ from mtm_engine.records import (
     RunResult,
     RunStarted,
     Sink,
+    Status,
     acc_key,
 )
 from mtm_engine.results import summarise
@@ -304,13 +305,13 @@ def fit(
             on_progress=lambda b, n, loss, epoch=epoch: progress(epoch, b, n, loss), should_stop=should_stop,
         )
         if train_loss is None:
-            return ended("interrupted", f"stopped during epoch {epoch}; resume continues from epoch {epoch}")
+            return ended(Status.INTERRUPTED, f"stopped during epoch {epoch}; resume continues from epoch {epoch}")
         trained = time.perf_counter()
         if not math.isfinite(train_loss):
             message = (f"training loss became {train_loss} in epoch {epoch}; lower train.lr "
                        f"(now {spec.train.lr:g}) or loss.r (now {spec.loss.r:g})")
             sink.emit(RunDiverged(epoch, message))
-            return ended("diverged", message)
+            return ended(Status.DIVERGED, message)
         metrics, snapshot = evaluate(evaluated, data, spec)
         record = {"epoch": epoch, "train_loss": train_loss, "lr": optimiser.param_groups[0]["lr"], **metrics}
         end = time.perf_counter()
@@ -328,5 +329,5 @@ def fit(
         if not background_checkpoints:
             written(writer.wait())
         if should_stop() and epoch < spec.train.epochs:
-            return ended("interrupted", f"stopped after epoch {epoch}; resume continues from epoch {epoch + 1}")
-    return ended("finished")
+            return ended(Status.INTERRUPTED, f"stopped after epoch {epoch}; resume continues from epoch {epoch + 1}")
+    return ended(Status.FINISHED)

@@ -34,7 +34,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from mtm_engine.atomic import atomic_write
 from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import ConfigError, MtmError
-from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS, CheckpointSaved, EpochEnded, RunStarted, acc_key
+from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS, CheckpointSaved, EpochEnded, RunStarted, Status, acc_key
 from mtm_engine.runner import create_run, physical_device, summary_fields
 from mtm_engine.store import HEARTBEAT_S, LOG, Store, owner
 from mtm_engine.sweep_spec import TuneSpec
@@ -271,10 +271,10 @@ class StoreCallback(tune.Callback):
         except ConfigError:   # an invalid draw: the trial fails with this error (on_trial_error), the sweep goes on
             spec = spec_from_dict(self.base)
         if not store.exists(run_id):
-            create_run(store, spec, status="running", sweep=self.sweep_id, run_id=run_id,
+            create_run(store, spec, status=Status.RUNNING, sweep=self.sweep_id, run_id=run_id,
                        extra={"trial_id": trial.trial_id, "trial_config": trial.config})
         # The driver owns the trial: its process, here, is what liveness checks (not the worker's, elsewhere).
-        store.update(run_id, status="running", message="", heartbeat=time.time(), started=time.time(), **owner())
+        store.update(run_id, status=Status.RUNNING, message="", heartbeat=time.time(), started=time.time(), **owner())
         self.records[run_id] = store.records(run_id)
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
         self._tell(f"trial {run_id} started: {values}")
@@ -321,7 +321,7 @@ class StoreCallback(tune.Callback):
         spec = _trial_spec(self.base, trial.config)
         done = len(self.records.get(run_id, []))
         message = "" if done >= spec.train.epochs else f"stopped early by the scheduler after epoch {done}"
-        store.update(run_id, status="finished", pid=None, message=message, ended=time.time())
+        store.update(run_id, status=Status.FINISHED, pid=None, message=message, ended=time.time())
         self._tell(f"trial {run_id} finished" + (f" ({message})" if message else ""))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -334,7 +334,7 @@ class StoreCallback(tune.Callback):
         # Where it ran, also where it never reported (a failure before its first epoch): Ray's error names the
         # worker, "ray::ImplicitFunc.train() (pid=4393, ip=10.0.0.7, ...)".
         placed = re.search(r"\(pid=\d+, ip=([^,)\s]+)", error)
-        store.update(run_id, status="failed", pid=None, message=_error_line(trial), ended=time.time(),
+        store.update(run_id, status=Status.FAILED, pid=None, message=_error_line(trial), ended=time.time(),
                      node_ip=trial.node_ip or (placed.group(1) if placed else None))
         self._tell(f"trial {run_id} failed: {_error_line(trial)}")
 

@@ -33,9 +33,9 @@ from typing import Any, Iterator
 
 from mtm_engine.atomic import atomic_write
 from mtm_engine.errors import MtmError
-from mtm_engine.records import GPU_SHARE_ENV
+from mtm_engine.records import GPU_SHARE_ENV, LIVE, RESUMABLE, Status
 from mtm_engine.runner import STOPPED_BEFORE_START, cuda_visible_devices
-from mtm_engine.store import LIVE, LOG, Store, StoreError, owner, same_process_alive, writing
+from mtm_engine.store import LOG, Store, StoreError, owner, same_process_alive, writing
 
 QUEUE_DIR = "queue"
 POOL_FILE = "pool.json"   # the pool draining the queue: its owner() fields and when it started
@@ -159,7 +159,7 @@ def _try_lock(path: Path) -> Iterator[Any]:
 
 def queued(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Queued runs in the order the pool starts them: first queued, first started."""
-    return sorted((r for r in rows if r["status"] == "queued"), key=lambda r: r.get("queued", r["created"]))
+    return sorted((r for r in rows if r["status"] == Status.QUEUED), key=lambda r: r.get("queued", r["created"]))
 
 
 def with_queue_places(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -194,7 +194,7 @@ def queue_state(store: Store, rows: list[dict[str, Any]], gpus: dict[str, GpuSta
     with contextlib.suppress(OSError, ValueError):
         pool = json.loads((_queue_dir(store) / POOL_FILE).read_text())
     pool = pool if isinstance(pool, dict) else None
-    running = {r["slot"]: r for r in rows if r["status"] == "running" and isinstance(r.get("slot"), int)
+    running = {r["slot"]: r for r in rows if r["status"] == Status.RUNNING and isinstance(r.get("slot"), int)
                and not r.get("sweep")}
     return QueueState(pool, same_process_alive(pool) if pool else False, read_slots(store), running, queued(rows),
                       gpus or {})
@@ -257,7 +257,7 @@ def ensure_pool(store: Store) -> None:
 def restart_pool_if_queued(store: Store, rows: list[dict[str, Any]] | None = None) -> None:
     """Start a pool where runs wait in the queue and none drains it (killed with kill -9, or by a logout's
     SIGHUP): what every command that reads the queue, and every worker at its end, calls."""
-    if any(r["status"] == "queued" for r in (store.rows() if rows is None else rows)):
+    if any(r["status"] == Status.QUEUED for r in (store.rows() if rows is None else rows)):
         ensure_pool(store)
 
 
@@ -301,7 +301,7 @@ def _drain_while_queued(store: Store, unreadable: set[str]) -> None:
                 if slot is None:
                     continue
                 row = waiting.pop(0)
-                if store.transition(row["id"], "queued", status="running", slot=index, slot_device=device, pid=None,
+                if store.transition(row["id"], Status.QUEUED, status=Status.RUNNING, slot=index, slot_device=device, pid=None,
                                     host=socket.gethostname(), message=f"starting in slot {index} ({device})"):
                     children.append(_start_worker(store, row["id"], device, slot.fileno(), slots))
                 elif not _readable(store, row["id"]):
@@ -360,7 +360,7 @@ def stop(store: Store, run_id: str) -> str:
     """Take a queued run out of the queue, record a run whose process is gone as interrupted, or
     ask a running one to stop after its current batch (its last whole epoch stays checkpointed).
     Returns what it did, in words."""
-    if store.transition(run_id, "queued", status="interrupted", message=STOPPED_BEFORE_START):
+    if store.transition(run_id, Status.QUEUED, status=Status.INTERRUPTED, message=STOPPED_BEFORE_START):
         return "taken out of the queue"
     if store.reap([store.row(run_id)]):
         return "its process had ended already; recorded as interrupted"
@@ -374,9 +374,6 @@ def stop(store: Store, run_id: str) -> str:
     return "stop requested"
 
 
-RESUMABLE = ("interrupted", "failed", "diverged")
-
-
 def claim_for_resume(store: Store, run_id: str, **fields: Any) -> None:
     """Atomically make a stopped run this caller's (`fields`: its new status and owner), so that two
     resumes of one run never both train it; the loser gets one line saying who has it. A sweep's
@@ -387,17 +384,17 @@ def claim_for_resume(store: Store, run_id: str, **fields: Any) -> None:
                        f"within its sweep")
     if not store.transition(run_id, RESUMABLE, message="", **fields):
         row = store.row(run_id)
-        if row["status"] == "running":
+        if row["status"] == Status.RUNNING:
             raise MtmError(f"run {run_id} is running (pid {row.get('pid') or '?'} on {row.get('host')}); "
                            f"`mtm stop {run_id}` stops it")
-        if row["status"] == "queued":
+        if row["status"] == Status.QUEUED:
             raise MtmError(f"run {run_id} is queued already; `mtm stop {run_id}` takes it out of the queue")
         raise MtmError(f"run {run_id} has finished all its epochs; nothing to resume")
     store.clear_stop(run_id)
 
 
 def resume_detached(store: Store, run_id: str) -> Path:
-    claim_for_resume(store, run_id, status="queued", queued=time.time(), pid=None)
+    claim_for_resume(store, run_id, status=Status.QUEUED, queued=time.time(), pid=None)
     return enqueue(store, run_id)[0]
 
 

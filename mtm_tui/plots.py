@@ -12,6 +12,7 @@ from mtm_engine.export import row_label
 from mtm_engine.records import METRICS, classifiers_in
 from mtm_engine.snapshots import PLANES, default_projection, describe, projections
 
+SIZE, DISTANCE = METRICS["cluster_size"].key("test"), METRICS["centre_distance"].key("test")   # Fig. 17's axes
 # figure name -> (title, metric of records.METRICS); accuracy is the run's first classifier's
 FIGURES = {
     "accuracy": ("Test accuracy over epochs (validation dashed)", METRICS["acc"]),
@@ -79,11 +80,11 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
     fig, ax = plt.subplots(figsize=(6, 5))   # Fig. 17: rho against sigma, with rho = sigma
     top = 0.0
     for meta, _, records in runs:
-        xs, ys = [r["test_cluster_size"] for r in records], [r["test_centre_distance"] for r in records]
+        xs, ys = [r[SIZE] for r in records], [r[DISTANCE] for r in records]
         ax.plot(xs, ys, marker=".", label=_label(meta))
         ax.annotate("1", (xs[0], ys[0]), fontsize=7)
         top = max(top, *xs, *ys)
-    low = min(min(r["test_cluster_size"] for r in rec) for _, _, rec in runs)
+    low = min(min(r[SIZE] for r in rec) for _, _, rec in runs)
     ax.plot([low, top], [low, top], color="gray", linestyle=":", label="ρ = σ")
     ax.set(title="Centre distance ρ against cluster size σ (test split; 1 = first epoch)", xlabel="cluster size σ",
            ylabel="centre distance ρ", xscale="log", yscale="log")

@@ -10,9 +10,10 @@ from typing import Any
 from rich.markup import escape
 
 from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
+from mtm_engine.records import LIVE, RESUMABLE, Status
 
-STATUS_STYLES = {"queued": "cyan", "running": "bold yellow", "finished": "green", "failed": "bold red",
-                 "diverged": "magenta", "interrupted": "dim"}
+STATUS_STYLES = {Status.QUEUED: "cyan", Status.RUNNING: "bold yellow", Status.FINISHED: "green",
+                 Status.FAILED: "bold red", Status.DIVERGED: "magenta", Status.INTERRUPTED: "dim"}
 COLUMNS = ("id", "name", "status", "dataset", "net", "loss", "d", "epoch", "val%", "test%", "age", "sweep")
 WIDE_COLUMNS = ("seed", "lr", "time", "now", "tags")   # where the terminal is wide enough (>= 160 columns)
 PROGRESS_STALE_S = 120.0   # a progress line older than this is not shown (the run may be evaluating)
@@ -47,7 +48,7 @@ def duration(row: dict[str, Any], now: float) -> str:
     found dead has no end recorded: its last write (`updated`) stands in."""
     if not row.get("started"):
         return "-"
-    live = row["status"] in ("running", "queued") and not row.get("dead")
+    live = row["status"] in LIVE and not row.get("dead")
     end = now if live else row.get("ended") or row.get("updated") or now
     return age(end - row["started"])
 
@@ -55,7 +56,7 @@ def duration(row: dict[str, Any], now: float) -> str:
 def stop_question(row: dict[str, Any]) -> str:
     """What stopping a live run does, as the TUI asks it: a queued run has no epoch to keep."""
     run = f"{row['id'][:8]} ({row.get('name', '')})"
-    if row.get("status") == "queued":
+    if row.get("status") == Status.QUEUED:
         return f"Take run {run} out of the queue? It has not started; R resumes it later."
     return f"Stop run {run}? Its last whole epoch stays checkpointed."
 
@@ -63,7 +64,7 @@ def stop_question(row: dict[str, Any]) -> str:
 def progress(row: dict[str, Any], now: float, gpu: bool = True) -> str:
     """The epoch in flight of a running run ("batch 412/938 · 2,310 img/s · ETA 1m12s · 1.2 GB"), or ""."""
     p = row.get("progress")
-    if row["status"] != "running" or not p or p["epoch"] <= row["epoch"] or now - p["at"] > PROGRESS_STALE_S:
+    if row["status"] != Status.RUNNING or not p or p["epoch"] <= row["epoch"] or now - p["at"] > PROGRESS_STALE_S:
         return ""
     if p["batch"] >= p["batches"]:   # every batch trained: the epoch's evaluation is running, no ETA to count down
         return f"batch {p['batch']}/{p['batches']} · evaluating"
@@ -78,10 +79,10 @@ def cut(text: str, width: int) -> str:
 def detail(row: dict[str, Any], now: float) -> str:
     """The line under the Runs table for the run under the cursor: the epoch in flight of a running run, why a
     failed, diverged or interrupted run ended, or ""."""
-    if row["status"] == "running":
+    if row["status"] == Status.RUNNING:
         line = progress(row, now)
         return f"{row['id'][:8]} epoch {row['epoch'] + 1}/{row['epochs']}: {line}" if line else ""
-    if row["status"] in ("failed", "diverged", "interrupted") and row.get("message"):
+    if row["status"] in RESUMABLE and row.get("message"):
         return f"{row['id'][:8]} {row['status']}: {row['message']}"
     return ""
 
@@ -92,14 +93,14 @@ def wide_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
     p = row.get("progress")
     now_cell = f"{100 * p['batch'] / p['batches']:.0f}% ETA {age(p['eta_s'])}" if progress(row, now) else \
         f"[{STATUS_STYLES[row['status']]}]{escape(cut(row['message'], 48))}[/]" \
-        if row["status"] in ("failed", "diverged") and row.get("message") else ""
+        if row["status"] in (Status.FAILED, Status.DIVERGED) and row.get("message") else ""
     return (str(row.get("seed", "-")), f"{lr:.2g}" if isinstance(lr, (int, float)) else "-", duration(row, now),
             now_cell, " ".join(row.get("tags") or []))
 
 
 def status(value: str, place: int | None = None) -> str:
     """The status in colour; a queued run's with its place in the queue ("queued #2")."""
-    text = f"{value} #{place}" if value == "queued" and place else value
+    text = f"{value} #{place}" if value == Status.QUEUED and place else value
     return f"[{STATUS_STYLES.get(value, '')}]{text}[/]"
 
 

@@ -55,3 +55,24 @@ def test_ruff_finds_nothing():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "mtm_engine", "mtm_tui", "tests", "bench"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_record_keys_are_spelled_only_in_records():
+    """An epoch record's split-prefixed keys (val_acc_cos, test_cluster_size) are made by records.acc_key and
+    Metric.key; a module that spells one itself breaks silently when a key is renamed."""
+    import ast
+
+    from mtm_engine.config import CLASSIFIERS
+    from mtm_engine.records import METRICS
+
+    keys = {m.key(split, c) for m in METRICS.values() for split in ("val", "test") for c in CLASSIFIERS}
+    keys = {k for k in keys if k.startswith(("val_", "test_"))}
+    for path in sorted((ROOT / "mtm_engine").rglob("*.py")) + sorted((ROOT / "mtm_tui").rglob("*.py")):
+        if path.name == "records.py" and path.parent.name == "mtm_engine":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in keys, f"{path.relative_to(ROOT)}:{node.lineno} spells {node.value!r}"
+            if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+                head = str(node.values[0].value)
+                assert not head.startswith(("val_", "test_")), f"{path.relative_to(ROOT)}:{node.lineno} spells {head!r}"

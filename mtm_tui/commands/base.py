@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -90,13 +89,6 @@ def foreground(store, run_id: str, spec, *, resume: bool, as_json: bool):
         raise typer.Exit(130) from None
 
 
-class Status(str, Enum):
-    queued = "queued"
-    running = "running"
-    finished = "finished"
-    failed = "failed"
-    diverged = "diverged"
-    interrupted = "interrupted"
 
 
 def _named(value: Optional[str], names: dict[str, str], what: str) -> Optional[str]:

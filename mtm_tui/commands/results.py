@@ -14,11 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from mtm_engine.errors import MtmError
+from mtm_engine.records import Status
 from mtm_tui.commands.base import (
     FILTERS,
     HOME,
     RUN,
-    Status,
     app,
     aside,
     console,
@@ -103,7 +103,7 @@ def show(run: str = RUN,
          json_: bool = typer.Option(False, "--json", help="The run as one JSON object."),
          home: Optional[Path] = HOME) -> None:
     """Show a run: its spec, per-epoch figures, best vs last, and its log tail."""
-    from mtm_engine.records import acc_key, classifiers_in
+    from mtm_engine.records import METRICS, acc_key, classifiers_in
     from mtm_engine.results import summarise
     from mtm_engine.store import LOG
     from mtm_tui.rows import gpu_memory, pct, status, tags_and_note
@@ -133,7 +133,8 @@ def show(run: str = RUN,
         for r in records:
             table.add_row(str(r["epoch"]), f"{r['train_loss']:.4g}",
                           *(f"{pct(r.get(acc_key('val', c)), 1)}/{pct(r[acc_key('test', c)], 1)}" for c in classifiers),
-                          f"{r['test_cluster_size']:.3g}", f"{r['test_centre_distance']:.3g}", f"{r['epoch_time_s']:.1f}",
+                          f"{r[METRICS['cluster_size'].key()]:.3g}", f"{r[METRICS['centre_distance'].key()]:.3g}",
+                          f"{r['epoch_time_s']:.1f}",
                           *((gpu_memory(r), f"{r['gpu_util_pct']:.0f}" if "gpu_util_pct" in r else "-") if gpu else ()))
         console.print(table)
         console.print(result_table(summarise(records, classifiers), classifiers))
@@ -165,7 +166,7 @@ def eval_(run: str = RUN,
     """Recompute a run's accuracies and geometry from its kept weights, beside what it recorded."""
     from mtm_engine.analysis import check_best, evaluate_checkpoint
     from mtm_engine.config import spec_from_dict
-    from mtm_engine.store import LIVE
+    from mtm_engine.records import LIVE
     from mtm_tui import measure
 
     checkpoint, split = checkpoint.value, split.value
@@ -259,7 +260,7 @@ def export(
     compare_paper: bool = typer.Option(False, "--compare-paper", help="Put the paper's figures beside ours."),
     measures: bool = typer.Option(False, "--measures", help="Instead: each configuration's accuracy, retrieval, "
                                   "geometry, certainty and few-shot figures side by side (Markdown)."),
-    status: list[Status] = typer.Option([Status.finished], "--status", help="Runs with this status (repeatable)."),
+    status: list[Status] = typer.Option([Status.FINISHED], "--status", help="Runs with this status (repeatable)."),
     dataset: Optional[str] = FILTERS["dataset"], loss: Optional[str] = FILTERS["loss"],
     where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
     home: Optional[Path] = HOME,
@@ -315,7 +316,7 @@ def plot(
     runs: list[str] = typer.Argument(None, help="Run ids or prefixes; or choose runs with the filters."),
     out: Path = typer.Option(Path("figures"), "--out", help="Folder for the figures."),
     format_: list[str] = typer.Option(["png", "svg"], "--format", help="png, svg, pdf (repeatable)."),
-    status: list[Status] = typer.Option([Status.finished], "--status", help="Runs with this status (repeatable)."),
+    status: list[Status] = typer.Option([Status.FINISHED], "--status", help="Runs with this status (repeatable)."),
     dataset: Optional[str] = FILTERS["dataset"], loss: Optional[str] = FILTERS["loss"],
     where: list[str] = FILTERS["where"], sweep: Optional[str] = FILTERS["sweep"],
     home: Optional[Path] = HOME,

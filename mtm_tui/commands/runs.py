@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from mtm_engine.errors import MtmError
+from mtm_engine.records import Status
 from mtm_tui.commands.base import HOME, RUN, app, aside, console, err_console, foreground, open_store
 from mtm_tui.progress import TextSink, result_table
 
@@ -30,7 +31,7 @@ def _report(run_id: str, spec, result, as_json: bool) -> None:
         }))
     elif result.records:
         console.print(result_table(result.summary, spec.classifiers))
-    if result.status != "finished":
+    if result.status != Status.FINISHED:
         if not as_json:
             err_console.print(f"run {run_id[:8]} {result.status}: {result.message}", markup=False)
         raise typer.Exit(1)
@@ -83,10 +84,10 @@ def run(
         if devices is not None:
             jobs.configure_slots(store, devices)
         jobs.configured_slots(store)   # readable before any run is queued: a damaged slot list queues nothing
-        run_ids = [create_run(store, s, status="queued") for s in specs]
+        run_ids = [create_run(store, s, status=Status.QUEUED) for s in specs]
         logs = jobs.enqueue(store, run_ids)
         if json_:
-            print(json.dumps({"run_ids": run_ids, "run_id": run_ids[0], "status": "queued", "log": str(logs[0])}))
+            print(json.dumps({"run_ids": run_ids, "run_id": run_ids[0], "status": Status.QUEUED, "log": str(logs[0])}))
         else:
             for run_id, log in zip(run_ids, logs):
                 console.print(f"run [bold]{run_id[:8]}[/] (seed {store.meta(run_id)['seed']}) queued; log: {log}")
@@ -101,14 +102,14 @@ def run(
         torch.set_num_threads(threads)
     results = []
     for i, s in enumerate(specs):
-        run_id = create_run(store, s, status="running")
+        run_id = create_run(store, s, status=Status.RUNNING)
         if not json_:
             console.print(f"run [bold]{run_id[:8]}[/] ({s.name}, seed {s.train.seed}): {s.data.dataset}, "
                           f"{s.model.backbone}, {s.loss.name}, {s.train.epochs} epochs; store {store.home}")
         try:
             result = foreground(store, run_id, s, resume=False, as_json=json_)
             results.append((run_id, result))
-            if result.status != "finished" or seeds == 1:
+            if result.status != Status.FINISHED or seeds == 1:
                 _report(run_id, s, result, json_)
         except typer.Exit:   # stopped or failed: the seeds after it were never created; say how to start them
             rest = [t.train.seed for t in specs[i + 1:]]
@@ -128,7 +129,7 @@ def _report_seeds(spec, results: list, as_json: bool) -> None:
 
     per_classifier = {c: [r.summary["val"][c]["test_acc"] for _, r in results] for c in spec.classifiers}
     if as_json:
-        print(json.dumps({"run_ids": [i for i, _ in results], "status": "finished", "seeds": len(results),
+        print(json.dumps({"run_ids": [i for i, _ in results], "status": Status.FINISHED, "seeds": len(results),
                           "test_accuracy_mean": {c: statistics.mean(v) for c, v in per_classifier.items()},
                           "test_accuracy_std": {c: statistics.stdev(v) for c, v in per_classifier.items()}}))
         return
@@ -186,11 +187,11 @@ def logs(run: str = RUN,
     store = open_store(home)
     run_id = store.resolve(run, aside)
     path = store.run_dir(run_id) / LOG
-    if follow and not path.exists() and store.row(run_id)["status"] == "queued":
+    if follow and not path.exists() and store.row(run_id)["status"] == Status.QUEUED:
         err_console.print(f"run {run_id[:8]} is queued: waiting for a slot to start it (Ctrl-C stops the waiting, "
                           f"not the run)", markup=False)
         waited = 0.0
-        while not path.exists() and store.row(run_id)["status"] == "queued":
+        while not path.exists() and store.row(run_id)["status"] == Status.QUEUED:
             if waited % 5 == 0:   # a killed pool is started again, then looked after every 5 s
                 jobs.configured_slots(store)   # a slot list damaged meanwhile would kill every pool: say so
                 jobs.restart_pool_if_queued(store)
@@ -199,7 +200,7 @@ def logs(run: str = RUN,
     if not path.exists():
         row = store.row(run_id)
         status = row["status"]
-        if status == "queued":
+        if status == Status.QUEUED:
             raise MtmError(f"run {run_id[:8]} is queued: its log begins when a slot takes it (`mtm logs -f` waits)")
         if row.get("started") is None:
             raise MtmError(f"run {run_id[:8]} left the queue without starting ({status}); `mtm resume {run_id[:8]} "
@@ -274,7 +275,7 @@ def resume(run: str = RUN,
         log = jobs.resume_detached(store, run_id)
         console.print(f"run [bold]{run_id[:8]}[/] queued to resume in the background; log: {log}")
         return
-    jobs.claim_for_resume(store, run_id, status="running", **owner())
+    jobs.claim_for_resume(store, run_id, status=Status.RUNNING, **owner())
     spec = spec_from_dict(store.meta(run_id)["spec"])
     _report(run_id, spec, foreground(store, run_id, spec, resume=True, as_json=json_), json_)
 

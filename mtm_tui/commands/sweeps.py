@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from mtm_engine.errors import MtmError
+from mtm_engine.records import Status, acc_key
 from mtm_tui.commands.base import HOME, app, console, err_console, foreground, open_store
 
 
@@ -57,12 +58,12 @@ def tune_(
         if not json_:
             console.print(f"sweep {sweep_id}: {planned_trials(shown)} trials of at most {shown['max_epochs']} epochs, "
                           f"{shown['search']} search, scheduler {shown['scheduler']}, maximising "
-                          f"val_acc_{shown['metric']}; `mtm list --sweep {sweep_id}` shows the trials", markup=False)
+                          f"{acc_key('val', shown['metric'])}; `mtm list --sweep {sweep_id}` shows the trials", markup=False)
 
     with driving:
         summary = run_sweep(spec, settings, store.home, sweep_id=resume, resume=bool(resume), address=address,
                             dashboard=dashboard, say=say, started=started)
-    ended = sum(summary["status"].get(k, 0) for k in ("finished", "failed", "diverged"))
+    ended = sum(summary["status"].get(k, 0) for k in (Status.FINISHED, Status.FAILED, Status.DIVERGED))
     if planned and ended < planned_trials(planned):   # Ctrl-C: Tune stopped before every trial had ended
         err_console.print(f"interrupted; resume with `{resume_command(summary['sweep_id'], address)}`", markup=False)
         raise typer.Exit(130)
@@ -93,7 +94,7 @@ def _refit(store, summary: dict[str, Any], as_json: bool) -> dict[str, Any]:
     raw["data"]["val_fraction"] = 0.0
     raw["train"]["epochs"] = best["best_epoch"]
     spec = spec_from_dict(raw)
-    run_id = create_run(store, spec, status="running", extra={"refit_of": summary["sweep_id"]})
+    run_id = create_run(store, spec, status=Status.RUNNING, extra={"refit_of": summary["sweep_id"]})
     if not as_json:
         console.print(f"refit {run_id}: the best config on train+validation for {spec.train.epochs} epochs")
     result = foreground(store, run_id, spec, resume=False, as_json=as_json)

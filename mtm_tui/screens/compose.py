@@ -30,7 +30,7 @@ from mtm_engine.config import (
 )
 from mtm_engine.data_files import missing_dataset
 from mtm_engine.errors import MtmError
-from mtm_engine.records import flatten_spec
+from mtm_engine.records import Status, flatten_spec
 from mtm_engine.reference import one_line
 from mtm_engine.runner import create_run
 from mtm_engine.store import writing
@@ -307,7 +307,7 @@ class ComposeScreen(Screen):
     def launch_run(self, spec: Spec) -> None:
         store = self.app.store
         try:
-            run_id = create_run(store, spec, status="queued")
+            run_id = create_run(store, spec, status=Status.QUEUED)
             jobs.enqueue(store, run_id)
         except MtmError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)

@@ -18,6 +18,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Markdown, Sele
 from mtm_engine import export as ex
 from mtm_engine.atomic import atomic_write
 from mtm_engine.errors import MtmError
+from mtm_engine.records import Status
 from mtm_engine.results import SELECTIONS
 from mtm_engine.store import writing
 from mtm_tui.screens.base import ConfirmScreen
@@ -102,7 +103,7 @@ class ExportScreen(Screen):
             rows = store.rows()
             sweeps = sorted({r["sweep"] for r in rows if r.get("sweep")})
             wanted = set(self.run_ids) if self.run_ids is not None else None
-            runs = [store.run(r["id"]) for r in rows if r["status"] == "finished"
+            runs = [store.run(r["id"]) for r in rows if r["status"] == Status.FINISHED
                     and (wanted is None or r["id"] in wanted) and (sweep is None or r.get("sweep") == sweep)]
             tables = ex.build_tables([(meta["spec"], records, meta["id"]) for meta, _, records in runs], selection)
         except MtmError as exc:

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from mtm_engine.errors import MtmError
 from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
+from mtm_engine.records import Status
 from mtm_tui import jobs
 from mtm_tui.rows import age, progress, status
 from mtm_tui.screens.base import PollingScreen, PromptScreen
@@ -58,7 +59,7 @@ class QueueScreen(PollingScreen):
         store = self.app.store
         rows = jobs.with_queue_places(store.rows())
         for row in rows:
-            if row["status"] == "running":
+            if row["status"] == Status.RUNNING:
                 row["progress"] = store.progress(row["id"])
         if time.monotonic() - self._gpus_at > GPU_LOOK_S:
             self._gpus, self._gpus_at = jobs.gpu_stats(), time.monotonic()

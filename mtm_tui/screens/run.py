@@ -14,7 +14,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from mtm_engine.errors import MtmError
-from mtm_engine.records import classifiers_in
+from mtm_engine.records import LIVE, Status, classifiers_in
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui import jobs
@@ -78,7 +78,7 @@ class RunScreen(PollingScreen):
     def fetch(self) -> tuple:
         store = self.app.store
         meta, row, records = store.run(self.run_id)
-        if row["status"] == "running":
+        if row["status"] == Status.RUNNING:
             row["progress"] = store.progress(self.run_id)
         try:
             certainty = store.measurement(self.run_id, "certainty")
@@ -165,7 +165,7 @@ class RunScreen(PollingScreen):
 
     def action_stop(self) -> None:
         name, status = self.row.get("name", ""), self.row.get("status")
-        if status not in ("queued", "running"):   # says so at once, rather than asking first
+        if status not in LIVE:   # says so at once, rather than asking first
             self.notify(f"run {self.run_id[:8]} {name} is {status}: nothing to stop")
             return
         self.app.push_screen(ConfirmScreen(stop_question({**self.row, "id": self.run_id})),

@@ -14,14 +14,13 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mtm_engine.errors import MtmError
-from mtm_engine.records import config_id
+from mtm_engine.records import ENDED, LIVE, Status, config_id
 from mtm_tui import jobs
 from mtm_tui.rows import COLUMNS as ROW_COLUMNS
 from mtm_tui.rows import WIDE_COLUMNS, cells, detail, group_cells, searchable, stop_question
 from mtm_tui.screens.base import ChoiceScreen, ConfirmScreen, PollingScreen, PromptScreen
 
 AGE_REFRESH_S = 5.0
-ENDED = ("finished", "failed", "diverged", "interrupted")
 SHOWN = 200   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part
 WIDE_AT = 160   # terminal columns from which the table adds seed, lr, time, progress and tags
 NARROW_BELOW = 100   # below it, net and d make room for the figures, and the name takes what is left
@@ -99,10 +98,10 @@ class RunsScreen(PollingScreen):
         rows = store.rows()
         with contextlib.suppress(MtmError):   # record dead runs, and restart a killed pool, where the home is writable
             store.reap(rows)
-            if any(r["status"] == "queued" for r in rows):
+            if any(r["status"] == Status.QUEUED for r in rows):
                 jobs.ensure_pool(store)
         for row in rows:   # the epoch in flight: a small file per running run
-            if row["status"] == "running":
+            if row["status"] == Status.RUNNING:
                 row["progress"] = store.progress(row["id"])
             if self.grouping == "config":
                 row["config"] = self.config_of(row)
@@ -222,7 +221,7 @@ class RunsScreen(PollingScreen):
                 for key, v in content.items()}
 
     def _status(self, now: float) -> None:
-        live = sum(r["status"] in ("queued", "running") for r in self.rows)
+        live = sum(r["status"] in LIVE for r in self.rows)
         shown, matching = len(self._content), self._matching
         if self.grouping == "config":   # rows are groups: count runs, and say how many rows they make
             count = f"{matching} (in {shown} rows)"
@@ -402,8 +401,8 @@ class RunsScreen(PollingScreen):
     def action_resume(self) -> None:
         self._confirm_then(lambda row: f"Resume run {row['id'][:8]} ({row['name']}) in the background?",
                            jobs.resume_detached, "resuming",
-                           refuse={"finished": "has finished all its epochs: nothing to resume",
-                                   "running": "is running already", "queued": "is queued already"})
+                           refuse={Status.FINISHED: "has finished all its epochs: nothing to resume",
+                                   Status.RUNNING: "is running already", Status.QUEUED: "is queued already"})
 
     def action_delete(self) -> None:
         self._confirm_then(lambda row: f"Delete run {row['id'][:8]} ({row['name']}): its records, checkpoints and log?",

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from mtm_engine.importance import Importance, importance, is_numeric
-from mtm_engine.records import acc_key
+from mtm_engine.records import Status, acc_key
 from mtm_engine.results import select_epoch
 from mtm_engine.store import StoreError
 from mtm_tui.rows import compact, pct, short_names, status
@@ -27,7 +27,7 @@ from mtm_tui.widgets.palette import colour, marker
 
 BAR = 8                            # cells of the importance bar at a score of 1
 EIGHTHS = " ▏▎▍▌▋▊▉"
-STATUS_ORDER = ("running", "queued", "finished", "failed", "diverged", "interrupted")
+STATUS_ORDER = (Status.RUNNING, Status.QUEUED, Status.FINISHED, Status.FAILED, Status.DIVERGED, Status.INTERRUPTED)
 
 
 @dataclass(frozen=True)
