@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from mtm_engine import install_hint
 from mtm_engine.errors import ConfigError
@@ -48,7 +48,7 @@ class DataSpec:
     download: bool = True
     augment: bool = False      # random crop with padding (+ flip), batch-wise on the cached tensors
     crop_padding: int = 4
-    flip: str = "auto"         # auto: flip images that are mirror-symmetric in kind (not digits or characters)
+    flip: Literal["auto", "on", "off"] = "auto"   # auto: flip images that are mirror-symmetric in kind (not digits or characters)
     size: int = 36             # image side: 36 = the paper's resize to 44, centre-crop 36 (Table 2); another
                                # value resizes straight to it (28: MNIST's native size, 1.65x less compute)
     holdout_classes: tuple[int, ...] = ()   # classes left out of training, validation and test (few-shot)
@@ -56,10 +56,10 @@ class DataSpec:
 
 @dataclass
 class ModelSpec:
-    backbone: str = "convnet"
+    backbone: Literal[BACKBONES] = "convnet"
     pretrained: bool = False
-    stem: str = "imagenet"
-    head: str = "mtm"
+    stem: Literal["imagenet", "cifar"] = "imagenet"
+    head: Literal["mtm", "pure"] = "mtm"
     dim: int = 512
     width: int = 16
     depth: int = 1             # convnet: convolutions in each stage after the first
@@ -76,10 +76,10 @@ DEFAULT_R = {"proximity": 1e4, "push_pull": 0.95}
 
 @dataclass
 class LossSpec:
-    name: str = "push_pull"
+    name: Literal[LOSSES] = "push_pull"
     r: float = DEFAULT_R["push_pull"]   # build_spec sets DEFAULT_R[name] (0 for losses without r) if not given
     eps: float = 1e-8
-    reduction: str = "sum"
+    reduction: Literal["sum", "mean"] = "sum"
     label_smoothing: float = 0.0   # cross_entropy only
 
 
@@ -88,10 +88,10 @@ class TrainSpec:
     epochs: int = 10
     batch_size: int = 100
     lr: float = 1e-3
-    optimizer: str = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0      # on the network's weights, not on the class embeddings
-    schedule: str = "none"         # none | cosine | onecycle, stepped per batch
+    schedule: Literal["none", "cosine", "onecycle"] = "none"   # stepped per batch
     warmup_epochs: float = 0.0     # linear warm-up (none, cosine); onecycle's rising phase
     ce_lr_mult: float = 1.0        # learning-rate multiplier of the class embeddings
     ema: float = 0.0               # decay of a per-batch moving average of the weights, evaluated instead; 0: off
@@ -137,16 +137,9 @@ SECTIONS: dict[str, type] = {
     "eval": EvalSpec,
 }
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.backbone": BACKBONES,
-    "model.stem": ("imagenet", "cifar"),
-    "model.head": ("mtm", "pure"),
-    "loss.name": LOSSES,
-    "loss.reduction": ("sum", "mean"),
-    "train.optimizer": ("adam", "adamw", "sgd"),
-    "train.schedule": ("none", "cosine", "onecycle"),
-    "data.flip": ("auto", "on", "off"),
-}
+# The keys whose values are names, with the names allowed: their types (a Literal) declare them.
+CHOICES: dict[str, tuple[str, ...]] = {f"{section}.{key}": get_args(kind) for section, cls in SECTIONS.items()
+                                       for key, kind in get_type_hints(cls).items() if get_origin(kind) is Literal}
 
 
 def _plain(value: Any) -> Any:
@@ -310,7 +303,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         raise ConfigError(f"{key} = {value!r}: must be a finite number")
-    if kind is str:
+    if kind is str or get_origin(kind) is Literal:   # a name: which ones are allowed, validate says
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} = {value!r}: must be a string (in quotes)")

@@ -254,6 +254,14 @@ def ensure_pool(store: Store) -> None:
     _spawn(_mtm("pool", "--home", str(store.home.resolve())), _queue_dir(store) / "pool.log")
 
 
+def tend(store: Store, rows: list[dict[str, Any]]) -> None:
+    """What every reader of the runs does first, where the home is writable (a read-only one still reads):
+    record the runs whose process died as interrupted, and restart a killed pool where runs wait."""
+    with contextlib.suppress(MtmError):
+        store.reap(rows)
+        restart_pool_if_queued(store, rows)
+
+
 def restart_pool_if_queued(store: Store, rows: list[dict[str, Any]] | None = None) -> None:
     """Start a pool where runs wait in the queue and none drains it (killed with kill -9, or by a logout's
     SIGHUP): what every command that reads the queue, and every worker at its end, calls."""

@@ -145,3 +145,26 @@ def test_a_grid_sweep_plans_num_samples_trials_for_every_grid_point():
     assert planned_trials(t.to_dict()) == 2 * 2 * 3
     _, plain = load_sweep(overrides=["tune.num_samples=5"])
     assert planned_trials(plain.to_dict()) == 5
+
+
+def test_each_key_is_declared_once_and_mtm_keys_lists_them(mtm_env):
+    """A key's choices come from its type (a Literal), its meaning from the reference, its default from the
+    dataclass; `mtm keys` shows the three together, for every key of the spec."""
+    import json
+    import subprocess
+
+    from conftest import MTM
+
+    from mtm_engine.config import CHOICES, Spec, spec_from_dict
+    from mtm_engine.errors import ConfigError
+    from mtm_engine.records import flatten_spec
+
+    assert CHOICES["model.head"] == ("mtm", "pure") and CHOICES["train.schedule"] == ("none", "cosine", "onecycle")
+    with pytest.raises(ConfigError, match=r"model\.stem = 'big'.*imagenet, cifar"):
+        spec_from_dict({}, ["model.stem=big"])
+    listed = json.loads(subprocess.run(MTM + ["keys", "--json"], capture_output=True, text=True, env=mtm_env,
+                                       timeout=60).stdout)
+    defaults = flatten_spec(Spec().to_dict())
+    assert set(listed) == set(defaults)
+    assert listed["train.lr"]["default"] == 0.001 and listed["loss.reduction"]["choices"] == ["sum", "mean"]
+    assert listed["train.lr"]["meaning"] == "learning rate"

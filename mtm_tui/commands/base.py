@@ -4,7 +4,6 @@ store, a run in the foreground (`mtm run`, `mtm resume`, `mtm tune --refit`), an
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -107,7 +106,7 @@ def matching_runs(store, status, dataset, loss, where, sweep, tags=()) -> list[d
     """The rows of the store that pass every filter (reaping dead runs, restarting a killed pool first)."""
     from mtm_engine.export import DATASET_TITLES, LOSS_CODES
     from mtm_engine.store import parse_where
-    from mtm_tui.jobs import restart_pool_if_queued, with_queue_places
+    from mtm_tui.jobs import tend, with_queue_places
 
     dataset = dataset if dataset is None or dataset.startswith("folder:") else _named(dataset, DATASET_TITLES, "dataset")
     loss = _named(loss, LOSS_CODES, "loss")
@@ -117,9 +116,7 @@ def matching_runs(store, status, dataset, loss, where, sweep, tags=()) -> list[d
     for text, predicate in zip(where, predicates):
         if rows and predicate.field not in fields:
             raise MtmError(f"--where {text!r}: unknown field {predicate.field!r}; fields: {', '.join(sorted(fields))}")
-    with contextlib.suppress(MtmError):   # a read-only home still lists (dead runs shown as interrupted)
-        store.reap(rows)
-        restart_pool_if_queued(store, rows)   # a pool that was killed is started again
+    tend(store, rows)
     rows = with_queue_places(rows)
     return [r for r in rows
             if (not status or r["status"] in status) and (not dataset or r["dataset"] == dataset)

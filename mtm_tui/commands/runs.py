@@ -1,5 +1,5 @@
-"""`mtm` commands that start, watch and manage runs: run, logs, tag, note, stop, resume, rm, doctor (and the
-hidden worker and pool that detached runs use)."""
+"""`mtm` commands that start, watch and manage runs: run, keys, logs, tag, note, stop, resume, rm, doctor (and
+the hidden worker and pool that detached runs use)."""
 
 from __future__ import annotations
 
@@ -139,6 +139,30 @@ def _report_seeds(spec, results: list, as_json: bool) -> None:
     for c, values in per_classifier.items():
         table.add_row(c, f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}",
                       "  ".join(f"{v:.4f}" for v in values))
+    console.print(table)
+
+
+@app.command()
+def keys(as_json: bool = typer.Option(False, "--json", help="Print one JSON object: key -> default, choices, meaning.")
+         ) -> None:
+    """List every configuration key: its default, the values it takes, and what it means."""
+    from mtm_engine.config import CHOICES, Spec
+    from mtm_engine.records import flatten_spec
+    from mtm_engine.reference import KEY_HELP, shown_default
+
+    defaults = flatten_spec(Spec().to_dict())
+    if as_json:
+        print(json.dumps({key: {"default": defaults.get(key), "choices": list(CHOICES.get(key, ())),
+                                "meaning": meaning.replace("`", "")} for key, meaning in KEY_HELP.items() if key != "name"},
+                         indent=1))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("key", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for key, meaning in KEY_HELP.items():
+        if key in defaults:
+            choices = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES else ""
+            table.add_row(key, shown_default(defaults[key]), meaning.replace("`", "") + choices)
     console.print(table)
 
 

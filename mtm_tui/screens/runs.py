@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 from typing import Any, Callable
 
@@ -96,10 +95,7 @@ class RunsScreen(PollingScreen):
     def fetch(self) -> list[dict[str, Any]]:
         store = self.app.store
         rows = store.rows()
-        with contextlib.suppress(MtmError):   # record dead runs, and restart a killed pool, where the home is writable
-            store.reap(rows)
-            if any(r["status"] == Status.QUEUED for r in rows):
-                jobs.ensure_pool(store)
+        jobs.tend(store, rows)
         for row in rows:   # the epoch in flight: a small file per running run
             if row["status"] == Status.RUNNING:
                 row["progress"] = store.progress(row["id"])
