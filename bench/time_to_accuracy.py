@@ -32,9 +32,10 @@ from mtm_engine.config import Spec, load_spec
 from mtm_engine.data import Split, load_dataset
 from mtm_engine.errors import MtmError
 from mtm_engine.models import build_model
+from mtm_engine.optim import make_optimiser
 from mtm_engine.records import acc_key, config_id
 from mtm_engine.store import Store
-from mtm_engine.train import make_optimiser, train_one_epoch
+from mtm_engine.train import train_one_epoch
 
 PAPER = Path(__file__).resolve().parent.parent / "experiments" / "paper" / "best" / "fashion-mnist" / "RN18-PP.toml"
 PAPER_EPOCHS, TRAIN_IMAGES = 30, 48_000

@@ -30,7 +30,8 @@ from mtm_engine.data import _TORCHVISION, CROP, RESIZE, _torchvision_split, load
 from mtm_engine.devices import configure_backends, resolve_device
 from mtm_engine.losses import get_loss
 from mtm_engine.models import build_model
-from mtm_engine.train import make_optimiser, train_one_epoch
+from mtm_engine.optim import make_optimiser
+from mtm_engine.train import train_one_epoch
 
 
 def fresh(spec, data, layout=torch.channels_last):

@@ -31,11 +31,11 @@ from mtm_engine.config import DATASETS, FOLDER_PREFIX, Spec
 from mtm_engine.data import Dataset, load_dataset, without_classes
 from mtm_engine.devices import resolve_device
 from mtm_engine.errors import ConfigError, DataError
+from mtm_engine.evaluate import centre_subset, embed, evaluate
 from mtm_engine.fewshot import EPISODES, QUERIES, episode_accuracy, generalised_accuracy, mean_ci, sample_episode
 from mtm_engine.geometry import class_centres
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.records import BEST, CHECKPOINT
-from mtm_engine.train import centre_subset, embed, evaluate
 
 CHECKPOINTS = {"best": BEST, "last": CHECKPOINT}
 SUPPORT_POOL = 1000   # training images of each held-out class that few-shot support sets are drawn from

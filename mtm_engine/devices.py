@@ -36,6 +36,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def autocast(device: torch.device, spec: Spec):
+    """bf16 autocast on CUDA (train.amp); full precision elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.amp and device.type == "cuda")
+
+
 def configure_backends(device: torch.device, spec: Spec) -> None:
     """The process-wide kernel switches a run's numbers and speed depend on, set before its first kernel.
 

@@ -20,21 +20,11 @@ from mtm_engine import DISTRIBUTION
 from mtm_engine.atomic import atomic_write
 from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import out_of_memory
-from mtm_engine.records import (
-    BatchProgress,
-    EpochEnded,
-    Event,
-    RunResult,
-    RunStarted,
-    Sink,
-    Status,
-    acc_key,
-    config_id,
-    gpu_share,
-    progress_of,
-)
+from mtm_engine.events import BatchProgress, EpochEnded, Event, RunResult, RunStarted, Sink, progress_of
+from mtm_engine.processes import owner
+from mtm_engine.records import Status, acc_key, config_id, gpu_share
 from mtm_engine.results import select_epoch
-from mtm_engine.store import HEARTBEAT_S, Store, owner, writing
+from mtm_engine.store import HEARTBEAT_S, Store, writing
 
 SOURCE_PATCH = "source.patch"   # beside run.json when the source tree was dirty
 

@@ -1,7 +1,7 @@
 """Reading a run's embedding snapshot (embedding-last.json, embedding-best.json), torch-free: the
 TUI and `mtm plot` read it through here, whichever layout the run wrote.
 
-A snapshot (geometry.embedding_snapshot, plus the epoch train.write_snapshot adds) is
+A snapshot (geometry.embedding_snapshot, plus the epoch evaluate.write_snapshot adds) is
 
     {"epoch": 5, "labels": [N ints],
      "points": [[x, y]] N, "centres": [[x, y]] K, "class_embeddings": [[x, y]] K or null,

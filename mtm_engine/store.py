@@ -38,7 +38,9 @@ from tinydb.storages import Storage
 
 from mtm_engine.atomic import atomic_write, writer_of
 from mtm_engine.errors import MtmError
-from mtm_engine.records import LIVE, MEASUREMENTS, PROGRESS, SNAPSHOTS, EpochRecord, Progress, RunMeta, RunRow, Status
+from mtm_engine.events import Progress
+from mtm_engine.processes import owner, pid_alive, same_process_alive
+from mtm_engine.records import LIVE, MEASUREMENTS, PROGRESS, SNAPSHOTS, EpochRecord, RunMeta, RunRow, Status
 
 FORMAT = 1
 HEARTBEAT_S = 30.0             # a live run refreshes its heartbeat this often
@@ -182,45 +184,6 @@ def _open(path: Path, kind: str) -> TinyDB:
     """Open a store file for a change (under its lock). The caching middleware makes the change
     one read and one atomic write, at close, however many TinyDB operations it takes."""
     return TinyDB(str(path), storage=CachingMiddleware(AtomicJSONStorage), kind=kind)
-
-
-def process_start(pid: int) -> int | None:
-    """When the process started (clock ticks since boot, /proc/PID/stat field 22), or None where
-    that cannot be read. A pid with another start time is another process: pids are reused."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def owner(pid: int | None = None) -> dict[str, Any]:
-    """The row fields that name the process owning a run: host, pid and its start time."""
-    pid = os.getpid() if pid is None else pid
-    return {"host": socket.gethostname(), "pid": pid, "pid_start": process_start(pid)}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
-def same_process_alive(fields: dict[str, Any]) -> bool | None:
-    """Whether the process that `owner()` described (host, pid, pid_start) still runs: None where it is on
-    another host (nothing here can tell) or its start time cannot be compared. No host: this one's."""
-    if fields.get("host") not in (None, socket.gethostname()) or not fields.get("pid"):
-        return None
-    if not _pid_alive(fields["pid"]):
-        return False
-    recorded, now = fields.get("pid_start"), process_start(fields["pid"])
-    return None if recorded is None or now is None else now == recorded
 
 
 class Store:
@@ -425,7 +388,7 @@ class Store:
                         self._write_index_row(row)
         for path in sorted(self.home.glob("*/**/.*.tmp")):   # atomic_write's: a writer killed mid-write
             pid = writer_of(path)
-            if pid is not None and not _pid_alive(pid):
+            if pid is not None and not pid_alive(pid):
                 checkup.temporary.append(path)
                 if fix:
                     path.unlink(missing_ok=True)

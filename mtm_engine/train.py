@@ -1,9 +1,9 @@
 """The training loop (paper Algorithm 1). It prints nothing and writes no database: it reports
-through an injected sink, and writes only its checkpoint."""
+through an injected sink. Its optimiser is optim.py's, its evaluation evaluate.py's, its checkpoints
+checkpoints.py's."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -12,7 +12,6 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from mtm_engine.atomic import atomic_write
 from mtm_engine.checkpoints import (
     BackgroundWriter,
     WeightAverage,
@@ -21,31 +20,19 @@ from mtm_engine.checkpoints import (
     load_checkpoint,
     make_average,
 )
-from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split, augment, augmentation_draws, batches, flips, load_dataset
 from mtm_engine.devices import (
     GpuMeter,
+    autocast,
     check_dataset_fits,
     check_model_fits,
     configure_backends,
     machine,
     resolve_device,
 )
-from mtm_engine.geometry import (
-    class_centres,
-    class_embedding_gap,
-    embedding_snapshot,
-    geometry,
-    mean_pairwise_distance,
-)
-from mtm_engine.losses import get_loss
-from mtm_engine.models import MovingTargetsNet, build_model
-from mtm_engine.records import (
-    BEST,
-    CHECKPOINT,
-    METRICS,
-    SNAPSHOTS,
+from mtm_engine.evaluate import evaluate, write_snapshot
+from mtm_engine.events import (
     BatchProgress,
     CheckpointSaved,
     EpochEnded,
@@ -54,54 +41,17 @@ from mtm_engine.records import (
     RunResult,
     RunStarted,
     Sink,
-    Status,
-    acc_key,
 )
+from mtm_engine.losses import get_loss
+from mtm_engine.models import MovingTargetsNet, build_model
+from mtm_engine.optim import make_optimiser, make_schedule
+from mtm_engine.records import BEST, CHECKPOINT, Status
 from mtm_engine.results import summarise
 
 PROGRESS_STEPS = 50   # BatchProgress events per epoch, at most
 
 
 # --- one epoch ----------------------------------------------------------------------------------
-
-def _autocast(device: torch.device, spec: Spec):
-    """bf16 autocast on CUDA (train.amp); full precision elsewhere."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.amp and device.type == "cuda")
-
-
-def make_optimiser(spec: Spec, model: MovingTargetsNet) -> torch.optim.Optimizer:
-    """Adam (the paper's), AdamW or SGD. The class embeddings are their own group: learning rate
-    times train.ce_lr_mult, and no weight decay (it would pull the targets to the origin)."""
-    t = spec.train
-    C = model.class_embeddings
-    groups = [{"params": [p for p in model.parameters() if p is not C], "weight_decay": t.weight_decay}]
-    if C is not None:
-        groups.append({"params": [C], "lr": t.lr * t.ce_lr_mult, "weight_decay": 0.0})
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
-    return (torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam)(groups, lr=t.lr)
-
-
-def make_schedule(spec: Spec, optimiser: torch.optim.Optimizer, batches_per_epoch: int):
-    """The learning-rate schedule, stepped once per batch: none or cosine (each after a linear
-    warm-up of train.warmup_epochs), or one-cycle (rising for warmup_epochs, 30% if 0)."""
-    t = spec.train
-    total = max(1, t.epochs * batches_per_epoch)
-    warmup = int(t.warmup_epochs * batches_per_epoch)
-    if t.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=[g["lr"] for g in optimiser.param_groups], total_steps=total,
-            pct_start=warmup / total if warmup else 0.3)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if t.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
-
 
 def epoch_generator(spec: Spec, epoch: int) -> torch.Generator:
     """The batch order of an epoch depends only on (seed, epoch), so a resumed run sees the same."""
@@ -131,7 +81,7 @@ def train_one_epoch(
         if spec.data.augment:
             start = i * spec.train.batch_size
             x = augment(x, draws[start:start + len(y)], spec.data.crop_padding)
-        with _autocast(device, spec):
+        with autocast(device, spec):
             e, logits = model(x)
         # e, logits and C are float32 (the heads run outside autocast): the losses see no bf16 rounding.
         loss = loss_fn(logits if logits is not None else e, y, model.targets(), r=lo.r, eps=lo.eps,
@@ -150,89 +100,6 @@ def train_one_epoch(
             if should_stop():
                 return None
     return total.item() / len(split)
-
-
-# --- evaluation ---------------------------------------------------------------------------------
-
-@torch.no_grad()
-def embed(model: MovingTargetsNet, images: Split, spec: Spec, backbone: bool = False) -> tuple[Tensor, Tensor | None]:
-    """Embeddings [N, d] of a split's N images (and logits [N, K] for pure heads) in eval mode: float32, as the
-    heads give them; with `backbone`, the backbone's features [N, F] instead, before any head (no logits).
-
-    eval.flip_tta: the outputs for each image and its mirror image are averaged; a normalised
-    embedding's mean goes back onto its sphere (radius model.scale), where the class embeddings are."""
-    model.eval()
-    forward = (lambda images: (model.features(images).float(), None)) if backbone else model
-    es, ls = [], []
-    for chunk in images.chunks(spec.eval.batch_size):
-        with _autocast(chunk.device, spec):
-            e, logits = forward(chunk)
-            if spec.eval.flip_tta:
-                e_flip, logits_flip = forward(chunk.flip(-1))
-                e = (e + e_flip) / 2
-                logits = (logits + logits_flip) / 2 if logits is not None else None
-                if spec.model.normalize and spec.model.head == "mtm" and not backbone:
-                    e = spec.model.scale * torch.nn.functional.normalize(e, dim=1)
-        es.append(e)
-        if logits is not None:
-            ls.append(logits)
-    return torch.cat(es), (torch.cat(ls) if ls else None)
-
-
-def centre_subset(train: Split, samples: int) -> Split:
-    """The training images whose embeddings give the centres G: `samples` of them (eval.centre_samples),
-    the same fixed subset every epoch, or all if 0."""
-    if 0 < samples < len(train):
-        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:samples]
-        return train.subset(keep.to(train.y.device))
-    return train
-
-
-def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[str, float], dict[str, Any]]:
-    """Classifier accuracies and geometry on the validation and test splits, and a 2-D snapshot
-    of the test embeddings (see geometry.embedding_snapshot).
-
-    Keys: records.METRICS[name].key(split, classifier): the accuracies, the geometry, for MTM heads
-    ce_gap (per split) and ce_separation (of C alone), and with eval.retrieval the test split's
-    retrieval metrics against the training embeddings.
-    The centres G that the classifiers use come from the TRAINING split only.
-    """
-    centre_images = centre_subset(data.train, spec.eval.centre_samples)
-    e_train, _ = embed(model, centre_images, spec)
-    y = centre_images.y
-    # A class absent from the training split has no centre; put it at the origin rather than NaN,
-    # which argmax/argmin would otherwise pick.
-    G = class_centres(e_train, y, data.num_classes).nan_to_num(0.0)   # [K, d]
-    C = model.targets().detach() if model.class_embeddings is not None else None
-    record: dict[str, float] = {}
-    snapshot: dict[str, Any] = {}
-    for name, split in (("val", data.val), ("test", data.test)):
-        if len(split) == 0:   # data.val_fraction = 0: no validation split (a refit on train+val)
-            continue
-        e, logits = embed(model, split, spec)
-        for classifier in spec.classifiers:
-            pred = predict(classifier, e, centres=G, class_embeddings=C, logits=logits)
-            record[acc_key(name, classifier)] = (pred == split.y).float().mean().item()
-        record.update({METRICS[k].key(name): v for k, v in geometry(e, split.y).items()})
-        if C is not None:
-            record[METRICS["ce_gap"].key(name)] = class_embedding_gap(C, class_centres(e, split.y, data.num_classes))
-        if name == "test":
-            snapshot = embedding_snapshot(e, split.y, G, C)
-            if spec.eval.retrieval:
-                from mtm_engine.metric_learning import retrieval
-
-                record.update({METRICS[k].key(name): v for k, v in retrieval(e, split.y, e_train, y).items()})
-    if C is not None:
-        record[METRICS["ce_separation"].key()] = mean_pairwise_distance(C)
-    return record, snapshot
-
-
-def write_snapshot(run_dir: Path, snapshot: dict[str, Any], epoch: int, best: bool) -> None:
-    """The embedding snapshot of the last epoch, and of the best one (validation accuracy of the
-    first classifier), as small JSON files beside the checkpoint (at most 2,000 points)."""
-    text = json.dumps({"epoch": epoch, **snapshot})
-    for which in ("last", "best") if best else ("last",):
-        atomic_write(run_dir / SNAPSHOTS[which], text)
 
 
 # --- the run ------------------------------------------------------------------------------------

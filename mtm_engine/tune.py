@@ -34,9 +34,11 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from mtm_engine.atomic import atomic_write
 from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import ConfigError, MtmError
-from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS, CheckpointSaved, EpochEnded, RunStarted, Status, acc_key
+from mtm_engine.events import CheckpointSaved, EpochEnded, RunStarted
+from mtm_engine.processes import owner
+from mtm_engine.records import BEST, CHECKPOINT, SNAPSHOTS, Status, acc_key
 from mtm_engine.runner import create_run, physical_device, summary_fields
-from mtm_engine.store import HEARTBEAT_S, LOG, Store, owner
+from mtm_engine.store import HEARTBEAT_S, LOG, Store
 from mtm_engine.sweep_spec import TuneSpec
 
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mtm_engine.records import BatchProgress, EpochEnded, Event, RunDiverged, RunStarted, acc_key, progress_of
+from mtm_engine.events import BatchProgress, EpochEnded, Event, RunDiverged, RunStarted, progress_of
+from mtm_engine.records import acc_key
 from mtm_tui.rows import age
 
 PIPED_WIDTH = 10_000   # what a pipe or file gets: whole lines, never cut or wrapped at 80 columns

@@ -28,7 +28,7 @@ def test_backbone_features_are_what_any_head_reads():
     """embed(..., backbone=True) gives the backbone's features [N, F] for either head (the few-shot random
     baseline): an unnormalised pure head's e itself, and for an MTM head the input of its embedding layer."""
     from mtm_engine.config import load_spec
-    from mtm_engine.train import embed
+    from mtm_engine.evaluate import embed
 
     images = Split(torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8), torch.zeros(5, dtype=torch.long),
                    torch.tensor([0.5]), torch.tensor([0.25]))

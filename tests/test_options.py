@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from mtm_engine.checkpoints import make_average
 from mtm_engine.config import DataSpec, load_spec
 from mtm_engine.data import Split, augment, augmentation_draws, flips, load_dataset
+from mtm_engine.events import EpochEnded
 from mtm_engine.losses import cross_entropy
 from mtm_engine.models import build_model
-from mtm_engine.train import EpochEnded, fit, make_optimiser, make_schedule, train_one_epoch
+from mtm_engine.optim import make_optimiser, make_schedule
+from mtm_engine.train import fit, train_one_epoch
 
 
 def test_augment_crops_from_the_padded_image_and_flips_whole_images():
@@ -105,7 +107,7 @@ def test_a_normalised_pure_head_classifies_features_on_the_sphere():
 def test_flip_tta_averages_each_image_with_its_mirror_image(head):
     """eval.flip_tta: e = mean of the two (back on the sphere of radius s for a normalised MTM
     head), logits = mean of the two; by hand from two plain forward passes."""
-    from mtm_engine.train import embed
+    from mtm_engine.evaluate import embed
 
     loss = "cross_entropy" if head == "pure" else "push_pull"
     plain = load_spec(overrides=[f"model.head={head}", f"loss.name={loss}", "model.normalize=true", "model.scale=3"])

@@ -16,7 +16,8 @@ from test_tui import fixture_home  # noqa: F401  (a fixture: three finished runs
 
 from mtm_engine.atomic import temporary_name
 from mtm_engine.errors import MtmError
-from mtm_engine.store import Store, StoreError, owner, parse_where
+from mtm_engine.processes import owner
+from mtm_engine.store import Store, StoreError, parse_where
 
 
 def _row(**over):
@@ -263,7 +264,7 @@ def test_a_queued_run_is_never_dead_however_long_it_waits(tmp_path):
 def test_a_live_pid_without_a_start_time_is_judged_by_the_heartbeat(tmp_path, monkeypatch):
     """A stored pid with no start time (or a platform without /proc) that now belongs to a live, unrelated process
     kept a dead run `running` for ever; a readable start time that was never recorded must not make it dead."""
-    from mtm_engine import store as store_module
+    from mtm_engine import processes
 
     store = Store(tmp_path)
     unrelated = os.getppid()   # alive, and not the run's
@@ -272,7 +273,7 @@ def test_a_live_pid_without_a_start_time_is_judged_by_the_heartbeat(tmp_path, mo
     store.update("nostart0", heartbeat=time.time() - 3600)
     assert store.rows()[0]["status"] == "interrupted"                  # an hour without one: dead
     store.update("nostart0", heartbeat=time.time(), pid_start=owner(unrelated)["pid_start"] + 1)
-    monkeypatch.setattr(store_module, "process_start", lambda pid: None)   # no /proc here
+    monkeypatch.setattr(processes, "process_start", lambda pid: None)   # no /proc here
     assert store.rows()[0]["status"] == "running"
 
 

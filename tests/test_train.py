@@ -6,8 +6,9 @@ import torch
 from mtm_engine.config import load_spec
 from mtm_engine.data import Dataset, Split, load_dataset
 from mtm_engine.errors import ConfigError
+from mtm_engine.events import EpochEnded, RunDiverged
 from mtm_engine.records import CHECKPOINT
-from mtm_engine.train import EpochEnded, RunDiverged, fit
+from mtm_engine.train import fit
 
 
 class Recorder:
@@ -147,7 +148,7 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path):
 def test_a_run_reports_the_epoch_in_flight_to_its_progress_file(tmp_path):
     """BatchProgress carries the images seen and the time since the epoch began; the store sink
     writes them (rate-limited) to progress.json, which the TUI's Runs and Run screens read."""
-    from mtm_engine.records import BatchProgress
+    from mtm_engine.events import BatchProgress
     from mtm_engine.runner import create_run, execute
     from mtm_engine.store import Store
 
@@ -200,7 +201,7 @@ def test_checkpoints_written_in_the_background_hold_the_state_when_asked_in_orde
 
 
 def test_a_finished_run_has_its_last_checkpoint_on_disk_and_said_so(digits, tmp_path):
-    from mtm_engine.records import CheckpointSaved
+    from mtm_engine.events import CheckpointSaved
 
     sink = Recorder()
     fit(load_spec(overrides=["train.epochs=2", "model.width=4", "model.dim=16"]), tmp_path, sink, data=digits)

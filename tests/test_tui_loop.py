@@ -20,7 +20,8 @@ from textual.widgets import DataTable, Input, Log
 
 from mtm_engine.config import DataSpec, load_spec
 from mtm_engine.data_files import LAYOUT, missing_dataset
-from mtm_engine.records import METRICS, BatchProgress, EpochEnded
+from mtm_engine.events import BatchProgress, EpochEnded
+from mtm_engine.records import METRICS
 from mtm_engine.reference import config_table
 from mtm_engine.runner import create_run
 from mtm_engine.store import LOG, Store

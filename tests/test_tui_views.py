@@ -10,7 +10,7 @@ from test_tui import fixture_home as shared_fixture_home
 from textual.widgets import DataTable, Input, Select
 
 from mtm_engine.config import load_spec
-from mtm_engine.records import BatchProgress, progress_of
+from mtm_engine.events import BatchProgress, progress_of
 from mtm_engine.runner import create_run
 from mtm_engine.store import Store
 from mtm_tui.rows import progress, stop_question

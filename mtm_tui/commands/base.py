@@ -75,7 +75,7 @@ def open_store(home: Optional[Path]):
 def foreground(store, run_id: str, spec, *, resume: bool, as_json: bool):
     """Execute a run here. Ctrl-C leaves it interrupted (its last whole epoch checkpointed) and ends
     mtm with one line and exit code 130."""
-    from mtm_engine.records import NullSink
+    from mtm_engine.events import NullSink
     from mtm_engine.runner import execute
 
     try:

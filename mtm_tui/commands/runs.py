@@ -290,7 +290,7 @@ def resume(run: str = RUN,
            home: Optional[Path] = HOME) -> None:
     """Continue an interrupted (or failed) run from its last checkpoint."""
     from mtm_engine.config import spec_from_dict
-    from mtm_engine.store import owner
+    from mtm_engine.processes import owner
     from mtm_tui import jobs
 
     store = open_store(home)
