@@ -5,39 +5,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
-from conftest import MTM, SMALL_ARGS
+from conftest import MTM, SMALL_ARGS, listed, mtm, wait_for
 
 EPOCHS = 12   # small epochs (SMALL, about 0.3 s each): the detached run is still mid-way when it is killed
-
-
-def mtm(args, env, cwd, check=True):
-    out = subprocess.run(MTM + args, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
-
-
-def listed(env, cwd, sweep=None):
-    """What `mtm list --json` shows (dead runs reaped, a killed pool restarted), read in this process: polling
-    with a new `mtm` process each time would take a core from the runs being watched."""
-    from mtm_engine.store import Store
-    from mtm_tui.commands.base import matching_runs
-
-    return {r["id"]: r for r in matching_runs(Store(Path(env["MTM_HOME"])), None, None, None, [], sweep)}
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out")
 
 
 def test_a_killed_run_resumes_with_each_epoch_recorded_once(mtm_env, tmp_path):

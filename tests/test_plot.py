@@ -3,8 +3,7 @@
 import json
 import subprocess
 
-from conftest import MTM
-from test_tui import _records, _snapshot
+from conftest import MTM, fake_records, fake_snapshot
 
 from mtm_engine.config import load_spec
 from mtm_engine.runner import create_run
@@ -16,11 +15,11 @@ def test_mtm_plot_writes_every_figure(tmp_path, mtm_env):
     ids = []
     for seed in (0, 1):
         run_id = create_run(store, load_spec(overrides=[f"train.seed={seed}"]), status="running")
-        for r in _records(4):
+        for r in fake_records(4):
             store.append_epoch(run_id, r, {"epoch": r["epoch"]})
         store.update(run_id, status="finished")
         ids.append(run_id)
-    (store.run_dir(ids[0]) / "embedding-best.json").write_text(json.dumps(_snapshot()))
+    (store.run_dir(ids[0]) / "embedding-best.json").write_text(json.dumps(fake_snapshot()))
     out = subprocess.run(MTM + ["plot", "--out", "figs"], capture_output=True, text=True, env=mtm_env, cwd=tmp_path,
                          timeout=120)
     assert out.returncode == 0, out.stderr

@@ -7,8 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_ARGS
-from test_lifecycle import listed, mtm, wait_for
+from conftest import SMALL_ARGS, listed, mtm, wait_for
 
 SMALL = ["--set", "train.epochs=1", *SMALL_ARGS]   # a run is mostly its start
 

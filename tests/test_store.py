@@ -12,7 +12,6 @@ import time
 
 import pytest
 from conftest import MTM
-from test_tui import fixture_home  # noqa: F401  (a fixture: three finished runs with records)
 
 from mtm_engine.atomic import temporary_name
 from mtm_engine.errors import MtmError

@@ -2,7 +2,6 @@
 from a fixture store, and the real `mtm-tui` in a terminal (tmux)."""
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import NOW, fixture_app, settle, until
 from textual.widgets import Input
 
 from mtm_engine.config import load_spec
@@ -20,17 +20,6 @@ from mtm_tui import jobs
 from mtm_tui.app import MtmApp
 from mtm_tui.screens.run import RunScreen
 from mtm_tui.screens.runs import RunsScreen
-
-NOW = 1_795_000_000.0   # the fixture store's clock: ages render the same on every run
-
-
-async def until(pilot, predicate, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.2)
-    raise AssertionError("timed out waiting for the UI")
 
 
 def test_compose_launch_watch_stop_resume(tmp_path, monkeypatch):
@@ -75,129 +64,70 @@ def test_compose_launch_watch_stop_resume(tmp_path, monkeypatch):
 
 # --- snapshots of every screen -------------------------------------------------------------------
 
-def _records(epochs, classifiers=("cos", "cos_ce", "euc", "euc_ce"), start=0.6):
-    out = []
-    for e in range(1, epochs + 1):
-        acc = start + (0.98 - start) * (1 - 0.6 ** e)
-        r = {"epoch": e, "train_loss": 10 / e}
-        for i, c in enumerate(classifiers):
-            r[f"val_acc_{c}"], r[f"test_acc_{c}"] = acc - i / 200, acc - i / 150
-        for split in ("val", "test"):
-            r.update({f"{split}_cluster_size": 5 * 0.8 ** e, f"{split}_centre_distance": 12 * 0.9 ** e,
-                      f"{split}_centre_separation": 20 * 0.9 ** e, f"{split}_median_cosine": 0.5 + e / 40,
-                      f"{split}_ce_gap": 1 / e})
-        r.update(ce_separation=22 * 0.9 ** e, epoch_time_s=1.5, images_per_s=2000.0, train_time_s=1.0,
-                 eval_time_s=0.5)
-        out.append(r)
-    return out
-
-
-def _snapshot(n=60):
-    import math
-
-    labels = [i % 3 for i in range(n)]
-    points = [[3 * math.cos(2 * math.pi * k / 3) + 0.3 * math.sin(i), 3 * math.sin(2 * math.pi * k / 3) + 0.3 * math.cos(i)]
-              for i, k in enumerate(labels)]
-    centres = [[3 * math.cos(2 * math.pi * k / 3), 3 * math.sin(2 * math.pi * k / 3)] for k in range(3)]
-    return {"epoch": 5, "points": points, "labels": labels, "centres": centres,
-            "class_embeddings": [[x * 1.1, y * 1.1] for x, y in centres], "explained_variance": [0.6, 0.3]}
-
-
-@pytest.fixture
-def fixture_home(tmp_path, monkeypatch):
-    """Three finished runs with fixed ids, times, records and an embedding snapshot."""
-    monkeypatch.chdir(tmp_path)
-    home = tmp_path / "home"
-    store = Store(home)
-    runs = [("aaaa1111", ["name=pp-digits"], _records(8)),
-            ("bbbb2222", ["name=euclid", "loss.name=euclidean", "train.lr=0.0005"], _records(6, start=0.5)),
-            ("cccc3333", ["name=pure", "model.head=pure", "loss.name=cross_entropy"],
-             _records(5, ("cos", "euc", "pure"), start=0.4))]
-    for n, (run_id, overrides, records) in enumerate(runs):
-        spec = load_spec(overrides=overrides)
-        create_run(store, spec, status="running", run_id=run_id, extra={"git": None})
-        for r in records:
-            store.append_epoch(run_id, r, {"epoch": r["epoch"], "best_val": r["val_acc_cos"],
-                                           "test_acc": r["test_acc_cos"], "best_epoch": r["epoch"]})
-        store.update(run_id, status="finished", created=NOW - 3600 * (n + 1), device="cpu", host="fixture")
-        (store.run_dir(run_id) / "embedding-last.json").write_text(json.dumps(_snapshot()))
-    return home
-
-
-def _app(home):
-    # relative to the current folder (tmp_path in the snapshot tests), so that the header reads the same anywhere
-    return MtmApp(Path(os.path.relpath(home)), clock=lambda: NOW, host="fixture")
-
-
-async def _settle(pilot, seconds=1.5):
-    await pilot.pause(seconds)
-    await pilot.wait_for_scheduled_animations()
-
-
 def test_snapshot_runs(snap_compare, fixture_home):
-    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=_settle)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(100, 30), run_before=settle)
 
 
 def test_snapshot_run(snap_compare, fixture_home):
     async def open_first(pilot):
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("enter")
-        await _settle(pilot)
-    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=open_first)
+        await settle(pilot)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(100, 30), run_before=open_first)
 
 
 def test_snapshot_run_geometry_tab(snap_compare, fixture_home):
     async def geometry(pilot):
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("enter")
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("right", "right")
-        await _settle(pilot, 0.5)
-    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=geometry)
+        await settle(pilot, 0.5)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(100, 30), run_before=geometry)
 
 
 def test_snapshot_compose(snap_compare, fixture_home):
     async def compose(pilot):
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("c")
         await until(pilot, lambda: getattr(pilot.app.screen, "spec", None) is not None)   # loaded and checked
         pilot.app.screen.query_one("#f-name", Input).cursor_blink = False   # focused: a blinking cursor is flaky
-        await _settle(pilot)
-    assert snap_compare(_app(fixture_home), terminal_size=(80, 24), run_before=compose)
+        await settle(pilot)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(80, 24), run_before=compose)
 
 
 def test_snapshot_compare(snap_compare, fixture_home):
     async def compare(pilot):
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("space", "down", "space", "m")
-        await _settle(pilot)
-    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=compare)
+        await settle(pilot)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(100, 30), run_before=compare)
 
 
 def test_snapshot_embedding(snap_compare, fixture_home):
     async def embedding(pilot):
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("v")
-        await _settle(pilot)
-    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=embedding)
+        await settle(pilot)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(100, 30), run_before=embedding)
 
 
 def test_snapshot_export(snap_compare, fixture_home):
     async def export(pilot):
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("e")
-        await _settle(pilot, 2.5)
+        await settle(pilot, 2.5)
         pilot.app.screen.query_one("#path", Input).value = "/srv/results/paper.md"   # absolute: the same anywhere
-        await _settle(pilot, 0.5)
-    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=export)
+        await settle(pilot, 0.5)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(100, 30), run_before=export)
 
 
 def test_snapshot_help(snap_compare, fixture_home):
     async def help_(pilot):
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("question_mark")
-        await _settle(pilot, 0.5)
-    assert snap_compare(_app(fixture_home), terminal_size=(100, 30), run_before=help_)
+        await settle(pilot, 0.5)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(100, 30), run_before=help_)
 
 
 # --- the real program in a terminal ----------------------------------------------------------------
@@ -289,31 +219,31 @@ def test_a_run_with_no_epochs_shows_every_chart_without_crashing(tmp_path):
     """Log-scale charts with no data crashed plotext (a queued or just-launched run's σ & ρ tab)."""
     store = Store(tmp_path / "home")
     run_id = create_run(store, load_spec(), status="queued")
-    app = _app(tmp_path / "home")
+    app = fixture_app(tmp_path / "home")
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             app.open_run(run_id)
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             for _ in range(7):   # every tab, the log-scale ones included
                 await pilot.press("right")
-                await _settle(pilot, 0.3)
+                await settle(pilot, 0.3)
             assert isinstance(app.screen, RunScreen) and app.return_code is None
     asyncio.run(flow())
 
 
 def test_failed_writes_are_notifications_not_crashes(fixture_home, tmp_path):
     (tmp_path / "experiments").write_text("a file where compose would make a folder")
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
     messages = []
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
             app.notify = lambda message, **kw: messages.append(message)
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             await pilot.press("e")
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             app.screen.query_one("#path", Input).value = "/nonexistent/dir/out.md"
             await pilot.press("ctrl+s")
             await until(pilot, lambda: any("cannot write /nonexistent/dir/out.md" in m for m in messages))
@@ -351,11 +281,11 @@ def test_a_crash_exits_non_zero_and_keeps_its_traceback(tmp_path, monkeypatch):
 
 
 def test_the_filter_matches_what_the_table_shows_word_by_word(fixture_home):
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             screen = app.screen
             for typed, expected in (("", 3), ("PP", 1), ("digits cross_entropy", 1), ("CNN pure", 1), ("push_pull", 1),
                                     ("euclid E", 1), ("finished digits", 3), ("nothing-like-this", 0)):
@@ -378,7 +308,7 @@ def test_ages_move_on_and_an_updated_status_is_not_cut(fixture_home):
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             table = app.screen.query_one("#runs")
             assert table.get_cell("aaaa1111", "age") == "1h"
             now[0] += 86400   # a day later, with nothing new in the store
@@ -392,13 +322,13 @@ def test_ages_move_on_and_an_updated_status_is_not_cut(fixture_home):
 
 
 def test_stop_of_a_finished_run_says_so_and_dialogs_name_the_run(fixture_home):
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
     messages = []
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
             app.notify = lambda message, **kw: messages.append(message)
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             await pilot.press("x")   # the cursor is on a finished run: no question, an answer
             await pilot.pause(0.3)
             assert isinstance(app.screen, RunsScreen) and messages[-1].endswith("is finished: nothing to stop")
@@ -415,13 +345,13 @@ def test_stop_of_a_finished_run_says_so_and_dialogs_name_the_run(fixture_home):
 @pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
 def test_snapshot_runs_at(snap_compare, fixture_home, size):
     """80x24: test% and the footer's keys are not cut; 200x50 adds seed, lr, time, progress, tags."""
-    assert snap_compare(_app(fixture_home), terminal_size=size, run_before=_settle)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=size, run_before=settle)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
 def test_snapshot_run_at(snap_compare, fixture_home, size):
     async def open_first(pilot):
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("enter", "t")   # validation and test
-        await _settle(pilot)
-    assert snap_compare(_app(fixture_home), terminal_size=size, run_before=open_first)
+        await settle(pilot)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=size, run_before=open_first)

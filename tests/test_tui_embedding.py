@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import torch
-from test_tui import until
+from conftest import until
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 

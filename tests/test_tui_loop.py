@@ -12,10 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SMALL
+from conftest import NOW, ROOT, SMALL, fake_records, fixture_app, settle, until
 from rich.console import Console
-from test_tui import NOW, _app, _records, _settle, until
-from test_tui import fixture_home as shared_fixture_home
 from textual.widgets import DataTable, Input, Log
 
 from mtm_engine.config import DataSpec, load_spec
@@ -33,8 +31,6 @@ from mtm_tui.screens.log import LogScreen
 from mtm_tui.screens.queue import QueueData, QueueScreen
 from mtm_tui.screens.runs import RunsScreen
 from mtm_tui.widgets.charts import MetricChart
-
-fixture_home = shared_fixture_home   # three finished runs, fixed ids and times
 
 
 def select(app, run_id: str) -> None:
@@ -69,11 +65,11 @@ def test_the_foreground_bar_shows_batches_speed_and_eta_then_evaluating_and_a_pi
 def test_a_failed_run_opens_in_compose_is_changed_and_launched(fixture_home):
     store = Store(fixture_home)
     store.update("cccc3333", status="failed", message="CUDA out of memory")
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             select(app, "cccc3333")
             await pilot.press("f")
             await until(pilot, lambda: isinstance(app.screen, ComposeScreen) and app.screen.spec is not None)
@@ -99,11 +95,11 @@ def test_the_log_pane_follows_a_growing_log_and_shows_whole_lines_only(fixture_h
     store = Store(fixture_home)
     log = store.run_dir("aaaa1111") / LOG
     log.write_text("device cpu, 1,234 parameters\nepoch 1/8 loss 1.0\n")
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             select(app, "aaaa1111")
             await pilot.press("l")
             await until(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen.query_one(Log).line_count >= 2)
@@ -126,11 +122,11 @@ def test_the_log_pane_follows_a_growing_log_and_shows_whole_lines_only(fixture_h
 def test_why_a_run_failed_shows_under_the_table_and_in_the_wide_table(fixture_home):
     Store(fixture_home).update("cccc3333", status="failed", message="CUDA out of memory in epoch 5; lower "
                                                                     "train.batch_size")
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(200, 50)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             select(app, "cccc3333")
             await pilot.pause(0.3)
             assert "cccc3333 failed: CUDA out of memory in epoch 5; lower train.batch_size" in \
@@ -155,11 +151,11 @@ def test_the_queue_panel_shows_the_pool_the_run_in_its_slot_and_the_queue_and_se
         store.update(run_id, queued=NOW + ids.index(run_id))   # the order they wait in
         time.sleep(0.01)
     jobs.enqueue(store, ids)
-    app = _app(tmp_path / "home")
+    app = fixture_app(tmp_path / "home")
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             await pilot.press("p")
             await until(pilot, lambda: isinstance(app.screen, QueueScreen))
             slots = app.screen.query_one("#queue-slots", DataTable)
@@ -192,11 +188,11 @@ def test_a_gpu_slot_shows_its_gpu_memory_and_use_from_nvidia_smi(fixture_home):
     assert set(gpus) == {"0"} and (gpus["0"].memory_used_gb, gpus["0"].utilisation_pct) == (40.0, 87.0)
     row = {**Store(fixture_home).row("aaaa1111"), "status": "running", "slot": 1, "epoch": 3, "epochs": 8}
     state = jobs.QueueState(None, False, ["gpu:1", "gpu:0"], {1: row}, [], gpus)
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             await pilot.press("p")
             await until(pilot, lambda: isinstance(app.screen, QueueScreen))
             app.screen.POLL_S = 3600   # the panel shows the state handed to it, not the store's
@@ -213,11 +209,11 @@ def test_a_gpu_slot_shows_its_gpu_memory_and_use_from_nvidia_smi(fixture_home):
 def test_compose_jumps_to_a_typed_key_helps_with_the_focused_one_and_checks_that_the_data_is_there(fixture_home,
                                                                                                     tmp_path):
     raw = tmp_path / "data" / "FashionMNIST" / "raw"
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             await pilot.press("c")
             await until(pilot, lambda: isinstance(app.screen, ComposeScreen) and app.screen.spec is not None)
             form = app.screen
@@ -275,7 +271,7 @@ def _seeds_home(tmp_path) -> tuple[Path, dict[str, list[str]]]:
         for seed in (0, 1):
             run_id = create_run(store, load_spec(overrides=["name=pp", f"train.lr={lr}", f"train.seed={seed}"]),
                                 status="finished")
-            for r in _records(3, start=base + seed / 100):
+            for r in fake_records(3, start=base + seed / 100):
                 store.append_epoch(run_id, r, {"epoch": r["epoch"], "best_val": r["val_acc_cos"],
                                                "test_acc": r["test_acc_cos"], "best_epoch": r["epoch"]})
             store.update(run_id, status="finished")
@@ -286,18 +282,18 @@ def _seeds_home(tmp_path) -> tuple[Path, dict[str, list[str]]]:
 def test_compare_draws_seeds_as_a_band_named_by_the_keys_that_differ(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     home, ids = _seeds_home(tmp_path)
-    app = _app(home)
+    app = fixture_app(home)
 
     async def flow():
         async with app.run_test(size=(120, 40)) as pilot:
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             app.open_compare(ids["0.001"] + ids["0.0003"])
             await until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.query(MetricChart)
                         and app.screen.query_one(MetricChart).drawn)
             drawn = app.screen.query_one(MetricChart).drawn
             assert list(drawn) == ["lr=1.0e-03 ×2", "lr=3.0e-04 ×2"]
             xs, mean, spread = drawn["lr=1.0e-03 ×2"]
-            epoch1 = [0.80 + 0.18 * 0.4, 0.81 + 0.17 * 0.4]   # _records: start + (0.98 - start) * (1 - 0.6)
+            epoch1 = [0.80 + 0.18 * 0.4, 0.81 + 0.17 * 0.4]   # fake_records: start + (0.98 - start) * (1 - 0.6)
             assert xs == [1, 2, 3] and mean[0] == pytest.approx(statistics.fmean(epoch1))
             assert spread[0] == pytest.approx(statistics.stdev(epoch1))
             legend = str(app.screen.query_one(".legend").render())
@@ -320,11 +316,11 @@ def test_the_small_words_name_keys_and_figures_truly(fixture_home):
     assert "R in mtm-tui" in store.row(queued)["message"]
     # Tables 6-7 give accuracy once a run: no per-epoch chart may claim them
     assert not any("Table" in m.figure for m in METRICS.values())
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(80, 24), notifications=True) as pilot:
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             helps = [c.help for c in app.get_system_commands(app.screen)]
             assert "key j, on the Runs screen" in helps and not any("cursor(" in h for h in helps)
             app.notify("a toast")
@@ -345,16 +341,16 @@ def test_the_sweep_chart_draws_a_parameter_searched_log_uniformly_on_a_log_axis(
     for n, lr in enumerate((2e-4, 5e-4)):
         run_id = create_run(store, load_spec(overrides=[f"train.lr={lr}"]), status="finished", sweep="5ee7",
                             extra={"trial_config": {"train.lr": lr}})
-        store.append_epoch(run_id, _records(1)[0], {"epoch": 1, "best_val": 0.9 + n / 100, "test_acc": 0.9})
+        store.append_epoch(run_id, fake_records(1)[0], {"epoch": 1, "best_val": 0.9 + n / 100, "test_acc": 0.9})
         store.update(run_id, status="finished")
-    app = _app(tmp_path / "home")
+    app = fixture_app(tmp_path / "home")
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             app.push_screen(SweepScreen("5ee7"))
             await until(pilot, lambda: isinstance(app.screen, SweepScreen) and len(app.screen.data.trials) == 2)
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             assert "train.lr (log)" in app.screen.query_one(ParamScatter).plt.build()
     asyncio.run(flow())
 
@@ -366,10 +362,10 @@ def test_snapshot_compare_seed_bands_80x24(snap_compare, tmp_path, monkeypatch):
     home, ids = _seeds_home(tmp_path)
 
     async def compare(pilot):
-        await _settle(pilot, 0.5)
+        await settle(pilot, 0.5)
         pilot.app.open_compare(ids["0.001"] + ids["0.0003"])
-        await _settle(pilot)
-    assert snap_compare(_app(Path(os.path.relpath(home))), terminal_size=(80, 24), run_before=compare)
+        await settle(pilot)
+    assert snap_compare(fixture_app(Path(os.path.relpath(home))), terminal_size=(80, 24), run_before=compare)
 
 
 def test_snapshot_queue_80x24(snap_compare, fixture_home, monkeypatch):
@@ -382,10 +378,10 @@ def test_snapshot_queue_80x24(snap_compare, fixture_home, monkeypatch):
         store.update(run_id, status="queued", queued=NOW - 120 + n)
 
     async def queue(pilot):
-        await _settle(pilot, 0.5)
+        await settle(pilot, 0.5)
         await pilot.press("p")
-        await _settle(pilot)
-    assert snap_compare(_app(fixture_home), terminal_size=(80, 24), run_before=queue)
+        await settle(pilot)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(80, 24), run_before=queue)
 
 
 def test_snapshot_log_80x24(snap_compare, fixture_home):
@@ -395,11 +391,11 @@ def test_snapshot_log_80x24(snap_compare, fixture_home):
         + "".join(f"epoch {e}/5 loss {10 / e:.5g} val pure 0.{90 + e}00 2,000 img/s 1.5s\n" for e in range(1, 5)))
 
     async def log(pilot):
-        await _settle(pilot, 0.5)
+        await settle(pilot, 0.5)
         select(pilot.app, "cccc3333")
         await pilot.press("l")
-        await _settle(pilot)
-    assert snap_compare(_app(fixture_home), terminal_size=(80, 24), run_before=log)
+        await settle(pilot)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(80, 24), run_before=log)
 
 
 def test_snapshot_compose_from_a_run_80x24(snap_compare, fixture_home):
@@ -408,10 +404,10 @@ def test_snapshot_compose_from_a_run_80x24(snap_compare, fixture_home):
                status="failed", run_id="dddd4444")
 
     async def compose(pilot):
-        await _settle(pilot, 0.5)
+        await settle(pilot, 0.5)
         select(pilot.app, "dddd4444")
         await pilot.press("f")
         await until(pilot, lambda: getattr(pilot.app.screen, "spec", None) is not None)
         pilot.app.screen.query_one("#f-name", Input).cursor_blink = False
-        await _settle(pilot)
-    assert snap_compare(_app(fixture_home), terminal_size=(80, 24), run_before=compose)
+        await settle(pilot)
+    assert snap_compare(fixture_app(fixture_home), terminal_size=(80, 24), run_before=compose)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_tui import _settle, until
+from conftest import settle, until
 from textual.widgets import DataTable
 
 from mtm_engine.config import load_spec
@@ -32,7 +32,7 @@ TRIALS = [
 BEST_FIRST = ["a1" * 16, "b2" * 16, "c3" * 16, "d4" * 16, "e5" * 16, "f6" * 16]
 
 
-def _records(epochs: int, best: float) -> list[dict]:
+def fake_records(epochs: int, best: float) -> list[dict]:
     """Validation accuracy climbing to `best` at the last epoch; test 1 point under; euc 2 points under cos."""
     out = []
     for e in range(1, epochs + 1):
@@ -54,7 +54,7 @@ def sweep_home(tmp_path, monkeypatch):
                                                                                  "eval.classifiers=['cos', 'euc']"])
         create_run(store, spec, status="running", sweep=SWEEP, run_id=run_id,
                    extra={"git": None, "trial_id": f"t{n}", "trial_config": config})
-        records = _records(done, best) if best is not None else []
+        records = fake_records(done, best) if best is not None else []
         for i in range(len(records)):
             store.append_epoch(run_id, records[i], summary_fields(spec, records[:i + 1]))
         store.update(run_id, status=status, created=NOW - 600 * (n + 1), host="fixture", device="cpu",
@@ -65,19 +65,19 @@ def sweep_home(tmp_path, monkeypatch):
     return home
 
 
-def _app(home):
+def fixture_app(home):
     return MtmApp(Path(os.path.relpath(home)), clock=lambda: NOW, host="fixture")
 
 
 async def _open_sweep(pilot):
-    await _settle(pilot, 0.5)
+    await settle(pilot, 0.5)
     pilot.app.push_screen(SweepScreen(SWEEP))
     await until(pilot, lambda: isinstance(pilot.app.screen, SweepScreen) and pilot.app.screen.data.trials)
-    await _settle(pilot, 0.5)
+    await settle(pilot, 0.5)
 
 
 def test_the_sweep_view_ranks_trials_and_parameters(sweep_home):
-    app = _app(sweep_home)
+    app = fixture_app(sweep_home)
     expected = [imp.param for imp in importance([(config, best) for _, config, _, _, best in TRIALS])]
 
     async def flow():
@@ -124,7 +124,7 @@ def test_the_accuracy_is_of_the_metric_the_sweep_maximised(sweep_home):
     store = Store(sweep_home)
     saved = store.sweep(SWEEP)
     store.save_sweep(SWEEP, {**saved, "tune": {**saved["tune"], "metric": "euc"}})
-    app = _app(sweep_home)
+    app = fixture_app(sweep_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
@@ -139,13 +139,13 @@ def test_the_accuracy_is_of_the_metric_the_sweep_maximised(sweep_home):
 
 
 def test_an_unknown_sweep_says_so_without_crashing(sweep_home):
-    app = _app(sweep_home)
+    app = fixture_app(sweep_home)
 
     async def flow():
         async with app.run_test(size=(80, 24)) as pilot:
-            await _settle(pilot, 0.5)
+            await settle(pilot, 0.5)
             app.push_screen(SweepScreen("00000000"))
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             assert "none recorded yet" in str(app.screen.query_one("#sweep-header").render())
             assert "no drawn parameters" in app.screen.query_one(ParamScatter).caption
             await pilot.press("right", "left_square_bracket")
@@ -156,7 +156,7 @@ def test_an_unknown_sweep_says_so_without_crashing(sweep_home):
 def test_every_chart_draws_again_the_same_and_survives_a_resize(sweep_home):
     """plotext's own log scale takes log10 of its data in place at every build: a second render of a
     log-axis chart (a resize) raised a math domain error. Each parameter's chart must build twice alike."""
-    app = _app(sweep_home)
+    app = fixture_app(sweep_home)
 
     async def flow():
         async with app.run_test(size=(80, 24)) as pilot:
@@ -167,9 +167,9 @@ def test_every_chart_draws_again_the_same_and_survives_a_resize(sweep_home):
                 seen.add(chart.caption)
                 assert chart.plt.build() == chart.plt.build()
                 await pilot.resize_terminal(120, 40)
-                await _settle(pilot, 0.3)
+                await settle(pilot, 0.3)
                 await pilot.resize_terminal(80, 24)
-                await _settle(pilot, 0.3)
+                await settle(pilot, 0.3)
                 await pilot.press("right")
             assert len(seen) == 3 and app.return_code is None
     asyncio.run(flow())
@@ -184,8 +184,8 @@ def test_values_read_compactly_and_log_axes_need_two_decades():
 
 
 def test_snapshot_sweep_80x24(snap_compare, sweep_home):
-    assert snap_compare(_app(sweep_home), terminal_size=(80, 24), run_before=_open_sweep)
+    assert snap_compare(fixture_app(sweep_home), terminal_size=(80, 24), run_before=_open_sweep)
 
 
 def test_snapshot_sweep_200x50(snap_compare, sweep_home):
-    assert snap_compare(_app(sweep_home), terminal_size=(200, 50), run_before=_open_sweep)
+    assert snap_compare(fixture_app(sweep_home), terminal_size=(200, 50), run_before=_open_sweep)

@@ -5,8 +5,7 @@ import asyncio
 import time
 
 import pytest
-from test_tui import NOW, _app, _records, _settle, until
-from test_tui import fixture_home as shared_fixture_home
+from conftest import NOW, fake_records, fixture_app, settle, until
 from textual.widgets import DataTable, Input, Select
 
 from mtm_engine.config import load_spec
@@ -20,8 +19,6 @@ from mtm_tui.screens.run import RunScreen
 from mtm_tui.screens.runs import RunsScreen
 from mtm_tui.widgets.charts import MetricChart, epoch_ticks
 from mtm_tui.widgets.palette import COLOURS, MARKERS
-
-fixture_home = shared_fixture_home   # the same three finished runs as the snapshots
 
 
 def cursor_id(app) -> str:
@@ -48,11 +45,11 @@ def test_palette_and_epoch_ticks():
 
 
 def test_runs_screen_keys_move_mark_filter_and_sort(fixture_home):
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             screen = app.screen
             order = [str(k.value) for k in screen.query_one(DataTable).rows]   # newest first
             assert cursor_id(app) == order[0]
@@ -90,12 +87,12 @@ def test_runs_screen_keys_move_mark_filter_and_sort(fixture_home):
 
 
 def test_the_cursor_stays_on_its_run_when_new_runs_arrive(fixture_home):
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
     store = Store(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             await pilot.press("j")
             on = cursor_id(app)
             new = create_run(store, load_spec(overrides=["name=newcomer"]), status="finished")
@@ -112,17 +109,17 @@ def test_seeds_of_one_config_group_into_one_row_with_mean_and_std(tmp_path, monk
     tests = {0: 0.90, 1: 0.92, 2: 0.94}   # mean 92.00, sample std 2.00 (in percent)
     for seed, acc in tests.items():
         run_id = create_run(store, load_spec(overrides=["name=pp", f"train.seed={seed}"]), status="finished")
-        store.append_epoch(run_id, _records(1)[0], {"epoch": 1, "best_val": acc, "test_acc": acc, "best_epoch": 1})
+        store.append_epoch(run_id, fake_records(1)[0], {"epoch": 1, "best_val": acc, "test_acc": acc, "best_epoch": 1})
         store.update(run_id, status="finished")   # as a run's end does: the row reaches the index
     # seed 2 was made before a spec key existed: its index row holds the id of the spec as it was then; the
     # group reads the id from the stored spec, as `mtm export` does
     store.update(run_id, config="made-before-a-key")
     other = create_run(store, load_spec(overrides=["name=pp-lr", "train.lr=0.01"]), status="finished")
-    app = _app(tmp_path / "home")
+    app = fixture_app(tmp_path / "home")
 
     async def flow():
         async with app.run_test(size=(200, 50)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             screen = app.screen
             assert "seed" in screen.columns() and "lr" in screen.columns()   # the wide layout
             await pilot.press("o", "o")   # none -> sweep -> config
@@ -155,13 +152,13 @@ def test_groups_of_seeds_sort_by_the_mean_they_show(tmp_path, monkeypatch):
         for seed, acc in enumerate(accs):
             run_id = create_run(store, load_spec(overrides=[f"name={name}", f"train.lr={0.001 if name == 'wide' else 0.002}",
                                                             f"train.seed={seed}"]), status="finished")
-            store.append_epoch(run_id, _records(1)[0], {"epoch": 1, "best_val": acc, "test_acc": acc, "best_epoch": 1})
+            store.append_epoch(run_id, fake_records(1)[0], {"epoch": 1, "best_val": acc, "test_acc": acc, "best_epoch": 1})
             store.update(run_id, status="finished")
-    app = _app(tmp_path / "home")
+    app = fixture_app(tmp_path / "home")
 
     async def flow():
         async with app.run_test(size=(200, 50)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             screen = app.screen
             await pilot.press("o", "o")   # grouped by config
             table = screen.query_one(DataTable)
@@ -177,12 +174,12 @@ def test_groups_of_seeds_sort_by_the_mean_they_show(tmp_path, monkeypatch):
 
 
 def test_tags_and_notes_from_the_keyboard_are_stored_and_filterable(fixture_home):
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
     store = Store(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             run_id = cursor_id(app)
             await pilot.press("t")
             await pilot.pause(0.3)
@@ -203,11 +200,11 @@ def test_tags_and_notes_from_the_keyboard_are_stored_and_filterable(fixture_home
 
 
 def test_every_action_is_in_the_command_palette(fixture_home):
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             titles = [c.title for c in app.get_system_commands(app.screen)]
             for action in ("Compare (m)", "Sort by column (s)", "Tag (t)", "Note (n)", "Sweep view (w)",
                            "Group: none, sweep, config (o)", "Embedding (v)", "Quit (q)"):
@@ -223,11 +220,11 @@ def test_every_action_is_in_the_command_palette(fixture_home):
 
 
 def test_an_empty_store_says_where_it_looked_and_what_to_do(tmp_path):
-    app = _app(tmp_path / "empty-home")
+    app = fixture_app(tmp_path / "empty-home")
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             text = str(app.screen.query_one("#empty").render())
             assert f"No runs in {app.store.home}" in text and "c to compose" in text and "--home DIR" in text
     asyncio.run(flow())
@@ -238,17 +235,17 @@ def test_the_epoch_in_flight_shows_on_the_runs_and_run_screens(fixture_home):
     run_id = "aaaa1111"
     store.update(run_id, status="running", epoch=8, epochs=20, pid=None, host="elsewhere", heartbeat=time.time())
     store.write_progress(run_id, progress_of(BatchProgress(9, 10, 40, 0.5, 1000, 5.0, None), now=NOW))
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             app.screen.query_one(DataTable).move_cursor(row=app.screen.query_one(DataTable).get_row_index(run_id))
             await pilot.pause(0.3)
             line = str(app.screen.query_one("#runs-progress").render())
             assert "aaaa1111 epoch 9/20: batch 10/40 · 200 img/s · ETA 15s" in line
             app.open_run(run_id)
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             assert "epoch 9: batch 10/40 · 200 img/s · ETA 15s" in str(app.screen.query_one("#run-header").render())
     asyncio.run(flow())
 
@@ -256,13 +253,13 @@ def test_the_epoch_in_flight_shows_on_the_runs_and_run_screens(fixture_home):
 def test_run_charts_show_one_classifier_validation_first_and_zoom(fixture_home):
     Store(fixture_home).tag("cccc3333", ["baseline"])
     Store(fixture_home).update("cccc3333", note="[b]lr too high?[/b]")   # shown as typed, not as markup
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             app.open_run("cccc3333")   # a pure head: its primary classifier is `pure`
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             screen = app.screen
             assert isinstance(screen, RunScreen)
             # the run's tags and note (issue 28, item 3: notes were never shown)
@@ -289,11 +286,11 @@ def test_run_charts_show_one_classifier_validation_first_and_zoom(fixture_home):
 def test_compose_shows_the_preset_as_it_is_and_esc_leaves_an_untouched_form(fixture_home):
     # The Selects post their first option when they mount, after the preset has been loaded: the
     # loss's (euclidean) once reset push-and-pull's r to 0, so the form launched another loss and Esc asked.
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test() as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             await pilot.press("c")
             await until(pilot, lambda: isinstance(app.screen, ComposeScreen) and app.screen.spec is not None)
             await pilot.pause(0.5)
@@ -307,11 +304,11 @@ def test_compose_shows_the_preset_as_it_is_and_esc_leaves_an_untouched_form(fixt
 
 @pytest.mark.parametrize("size", [(80, 24), (200, 50)])
 def test_compose_takes_keys_typed_while_it_loads_and_esc_asks(fixture_home, size):
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=size) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             await pilot.press("c", "m", "i", "n", "e")   # no pause: typed while Compose loads
             await until(pilot, lambda: isinstance(app.screen, ComposeScreen) and app.screen.spec is not None)
             await pilot.pause(0.5)
@@ -346,15 +343,15 @@ def test_compose_takes_keys_typed_while_it_loads_and_esc_asks(fixture_home, size
 
 
 def test_export_takes_the_marked_runs_shows_its_absolute_path_and_asks_before_overwriting(fixture_home, tmp_path):
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
     (tmp_path / "results.md").write_text("keep me until asked")
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             await pilot.press("space")      # mark the first run (pp-digits, aaaa1111)
             await pilot.press("e")
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             screen = app.screen
             target = str(screen.query_one("#export-target").render())
             assert "the 1 marked runs" in target and str(tmp_path / "results.md") in target
@@ -373,19 +370,19 @@ def test_export_takes_the_marked_runs_shows_its_absolute_path_and_asks_before_ov
 
 def test_log_scale_charts_survive_a_resize(fixture_home):
     """plotext's log scale took log10 of its data in place at each render: a resize crashed it."""
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             app.open_run("aaaa1111")
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             for tab in range(1, 5):   # Loss, σ & ρ, ρ vs σ, Separation: two on a log scale
                 await pilot.press("right")
-                await _settle(pilot, 0.3)
+                await settle(pilot, 0.3)
                 for size in ((120, 40), (80, 24), (100, 30)):
                     await pilot.resize_terminal(*size)
-                    await _settle(pilot, 0.3)
+                    await settle(pilot, 0.3)
             assert app.return_code is None and isinstance(app.screen, RunScreen)
             geometry = app.screen.query_one("#chart-2 MetricChart", MetricChart)
             assert geometry.drawn   # and its y axis is labelled with values, not their logarithms
@@ -395,11 +392,11 @@ def test_log_scale_charts_survive_a_resize(fixture_home):
 def test_at_80_columns_a_long_name_gives_way_and_every_figure_shows(fixture_home):
     store = Store(fixture_home)
     store.update("aaaa1111", name="a-rather-long-experiment-name")
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(80, 24)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             table = app.screen.query_one(DataTable)
             name = table.get_cell("aaaa1111", "name")
             assert name.endswith("…") and "a-rather-long-experiment-name".startswith(name[:-1]) and len(name) >= 6
@@ -423,17 +420,17 @@ def test_certainty_tab_shows_the_kept_measurement_or_how_to_make_it(fixture_home
                                        "ood": "mnist", "temperature": 0.05, "ece": 0.012, "scores": scores,
                                        "risk_coverage": {name: curve for name in scores}, "histograms": {}})
     (store.run_dir("bbbb2222") / "certainty.json").write_text("{not json")
-    app = _app(fixture_home)
+    app = fixture_app(fixture_home)
 
     async def flow():
         async with app.run_test(size=(100, 30)) as pilot:
-            await _settle(pilot, 1.0)
+            await settle(pilot, 1.0)
             for run_id, expected in (("aaaa1111", "ECE 0.0120"), ("cccc3333", "Not measured yet"),
                                      ("bbbb2222", "is corrupt")):
                 app.open_run(run_id)
-                await _settle(pilot, 1.0)
+                await settle(pilot, 1.0)
                 app.screen.query_one("#charts").active = "certainty"
-                await _settle(pilot, 0.5)
+                await settle(pilot, 0.5)
                 view = app.screen.query_one(CertaintyView)
                 assert expected in str(view.query_one(".about").render())
                 table = view.query_one(DataTable)

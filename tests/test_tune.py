@@ -6,8 +6,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import MTM
-from test_lifecycle import listed
+from conftest import MTM, listed
 
 from mtm_engine.errors import MtmError
 
