@@ -454,3 +454,38 @@ def test_the_small_words_a_queued_or_evaluating_run_gets():
     assert progress(running, NOW) == "batch 40/40 · evaluating"
     running["progress"]["batch"] = 39
     assert progress(running, NOW).startswith("batch 39/40 · 900 img/s · ETA")
+
+
+def test_the_help_is_made_from_every_screen_s_bindings(fixture_home):
+    """A key added to a screen shows in the help with what it does; a new screen must join the help's list."""
+    import importlib
+    import pkgutil
+
+    from textual.binding import Binding
+    from textual.screen import ModalScreen, Screen
+    from textual.widgets import Markdown
+
+    import mtm_tui.screens
+    from mtm_tui.screens.help import SCREENS
+
+    listed = {cls for _, _, cls in SCREENS}
+    for module in pkgutil.iter_modules(mtm_tui.screens.__path__):
+        for name, value in vars(importlib.import_module(f"mtm_tui.screens.{module.name}")).items():
+            if (isinstance(value, type) and issubclass(value, Screen) and not issubclass(value, ModalScreen)
+                    and value.__module__ == f"mtm_tui.screens.{module.name}" and "BINDINGS" in vars(value)):
+                assert name in listed, f"{name} is missing from the help's SCREENS"
+    app = fixture_app(fixture_home)
+
+    async def flow():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot, 0.5)
+            await pilot.press("question_mark")
+            await pilot.pause(0.5)
+            text = app.screen.query_one(Markdown).source
+            for _, module, cls in SCREENS:
+                screen = getattr(importlib.import_module(f"mtm_tui.screens.{module}"), cls)
+                for binding in Binding.make_bindings(screen.BINDINGS):
+                    if binding.description:
+                        said = binding.tooltip or binding.description[:1].lower() + binding.description[1:]
+                        assert f"`{app.get_key_display(binding)}`" in text and said in text, (cls, binding)
+    asyncio.run(flow())

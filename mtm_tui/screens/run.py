@@ -40,9 +40,9 @@ def log_tail(path, lines: int = LOG_LINES) -> str:
 class RunScreen(PollingScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("c", "classifier", "Classifier"),
-        Binding("t", "test", "Test"),
-        Binding("z", "zoom", "Zoom"),
+        Binding("c", "classifier", "Classifier", tooltip="the accuracy chart's classifier"),
+        Binding("t", "test", "Test", tooltip="test split on/off (validation is always drawn)"),
+        Binding("z", "zoom", "Zoom", tooltip="the last 10, 5 or all epochs"),
         Binding("x", "stop", "Stop"),
         Binding("v", "embedding", "Embedding", show=False),
         Binding("R", "resume", "Resume", show=False),
