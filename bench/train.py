@@ -25,10 +25,10 @@ import time
 
 import torch
 
+from mtm_engine.catalogue import loss_arguments, loss_function
 from mtm_engine.config import load_spec
 from mtm_engine.data import _TORCHVISION, CROP, RESIZE, _torchvision_split, load_dataset
 from mtm_engine.devices import configure_backends, resolve_device
-from mtm_engine.losses import get_loss
 from mtm_engine.models import build_model
 from mtm_engine.optim import make_optimiser
 from mtm_engine.train import train_one_epoch
@@ -66,7 +66,7 @@ COMPILE_S: list[float] = []   # the compiled contender's warm-up times (the firs
 
 def bare_epoch(spec, data, layout=torch.channels_last) -> float:
     model, opt = fresh(spec, data, layout)
-    loss_fn, train, y, bs = get_loss(spec.loss.name), data.train, data.train.y, spec.train.batch_size
+    loss_fn, train, y, bs = loss_function(spec.loss.name), data.train, data.train.y, spec.train.batch_size
     start = time.perf_counter()
     model.train()
     perm = torch.randperm(len(y), device=y.device)
@@ -74,7 +74,7 @@ def bare_epoch(spec, data, layout=torch.channels_last) -> float:
         idx = perm[i:i + bs]
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=y.is_cuda and spec.train.amp):
             e, _ = model(train.images(idx))   # uint8 pixels normalised per batch, as the engine
-        loss = loss_fn(e, y[idx], model.targets(), r=spec.loss.r, eps=spec.loss.eps)   # as the engine
+        loss = loss_fn(e, y[idx], model.targets(), **loss_arguments(spec.loss))   # as the engine
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -94,14 +94,14 @@ def loader_epoch(spec, data, workers: int) -> float:
     loader = torch.utils.data.DataLoader(subset, batch_size=spec.train.batch_size, shuffle=True,
                                          num_workers=workers, pin_memory=device.type == "cuda")
     model, opt = fresh(spec, data)
-    loss_fn = get_loss(spec.loss.name)
+    loss_fn = loss_function(spec.loss.name)
     start = time.perf_counter()
     model.train()
     for xb, yb in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and spec.train.amp):
             e, _ = model(xb)
-        loss = loss_fn(e, yb, model.targets(), r=spec.loss.r, eps=spec.loss.eps)
+        loss = loss_fn(e, yb, model.targets(), **loss_arguments(spec.loss))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -17,18 +17,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from mtm_engine import install_hint
+from mtm_engine.catalogue import LOSSES, default_r, loss_entry, losses_for
 from mtm_engine.errors import ConfigError
 
-# The names of every registry, kept here so that validation needs no torch. A test checks that
-# they equal the keys of the real registries in data.py, models.py, losses.py and classifiers.py.
+# The names of the registries that are not in the catalogue yet, kept here so that validation needs no torch. A
+# test checks that they equal the keys of the real registries in data.py, models.py and classifiers.py.
 DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
 FOLDER_PREFIX = "folder:"
 BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-PAPER_LOSSES = ("euclidean", "cosine", "proximity", "push_pull", "comparison")
-PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "normalized_softmax", "arcface")   # pytorch-metric-learning's
-MTM_LOSSES = PAPER_LOSSES + PROXY_LOSSES
-PURE_LOSSES = ("cross_entropy",)
-LOSSES = MTM_LOSSES + PURE_LOSSES
 # Paper Table 6 columns; which head each classifier needs.
 CLASSIFIERS_FOR_HEAD = {
     "mtm": ("cos", "cos_ce", "euc", "euc_ce"),
@@ -69,15 +65,10 @@ class ModelSpec:
     scale: float = 1.0
 
 
-# loss.r where a config does not give it: one default per loss (the loss functions use the same).
-# Proximity's is inside the paper's range [1e3, 1e6]; push-and-pull needs r < 1; the others have no r.
-DEFAULT_R = {"proximity": 1e4, "push_pull": 0.95}
-
-
 @dataclass
 class LossSpec:
-    name: Literal[LOSSES] = "push_pull"
-    r: float = DEFAULT_R["push_pull"]   # build_spec sets DEFAULT_R[name] (0 for losses without r) if not given
+    name: str = "push_pull"             # one of catalogue.LOSSES (choices() lists them; they may be registered later)
+    r: float = default_r("push_pull")   # build_spec sets the loss's own default_r (0 for losses without r) if not given
     eps: float = 1e-8
     reduction: Literal["sum", "mean"] = "sum"
     label_smoothing: float = 0.0   # cross_entropy only
@@ -142,6 +133,12 @@ CHOICES: dict[str, tuple[str, ...]] = {f"{section}.{key}": get_args(kind) for se
                                        for key, kind in get_type_hints(cls).items() if get_origin(kind) is Literal}
 
 
+def choices() -> dict[str, tuple[str, ...]]:
+    """Every key whose values are names, with the names allowed now: the Literal-typed keys, and loss.name from
+    the catalogue (which a plug-in or a test may extend)."""
+    return {**CHOICES, "loss.name": tuple(LOSSES)}
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -187,7 +184,7 @@ def comparable_spec(stored: dict[str, Any]) -> dict[str, Any]:
     defaults = Spec().to_dict()
     spec = {**stored, **{section: {**values, **stored.get(section, {})} for section, values in defaults.items()
                          if isinstance(values, dict)}}
-    if spec["loss"].get("name") not in DEFAULT_R:
+    if "r" not in (LOSSES[spec["loss"]["name"]].params if spec["loss"].get("name") in LOSSES else {}):
         spec["loss"] = {**spec["loss"], "r": 0.0}
     return spec
 
@@ -276,7 +273,7 @@ def build_spec(raw: dict[str, Any]) -> Spec:
             raise ConfigError(f"{section} = {values!r}: must be a table, e.g. [{section}]")
         sections[section] = build_section(section, cls, values)
     if "r" not in raw.get("loss", {}):
-        sections["loss"] = dataclasses.replace(sections["loss"], r=DEFAULT_R.get(sections["loss"].name, 0.0))
+        sections["loss"] = dataclasses.replace(sections["loss"], r=default_r(sections["loss"].name))
     return Spec(name=name, **sections)
 
 
@@ -332,7 +329,7 @@ def check(ok: bool, message: str) -> None:
 
 def validate(spec: Spec) -> Spec:
     """Check every value and the rules between keys; raise ConfigError naming the key."""
-    for dotted, allowed in CHOICES.items():
+    for dotted, allowed in choices().items():
         section, key = dotted.split(".")
         value = getattr(getattr(spec, section), key)
         check(value in allowed, f"{dotted} = {value!r}: unknown; choose one of {', '.join(allowed)}")
@@ -365,15 +362,16 @@ def validate(spec: Spec) -> Spec:
         not m.pretrained or m.backbone.startswith("resnet"),
         f"model.pretrained = true: only the resnet backbones have pretrained weights, not {m.backbone!r}",
     )
-    losses_for_head = MTM_LOSSES if m.head == "mtm" else PURE_LOSSES
+    losses_for_head = losses_for(m.head)
     check(
         lo.name in losses_for_head,
         f"loss.name = {lo.name!r}: does not train a {m.head!r} head; choose one of {', '.join(losses_for_head)}",
     )
-    if lo.name in PROXY_LOSSES or ev.retrieval:   # looked up only when asked for (Compose validates per key)
+    proxy = loss_entry(lo.name).extra == "metric"
+    if proxy or ev.retrieval:   # looked up only when asked for (Compose validates per key)
         library = importlib.util.find_spec("pytorch_metric_learning") is not None
-        check(lo.name not in PROXY_LOSSES or library, f"loss.name = {lo.name!r} comes from pytorch-metric-learning, "
-                                                      f"which is not installed; {install_hint('metric')}")
+        check(not proxy or library, f"loss.name = {lo.name!r} comes from pytorch-metric-learning, "
+                                    f"which is not installed; {install_hint('metric')}")
         check(not ev.retrieval or library, "eval.retrieval = true: its metrics come from pytorch-metric-learning, "
                                            f"which is not installed; {install_hint('metric')}")
     if lo.name == "push_pull":
@@ -396,7 +394,7 @@ def validate(spec: Spec) -> Spec:
     check(d.crop_padding >= 0, f"data.crop_padding = {d.crop_padding}: must be at least 0")
     check(m.scale > 0.0, f"model.scale = {m.scale}: must be above 0, e.g. 10")
     check(0.0 <= lo.label_smoothing < 1.0, f"loss.label_smoothing = {lo.label_smoothing}: must be in [0, 1)")
-    check(lo.label_smoothing == 0.0 or lo.name == "cross_entropy",
+    check(lo.label_smoothing == 0.0 or "label_smoothing" in loss_entry(lo.name).params,
            f"loss.label_smoothing = {lo.label_smoothing}: applies to cross_entropy (pure heads) only")
     check(
         t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:"),

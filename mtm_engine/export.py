@@ -18,16 +18,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from mtm_engine.config import BACKBONES, CLASSIFIERS_FOR_HEAD, LOSSES, MTM_LOSSES, comparable_spec
+from mtm_engine.catalogue import LOSSES, loss_code
+from mtm_engine.config import BACKBONES, CLASSIFIERS_FOR_HEAD, comparable_spec
 from mtm_engine.records import CERTAINTY_MEASURES, METRICS, acc_key, config_id, differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
 COLUMNS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
 BACKBONE_SHORT = {"convnet": "CNN", "resnet18": "RN18", "resnet34": "RN34", "resnet50": "RN50",
                   "resnet101": "RN101", "resnet152": "RN152"}
-LOSS_CODES = {"euclidean": "E", "cosine": "C", "proximity": "CP", "push_pull": "PP", "comparison": "CM",
-              "proxy_anchor": "PA", "proxy_nca": "PNCA", "normalized_softmax": "NS", "arcface": "AF",
-              "cross_entropy": "P"}
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "F-MNIST", "kmnist": "K-MNIST", "cifar10": "CIFAR10",
                   "cifar100": "CIFAR100", "digits": "digits"}
 CAPTIONS = {
@@ -65,7 +63,8 @@ class Table:
         single lucky seed is not a headline), the loss with class embeddings (not the pure head) and the
         classifier whose mean validation accuracy is the highest (ties: the first in paper order). None
         where the tables hold no validation figures (--select final or max-test)."""
-        eligible = [(i, row) for i, row in enumerate(self.rows) if row.loss in MTM_LOSSES and row.val]
+        eligible = [(i, row) for i, row in enumerate(self.rows)
+                    if row.loss in LOSSES and LOSSES[row.loss].head == "mtm" and row.val]
         seeds = max((row.seeds for _, row in eligible), default=0)
         cells = [(statistics.mean(row.val[c]), -i, -COLUMNS.index(c), row, c)
                  for i, row in eligible if row.seeds == seeds for c in row.val if c in row.cells]
@@ -82,7 +81,7 @@ def paper_results() -> dict[str, Any]:
 
 def row_label(spec: dict[str, Any]) -> str:
     backbone = spec["model"]["backbone"]
-    return f"{BACKBONE_SHORT.get(backbone, backbone)}-{LOSS_CODES[spec['loss']['name']]}"
+    return f"{BACKBONE_SHORT.get(backbone, backbone)}-{loss_code(spec['loss']['name'])}"
 
 
 def build_tables(runs: list[tuple], selection: str = "val") -> list[Table]:
@@ -121,7 +120,10 @@ def build_tables(runs: list[tuple], selection: str = "val") -> list[Table]:
 
 def _order(spec: dict[str, Any]) -> tuple:
     """Paper order: the loss (E, C, CP, PP, CM, P), then the backbone size."""
-    return (LOSSES.index(spec["loss"]["name"]), BACKBONES.index(spec["model"]["backbone"]), row_label(spec))
+    names = list(LOSSES)
+    loss = spec["loss"]["name"]
+    return (names.index(loss) if loss in names else len(names), BACKBONES.index(spec["model"]["backbone"]),
+            row_label(spec))
 
 
 def _labels(configs: dict[str, list]) -> dict[str, str]:

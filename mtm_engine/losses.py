@@ -1,12 +1,12 @@
-"""Loss registry: the paper's geometric losses (Eq. 1-8), four proxy-based losses of
-pytorch-metric-learning (the `metric` extra) whose proxies are the class embeddings, and
-cross-entropy for pure heads.
+"""The paper's geometric losses (Eq. 1-8), and cross-entropy for pure heads; catalogue.LOSSES names them
+(with metric_learning's four proxy losses) and says which parameters each one takes.
 
-Every MTM loss is called as `fn(e, y, C, *, r, eps, reduction)` with
+Every MTM loss is called as `fn(e, y, C, *, reduction, **its own parameters)` (r, eps: the catalogue
+says which) with
   e: [B, d] output embeddings, y: [B] class indices (long), C: [K, d] class embeddings,
 and returns the batch loss: the SUM over the batch of the per-instance loss (the paper's
 convention, Section III-C), or the mean with reduction="mean".
-Cross-entropy takes logits [B, K] in place of e and ignores C, r and eps.
+Cross-entropy takes logits [B, K] in place of e and ignores C.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtm_engine.config import DEFAULT_R
-from mtm_engine.errors import ConfigError
-from mtm_engine.metric_learning import ProxyLoss
+from mtm_engine.catalogue import default_r
 
 LossFn = Callable[..., Tensor]
 
@@ -56,13 +54,13 @@ def class_proximity(C: Tensor, eps: float) -> Tensor:
     return inverse.sum(dim=1)
 
 
-def proximity(e: Tensor, y: Tensor, C: Tensor, *, r: float = DEFAULT_R["proximity"], eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+def proximity(e: Tensor, y: Tensor, C: Tensor, *, r: float = default_r("proximity"), eps: float = 1e-8, reduction: str = "sum") -> Tensor:
     """Class proximity loss, Eq. 5: |e - c_e|^2 + r * prox(c_e)."""
     per_instance = _squared_distance_to_own(e, y, C) + r * class_proximity(C, eps)[y]
     return _reduce(per_instance, reduction)
 
 
-def push_pull(e: Tensor, y: Tensor, C: Tensor, *, r: float = DEFAULT_R["push_pull"], eps: float = 1e-8, reduction: str = "sum") -> Tensor:
+def push_pull(e: Tensor, y: Tensor, C: Tensor, *, r: float = default_r("push_pull"), eps: float = 1e-8, reduction: str = "sum") -> Tensor:
     """Push-and-pull loss, Eq. 6-7: |e - c_e|^2 - r |e - avg(C)|^2.
 
     Unbounded below in (e, C) for any r > 0: with e = c_e the loss is -r |c_e - avg(C)|^2, and scaling
@@ -92,23 +90,3 @@ def cross_entropy(
 ) -> Tensor:
     """Cross-entropy of a pure head's logits [B, K]; summed over the batch like the MTM losses."""
     return F.cross_entropy(logits, y, reduction=reduction, label_smoothing=label_smoothing)
-
-
-LOSSES: dict[str, LossFn] = {
-    "euclidean": euclidean,
-    "cosine": cosine,
-    "proximity": proximity,
-    "push_pull": push_pull,
-    "comparison": comparison,
-    "proxy_anchor": ProxyLoss("ProxyAnchorLoss", "proxies"),
-    "proxy_nca": ProxyLoss("ProxyNCALoss", "proxies"),
-    "normalized_softmax": ProxyLoss("NormalizedSoftmaxLoss", "W"),
-    "arcface": ProxyLoss("ArcFaceLoss", "W"),
-    "cross_entropy": cross_entropy,
-}
-
-def get_loss(name: str) -> LossFn:
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ConfigError(f"loss.name: unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None

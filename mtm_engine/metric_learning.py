@@ -67,6 +67,13 @@ class ProxyLoss:
         return mean * len(y) if reduction == "sum" else mean
 
 
+# The catalogue's proxy losses (catalogue.LOSSES names them by these attributes)
+proxy_anchor = ProxyLoss("ProxyAnchorLoss", "proxies")
+proxy_nca = ProxyLoss("ProxyNCALoss", "proxies")
+normalized_softmax = ProxyLoss("NormalizedSoftmaxLoss", "W")
+arcface = ProxyLoss("ArcFaceLoss", "W")
+
+
 def _kmeans(x: Tensor, clusters: int) -> Tensor:
     """k-means labels [N] with scikit-learn (the library's default needs faiss, which we do not install)."""
     from sklearn.cluster import KMeans

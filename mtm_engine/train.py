@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from mtm_engine.catalogue import loss_arguments, loss_function
 from mtm_engine.checkpoints import (
     BackgroundWriter,
     WeightAverage,
@@ -42,7 +43,6 @@ from mtm_engine.events import (
     RunStarted,
     Sink,
 )
-from mtm_engine.losses import get_loss
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.optim import make_optimiser, make_schedule
 from mtm_engine.records import BEST, CHECKPOINT, Status
@@ -67,13 +67,12 @@ def train_one_epoch(
     """Algorithm 1's inner loop, updating `average` (train.ema) after each step. Returns the mean
     per-instance training loss (of the trained weights), or None if stopped."""
     model.train()   # every epoch: the original code left BatchNorm frozen after the first evaluation
-    loss_fn = get_loss(spec.loss.name)
+    loss_fn, arguments = loss_function(spec.loss.name), loss_arguments(spec.loss)   # its own parameters only
     lo = spec.loss
     device = split.y.device
     total = torch.zeros((), device=device)   # summed on the device: no sync per batch
     n_batches = math.ceil(len(split) / spec.train.batch_size)
     every = max(1, n_batches // PROGRESS_STEPS)
-    extra = {"label_smoothing": lo.label_smoothing} if lo.name == "cross_entropy" else {}
     generator = epoch_generator(spec, epoch)   # the augmentation draws, then the batch order
     if spec.data.augment:
         draws = augmentation_draws(len(split), generator, spec.data.crop_padding, flips(spec.data), device)
@@ -84,8 +83,7 @@ def train_one_epoch(
         with autocast(device, spec):
             e, logits = model(x)
         # e, logits and C are float32 (the heads run outside autocast): the losses see no bf16 rounding.
-        loss = loss_fn(logits if logits is not None else e, y, model.targets(), r=lo.r, eps=lo.eps,
-                       reduction=lo.reduction, **extra)
+        loss = loss_fn(logits if logits is not None else e, y, model.targets(), **arguments)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

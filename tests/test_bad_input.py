@@ -52,7 +52,7 @@ def test_a_wrong_choice_exits_2_and_help_lists_the_choices(mtm_env, tmp_path):
 def test_an_unexpected_error_is_one_line_unless_debug(mtm_env, tmp_path):
     """Not a user error (here an exception inside the training loop: a loss that is not a loss), but
     still one line, the run recorded failed; --debug shows the traceback."""
-    code = ("import sys, mtm_engine.losses as L; L.LOSSES['push_pull'] = lambda *a, **k: 1 / 0; "
+    code = ("import sys, mtm_engine.losses as L; L.push_pull = lambda *a, **k: 1 / 0; "
             "from mtm_tui.cli import main; sys.argv = ['mtm', *sys.argv[1:]]; main()")
     args = ["run", "--set", "train.epochs=1", "--set", "model.width=4"]
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=mtm_env, cwd=tmp_path)

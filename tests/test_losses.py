@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtm_engine.losses import LOSSES, comparison, cosine, cross_entropy, euclidean, proximity, push_pull
+from mtm_engine.catalogue import LOSSES, loss_arguments, loss_function
+from mtm_engine.config import LossSpec
+from mtm_engine.losses import comparison, cosine, cross_entropy, euclidean, proximity, push_pull
 
 
 def test_euclidean_is_the_summed_squared_distance_to_the_own_class_embedding():
@@ -111,11 +113,13 @@ def test_proximity_gradient_pushes_class_embeddings_apart():
     assert (new_C[0] - new_C[1]).norm() > (C[0] - C[1]).norm()
 
 
-def test_every_mtm_loss_takes_the_same_call():
+def test_every_mtm_loss_takes_its_own_parameters_as_the_loop_passes_them():
     e, C, y = torch.randn(4, 3), torch.randn(2, 3), torch.tensor([0, 1, 1, 0])
-    for name, fn in LOSSES.items():
-        if name != "cross_entropy":
-            assert torch.isfinite(fn(e, y, C, r=0.5, eps=1e-8)), name
+    for name, entry in LOSSES.items():
+        if entry.head == "mtm":
+            arguments = loss_arguments(LossSpec(name=name, r=0.5))
+            assert set(arguments) == {"reduction", *entry.params}, name   # r only where the loss has one
+            assert torch.isfinite(loss_function(name)(e, y, C, **arguments)), name
 
 
 def test_normalized_softmax_and_arcface_match_hand_computations():
@@ -126,12 +130,12 @@ def test_normalized_softmax_and_arcface_match_hand_computations():
     e, C, y = torch.tensor([[1.0, 0.2], [0.3, -1.0]]), torch.tensor([[2.0, 0.0], [0.0, -1.0], [-1.0, 1.0]]), torch.tensor([0, 1])
     cos = F.normalize(e, dim=1) @ F.normalize(C, dim=1).T                  # [2, 3]
     by_hand = F.cross_entropy(cos / 0.05, y)
-    assert LOSSES["normalized_softmax"](e, y, C, reduction="mean").item() == pytest.approx(by_hand.item(), rel=1e-5)
-    assert LOSSES["normalized_softmax"](e, y, C).item() == pytest.approx(2 * by_hand.item(), rel=1e-5)
+    assert loss_function("normalized_softmax")(e, y, C, reduction="mean").item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert loss_function("normalized_softmax")(e, y, C).item() == pytest.approx(2 * by_hand.item(), rel=1e-5)
     theta = torch.acos(cos.clamp(-1, 1))
     margin = torch.zeros_like(cos).scatter(1, y[:, None], math.radians(28.6))
     arc = F.cross_entropy(64 * torch.cos(theta + margin), y)
-    assert LOSSES["arcface"](e, y, C, reduction="mean").item() == pytest.approx(arc.item(), rel=1e-4)
+    assert loss_function("arcface")(e, y, C, reduction="mean").item() == pytest.approx(arc.item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("name", ["proxy_anchor", "proxy_nca", "normalized_softmax", "arcface"])
@@ -141,12 +145,12 @@ def test_proxy_losses_train_the_class_embeddings_they_are_given(name):
     e = torch.randn(8, 4, generator=g)
     y = torch.arange(8) % 3
     C = torch.randn(3, 4, generator=g, requires_grad=True)
-    before = LOSSES[name](e, y, C)
+    before = loss_function(name)(e, y, C)
     before.backward()
     assert C.grad is not None and C.grad.abs().sum() > 0
     with torch.no_grad():
         C -= 0.01 * C.grad / C.grad.norm()
-    assert LOSSES[name](e, y, C).item() < before.item()
+    assert loss_function(name)(e, y, C).item() < before.item()
 
 
 @pytest.mark.parametrize("name", ["proxy_anchor", "arcface"])   # a proxies attribute; a weight matrix C^T
@@ -155,16 +159,16 @@ def test_a_proxy_loss_builds_the_librarys_loss_once_and_follows_c(name, monkeypa
     import pytorch_metric_learning.losses as library
 
     built = []
-    cls = getattr(library, LOSSES[name].library_name)
+    cls = getattr(library, loss_function(name).library_name)
     monkeypatch.setattr(library, cls.__name__, lambda *a, **k: built.append(1) or cls(*a, **k))
-    LOSSES[name].built.clear()
+    loss_function(name).built.clear()
     g = torch.Generator().manual_seed(0)
     e, y = torch.randn(6, 4, generator=g), torch.arange(6) % 3
     C1, C2 = torch.nn.Parameter(torch.randn(3, 4, generator=g)), torch.randn(3, 4, generator=g)
-    first, second = LOSSES[name](e, y, C1), LOSSES[name](e, y, C2)
+    first, second = loss_function(name)(e, y, C1), loss_function(name)(e, y, C2)
     assert built == [1]
-    LOSSES[name].built.clear()
-    fresh = LOSSES[name](e, y, C2)   # a loss built for C2 alone
+    loss_function(name).built.clear()
+    fresh = loss_function(name)(e, y, C2)   # a loss built for C2 alone
     assert second.item() == pytest.approx(fresh.item()) and first.item() != pytest.approx(second.item())
 
 

@@ -146,13 +146,13 @@ def _report_seeds(spec, results: list, as_json: bool) -> None:
 def keys(as_json: bool = typer.Option(False, "--json", help="Print one JSON object: key -> default, choices, meaning.")
          ) -> None:
     """List every configuration key: its default, the values it takes, and what it means."""
-    from mtm_engine.config import CHOICES, Spec
+    from mtm_engine.config import Spec, choices
     from mtm_engine.records import flatten_spec
     from mtm_engine.reference import KEY_HELP, shown_default
 
-    defaults = flatten_spec(Spec().to_dict())
+    defaults, named = flatten_spec(Spec().to_dict()), choices()
     if as_json:
-        print(json.dumps({key: {"default": defaults.get(key), "choices": list(CHOICES.get(key, ())),
+        print(json.dumps({key: {"default": defaults.get(key), "choices": list(named.get(key, ())),
                                 "meaning": meaning.replace("`", "")} for key, meaning in KEY_HELP.items() if key != "name"},
                          indent=1))
         return
@@ -161,8 +161,8 @@ def keys(as_json: bool = typer.Option(False, "--json", help="Print one JSON obje
         table.add_column(column, overflow="fold")
     for key, meaning in KEY_HELP.items():
         if key in defaults:
-            choices = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES else ""
-            table.add_row(key, shown_default(defaults[key]), meaning.replace("`", "") + choices)
+            one_of = f" (one of {', '.join(named[key])})" if key in named else ""
+            table.add_row(key, shown_default(defaults[key]), meaning.replace("`", "") + one_of)
     console.print(table)
 
 

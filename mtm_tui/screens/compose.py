@@ -18,12 +18,12 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from mtm_engine.atomic import atomic_write
+from mtm_engine.catalogue import default_r
 from mtm_engine.config import (
-    CHOICES,
     DATASETS,
-    DEFAULT_R,
     SECTIONS,
     Spec,
+    choices,
     quickstart_path,
     spec_from_dict,
     spec_to_toml,
@@ -78,7 +78,7 @@ class ComposeScreen(Screen):
         self.tune: TuneSpec | None = None
         self.space: dict[str, Any] = {}
         self.preset_name = "experiment"
-        self.loss_name = ""   # the loss the form shows (its r follows DEFAULT_R when the loss changes)
+        self.loss_name = ""   # the loss the form shows (its r follows the loss's default_r when the loss changes)
         self.unchanged: dict[str, str] = {}   # the form as last loaded or saved: Esc asks before losing changes
 
     def compose(self) -> ComposeResult:
@@ -116,8 +116,8 @@ class ComposeScreen(Screen):
 
     def _widget(self, key: str, kind: Any):
         # Compact widgets (no borders): one line per key, so a form fits an 80x24 terminal.
-        if key in CHOICES:
-            return Select([(v, v) for v in CHOICES[key]], allow_blank=False, compact=True, id=_field_id(key))
+        if key in choices():
+            return Select([(v, v) for v in choices()[key]], allow_blank=False, compact=True, id=_field_id(key))
         if kind is bool:
             return Select([("true", "true"), ("false", "false")], allow_blank=False, compact=True, id=_field_id(key))
         suggestions = {"data.dataset": [*DATASETS, "folder:"], "train.device": ["auto", "cpu", "cuda", "mps"]}
@@ -173,15 +173,15 @@ class ComposeScreen(Screen):
         self.check()
 
     def _follow_loss_default(self, loss: str) -> None:
-        """A new loss brings its own default r (DEFAULT_R), unless r was edited away from the old one's."""
+        """A new loss brings its own default r (catalogue.default_r), unless r was edited away from the old one's."""
         field = self.query_one(f"#{_field_id('loss.r')}", Input)
         try:
-            at_default = float(field.value) == DEFAULT_R.get(self.loss_name, 0.0)
+            at_default = float(field.value) == default_r(self.loss_name)
         except ValueError:
             at_default = False
         if at_default:
             with self.prevent(Input.Changed):
-                field.value = str(DEFAULT_R.get(loss, 0.0))
+                field.value = str(default_r(loss))
         self.loss_name = loss
 
     def on_input_changed(self, event: Input.Changed) -> None:

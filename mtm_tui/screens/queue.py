@@ -13,8 +13,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
+from mtm_engine.catalogue import loss_code
 from mtm_engine.errors import MtmError
-from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES, LOSS_CODES
+from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES
 from mtm_engine.records import Status
 from mtm_tui import jobs
 from mtm_tui.rows import age, progress, status
@@ -93,7 +94,7 @@ class QueueScreen(PollingScreen):
         for row in state.waiting:
             waiting.add_row(str(row["queue_place"]), row["id"][:8], escape(row["name"]),
                             DATASET_TITLES.get(row["dataset"], row["dataset"]),
-                            BACKBONE_SHORT.get(row["backbone"], row["backbone"]), LOSS_CODES.get(row["loss"], row["loss"]),
+                            BACKBONE_SHORT.get(row["backbone"], row["backbone"]), loss_code(row["loss"]),
                             age(now - row.get("queued", row["created"])), key=row["id"])
         waiting.move_cursor(row=min(at, max(0, waiting.row_count - 1)), animate=False)
         self.query_one("#queue-waiting-title", Static).update(

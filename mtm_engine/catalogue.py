@@ -1,0 +1,94 @@
+"""The losses that can be chosen by name, and what each one needs: a torch-free catalogue that
+validation, the exporter, the TUI and the CLI read, so that a new loss is one entry here plus its
+function. Each entry says where its function lives (imported only when a run uses it), which head it
+trains, its own `loss.*` parameters with their defaults (the loss receives those and `reduction`, no
+others), and its code in the paper's tables. `register_loss` adds one (a plug-in, or a test)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from mtm_engine.errors import ConfigError
+
+EPS = 1e-8   # epsilon of Eq. 4 and 8 where a config does not give one
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    name: str                                   # as configs name it: push_pull
+    code: str                                   # in the tables' row names: PP (RN18-PP)
+    label: str                                  # in words: push-and-pull
+    head: Literal["mtm", "pure"]                # the head it trains
+    function: str                               # "module:attribute", called as fn(e, y, C, reduction=..., **params)
+    params: dict[str, float] = field(default_factory=dict)   # its own loss.* keys, with their defaults
+    extra: str = ""                             # the optional dependency it needs (an install extra)
+    paper: str = ""                             # its equations in the paper
+
+
+LOSSES: dict[str, LossEntry] = {}
+
+
+def register_loss(entry: LossEntry) -> None:
+    """Add a loss (or replace one of that name); it is then valid in configs, named in tables, and trained."""
+    LOSSES[entry.name] = entry
+
+
+for _entry in (
+    LossEntry("euclidean", "E", "euclidean distance", "mtm", "mtm_engine.losses:euclidean", paper="Eq. 1"),
+    LossEntry("cosine", "C", "cosine distance", "mtm", "mtm_engine.losses:cosine", {"eps": EPS}, paper="Eq. 2-3"),
+    # proximity's r: inside the paper's range [1e3, 1e6]
+    LossEntry("proximity", "CP", "class proximity", "mtm", "mtm_engine.losses:proximity", {"r": 1e4, "eps": EPS},
+              paper="Eq. 4-5"),
+    LossEntry("push_pull", "PP", "push-and-pull", "mtm", "mtm_engine.losses:push_pull", {"r": 0.95}, paper="Eq. 6-7"),
+    LossEntry("comparison", "CM", "comparison", "mtm", "mtm_engine.losses:comparison", {"eps": EPS}, paper="Eq. 8"),
+    # pytorch-metric-learning's proxy losses, the class embeddings as their proxies
+    LossEntry("proxy_anchor", "PA", "Proxy Anchor", "mtm", "mtm_engine.metric_learning:proxy_anchor", extra="metric"),
+    LossEntry("proxy_nca", "PNCA", "ProxyNCA", "mtm", "mtm_engine.metric_learning:proxy_nca", extra="metric"),
+    LossEntry("normalized_softmax", "NS", "normalised softmax", "mtm", "mtm_engine.metric_learning:normalized_softmax",
+              extra="metric"),
+    LossEntry("arcface", "AF", "ArcFace", "mtm", "mtm_engine.metric_learning:arcface", extra="metric"),
+    LossEntry("cross_entropy", "P", "cross-entropy", "pure", "mtm_engine.losses:cross_entropy",
+              {"label_smoothing": 0.0}),
+):
+    register_loss(_entry)
+
+
+def loss_entry(name: str) -> LossEntry:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ConfigError(f"loss.name = {name!r}: unknown loss; choose one of {', '.join(LOSSES)}") from None
+
+
+def losses_for(head: str) -> tuple[str, ...]:
+    """The losses that train this head, in the catalogue's (the paper's) order."""
+    return tuple(name for name, entry in LOSSES.items() if entry.head == head)
+
+
+def default_r(name: str) -> float:
+    """loss.r where a config gives none: the loss's own, 0 for a loss without r (or one no longer known)."""
+    entry = LOSSES.get(name)
+    return entry.params.get("r", 0.0) if entry else 0.0
+
+
+def loss_code(name: str) -> str:
+    """The tables' code of a loss (PP); a loss no longer in the catalogue (an old run's) by its name."""
+    return LOSSES[name].code if name in LOSSES else name
+
+
+def loss_codes() -> dict[str, str]:
+    return {name: entry.code for name, entry in LOSSES.items()}
+
+
+def loss_function(name: str) -> Callable[..., Any]:
+    """The loss's function, imported now (torch, and the library of a proxy loss)."""
+    module, attribute = loss_entry(name).function.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def loss_arguments(spec_loss: Any) -> dict[str, Any]:
+    """What the loss of a LossSpec is called with besides (e, y, C): its own parameters and the reduction."""
+    entry = loss_entry(spec_loss.name)
+    return {"reduction": spec_loss.reduction, **{key: getattr(spec_loss, key) for key in entry.params}}
