@@ -27,8 +27,9 @@ class Fetched(Message):
 
 
 class PollingScreen(Screen):
-    """A screen whose `fetch()` (plain I/O, no widgets) runs in a thread every POLL_S seconds;
-    a change is posted as `Fetched`, and `show()` updates the widgets on the UI thread."""
+    """A screen whose `fetch()` (plain I/O, no widgets) runs in a thread every POLL_S seconds and returns a
+    frozen dataclass of what it read (compared with the last, to post only changes); a change is posted as
+    `Fetched`, and `show()` updates the widgets on the UI thread."""
 
     POLL_S = 1.0
 

@@ -96,6 +96,11 @@ def comparison(label: str, metric: Metric, split: str) -> ChartSpec:
                      log_y=metric.log)
 
 
+@dataclass(frozen=True)
+class CompareData:
+    runs: dict[str, tuple]   # run id -> (meta, row, records), in the order asked for
+
+
 class CompareScreen(PollingScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("z", "zoom", "Zoom"),
@@ -114,11 +119,11 @@ class CompareScreen(PollingScreen):
         yield DataTable(id="compare-table", cursor_type="row")
         yield Footer()
 
-    def fetch(self) -> dict[str, tuple]:
-        return {rid: self.app.store.run(rid) for rid in self.run_ids}
+    def fetch(self) -> CompareData:
+        return CompareData({rid: self.app.store.run(rid) for rid in self.run_ids})
 
-    def show(self, runs: dict[str, tuple]) -> None:
-        self.runs = runs
+    def show(self, data: CompareData) -> None:
+        self.runs = data.runs
         self.draw()
 
     def draw(self) -> None:

@@ -5,6 +5,9 @@ embeddings (the paper's Figs. 2-3), from the snapshot the run saves at its best 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,6 +16,12 @@ from textual.widgets import Footer, Header, Static
 from mtm_engine.snapshots import PLANES, next_projection
 from mtm_tui.screens.base import PollingScreen
 from mtm_tui.widgets.embedding import EmbeddingPlot
+
+
+@dataclass(frozen=True)
+class EmbeddingData:
+    meta: dict[str, Any]
+    snapshot: dict[str, Any] | None   # the epoch's 2-D snapshot, None before the first epoch
 
 
 class EmbeddingScreen(PollingScreen):
@@ -33,12 +42,12 @@ class EmbeddingScreen(PollingScreen):
         yield EmbeddingPlot(id="embedding")
         yield Footer()
 
-    def fetch(self) -> tuple:
+    def fetch(self) -> EmbeddingData:
         store = self.app.store
-        return store.meta(self.run_id), store.snapshot(self.run_id, self.which)
+        return EmbeddingData(store.meta(self.run_id), store.snapshot(self.run_id, self.which))
 
-    def show(self, data: tuple) -> None:
-        self.meta, self.snapshot = data
+    def show(self, data: EmbeddingData) -> None:
+        self.meta, self.snapshot = data.meta, data.snapshot
         self.redraw()
 
     def redraw(self) -> None:

@@ -5,6 +5,7 @@ classifier (the run's primary first), `z` zooms to the last 10 or 5 epochs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich.markup import escape
@@ -35,6 +36,16 @@ def log_tail(path, lines: int = LOG_LINES) -> str:
             return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log: the run was started in the foreground)"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What one poll of the Run screen read."""
+    meta: dict[str, Any]
+    row: dict[str, Any]
+    records: list[dict[str, Any]]
+    log: str                              # the log's last lines
+    certainty: dict[str, Any] | None      # the kept `mtm eval --certainty`, {"error": ...} if unreadable
 
 
 class RunScreen(PollingScreen):
@@ -75,7 +86,7 @@ class RunScreen(PollingScreen):
                     yield Static("", id="log")
         yield Footer()
 
-    def fetch(self) -> tuple:
+    def fetch(self) -> RunData:
         store = self.app.store
         meta, row, records = store.run(self.run_id)
         if row["status"] == Status.RUNNING:
@@ -84,10 +95,10 @@ class RunScreen(PollingScreen):
             certainty = store.measurement(self.run_id, "certainty")
         except MtmError as exc:   # a corrupt file: said in its tab, not in a notification every poll
             certainty = {"error": str(exc)}
-        return meta, row, records, log_tail(store.run_dir(self.run_id) / LOG), certainty
+        return RunData(meta, row, records, log_tail(store.run_dir(self.run_id) / LOG), certainty)
 
-    def show(self, data: tuple) -> None:
-        meta, row, records, log, certainty = data
+    def show(self, data: RunData) -> None:
+        meta, row, records, log, certainty = data.meta, data.row, data.records, data.log, data.certainty
         self.records, self.row = records, row
         if self.view.classifier not in classifiers_in(records):   # the primary classifier first
             self.view = View(row.get("primary") or next(iter(classifiers_in(records)), ""), self.view.test,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from rich.cells import cell_len
@@ -33,6 +34,11 @@ GROUP = "group:"   # row keys of a configuration's seeds shown as one row
 GROUP_VALUES = {"best_val": statistics.mean, "test_acc": statistics.mean, "created": max, "epoch": min}
 COLUMNS = ("", *ROW_COLUMNS)
 ALL_COLUMNS = COLUMNS + WIDE_COLUMNS
+
+
+@dataclass(frozen=True)
+class RunsData:
+    rows: list[dict[str, Any]]   # every run's row, with its epoch in flight and its place in the queue
 
 
 class RunsScreen(PollingScreen):
@@ -95,7 +101,7 @@ class RunsScreen(PollingScreen):
         self.set_interval(AGE_REFRESH_S, self.redraw)   # ages move on while the store stands still
         super().on_mount()
 
-    def fetch(self) -> list[dict[str, Any]]:
+    def fetch(self) -> RunsData:
         store = self.app.store
         rows = store.rows()
         jobs.tend(store, rows)
@@ -104,7 +110,7 @@ class RunsScreen(PollingScreen):
                 row["progress"] = store.progress(row["id"])
             if self.grouping == "config":
                 row["config"] = self.config_of(row)
-        return jobs.with_queue_places(rows)
+        return RunsData(jobs.with_queue_places(rows))
 
     def config_of(self, row: dict[str, Any]) -> str | None:
         """The run's config id as `mtm export` computes it, from its stored spec. The id in the index was
@@ -118,8 +124,8 @@ class RunsScreen(PollingScreen):
                 self.configs[row["id"]] = row.get("config")
         return self.configs[row["id"]]
 
-    def show(self, rows: list[dict[str, Any]]) -> None:
-        self.rows, self.fetched = rows, True
+    def show(self, data: RunsData) -> None:
+        self.rows, self.fetched = data.rows, True
         self.redraw()
 
     def on_resize(self) -> None:
