@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Log
 from mtm_engine.config import DataSpec, load_spec
 from mtm_engine.data_files import LAYOUT, missing_dataset
 from mtm_engine.events import BatchProgress, EpochEnded
-from mtm_engine.records import METRICS
+from mtm_engine.records import METRICS, Status
 from mtm_engine.reference import config_table
 from mtm_engine.runner import create_run
 from mtm_engine.store import LOG, Store
@@ -411,3 +411,22 @@ def test_snapshot_compose_from_a_run_80x24(snap_compare, fixture_home):
         pilot.app.screen.query_one("#f-name", Input).cursor_blink = False
         await settle(pilot)
     assert snap_compare(fixture_app(fixture_home), terminal_size=(80, 24), run_before=compose)
+
+
+def test_the_log_pane_of_a_queued_run_waits_for_its_log_and_then_follows_it(fixture_home, monkeypatch):
+    monkeypatch.setattr(jobs, "ensure_pool", lambda store: None)   # the test writes the log a worker would
+    store = Store(fixture_home)
+    store.update("aaaa1111", status=Status.QUEUED)
+    log = store.run_dir("aaaa1111") / LOG
+    app = fixture_app(fixture_home)
+
+    async def flow():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot, 0.5)
+            app.open_log("aaaa1111")
+            await until(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen.query("#log-title")
+                        and "waits in the queue" in str(app.screen.query_one("#log-title").render()))
+            log.write_text("device cpu, 1,234 parameters\n")   # a slot took it
+            await until(pilot, lambda: app.screen.query_one(Log).lines == ["device cpu, 1,234 parameters"])
+            assert "waits in the queue" not in str(app.screen.query_one("#log-title").render())
+    asyncio.run(flow())

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, Log, Static
 
+from mtm_engine.records import Status
 from mtm_engine.store import LOG
 from mtm_tui.rows import status
 from mtm_tui.screens.base import PollingScreen
@@ -67,11 +68,12 @@ class LogScreen(PollingScreen):
         row = data.row
         log = self.query_one(Log)
         follow = "following" if log.auto_scroll else "not following (f follows)"
+        why = ("no log yet: the run waits in the queue, and its log starts with it" if row["status"] == Status.QUEUED
+               else "no log: the run was started in the foreground, and printed to its terminal")
         self.query_one("#log-title", Static).update(
             f"[b]{self.run_id[:8]}[/b] {escape(row['name'])}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}"
-            f"  · {follow}" + (f"\n[dim]{escape(row['message'])}[/dim]" if row.get("message") else ""))
-        if data.missing and not log.lines:
-            log.write_line("(no log: the run was started in the foreground, and printed to its terminal)")
+            f"  · {follow}" + (f"\n[dim]{escape(row['message'])}[/dim]" if row.get("message") else "")
+            + (f"\n[dim]({why})[/dim]" if data.missing else ""))
         log.write_lines(data.lines)
 
     def action_follow(self) -> None:
