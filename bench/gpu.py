@@ -172,7 +172,7 @@ class Check:
                 "peak_gpu_gb": {run_id[:8]: peak_gpu_gb(recs) for run_id, recs in records.items()}}
 
     def first_gpu(self) -> str:
-        from mtm_tui.jobs import visible_gpus
+        from mtm_tui.services.jobs import visible_gpus
 
         gpus = visible_gpus()
         if not gpus:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mtm_engine.events import BatchProgress, EpochEnded, Event, RunDiverged, RunStarted, progress_of
 from mtm_engine.records import acc_key
-from mtm_tui.rows import age
+from mtm_tui.services.rows import age
 
 PIPED_WIDTH = 10_000   # what a pipe or file gets: whole lines, never cut or wrapped at 80 columns
 

@@ -11,7 +11,7 @@ from mtm_engine.errors import ConfigError
 from mtm_engine.export import build_tables, to_markdown
 from mtm_engine.runner import create_run, execute
 from mtm_engine.store import Store
-from mtm_tui.rows import row_cells
+from mtm_tui.services.rows import row_cells
 
 CALLS = []
 

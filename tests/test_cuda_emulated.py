@@ -131,7 +131,7 @@ def test_a_run_records_its_threads_cpu_and_kernel_libraries(tmp_path):
 
 
 def test_queue_workers_share_the_cores_and_a_shared_gpu_in_pci_order(monkeypatch):
-    from mtm_tui.jobs import worker_environment
+    from mtm_tui.services.jobs import worker_environment
 
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     slots = ["gpu:0"] * 8 + ["gpu:1"] * 2

@@ -18,7 +18,7 @@ import mtm_tui.widgets
 
 UI = {"textual", "typer", "rich", "plotext", "textual_plotext", "mtm_tui"}
 ENGINE_MODULES = sorted(m.name for m in pkgutil.iter_modules(mtm_engine.__path__, "mtm_engine."))
-TUI_MODULES = ["mtm_tui.app", "mtm_tui.jobs", "mtm_tui.rows"] + sorted(
+TUI_MODULES = ["mtm_tui.app", "mtm_tui.services.jobs", "mtm_tui.services.rows"] + sorted(
     m.name for package in (mtm_tui.screens, mtm_tui.widgets) for m in pkgutil.iter_modules(package.__path__,
                                                                                             package.__name__ + "."))
 

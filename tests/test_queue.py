@@ -98,7 +98,7 @@ def test_the_pool_ends_when_the_only_queued_run_has_a_damaged_run_json(tmp_path,
     from mtm_engine.config import load_spec
     from mtm_engine.runner import create_run
     from mtm_engine.store import Store
-    from mtm_tui.jobs import drain
+    from mtm_tui.services.jobs import drain
 
     store = Store(tmp_path)
     run_id = create_run(store, load_spec(), status="queued")

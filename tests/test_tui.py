@@ -16,10 +16,10 @@ from textual.widgets import Input
 from mtm_engine.config import load_spec
 from mtm_engine.runner import create_run
 from mtm_engine.store import Store
-from mtm_tui import jobs
 from mtm_tui.app import MtmApp
 from mtm_tui.screens.run import RunScreen
 from mtm_tui.screens.runs import RunsScreen
+from mtm_tui.services import jobs
 
 
 def test_compose_launch_watch_stop_resume(tmp_path, monkeypatch):

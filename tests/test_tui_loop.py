@@ -23,13 +23,13 @@ from mtm_engine.records import METRICS, Status
 from mtm_engine.reference import config_table
 from mtm_engine.runner import create_run
 from mtm_engine.store import LOG, Store
-from mtm_tui import jobs
 from mtm_tui.progress import ProgressSink
 from mtm_tui.screens.compare import CompareScreen
 from mtm_tui.screens.compose import ComposeScreen
 from mtm_tui.screens.log import LogScreen
 from mtm_tui.screens.queue import QueueData, QueueScreen
 from mtm_tui.screens.runs import RunsScreen
+from mtm_tui.services import jobs
 from mtm_tui.widgets.charts import MetricChart
 
 

@@ -12,11 +12,11 @@ from mtm_engine.config import load_spec
 from mtm_engine.events import BatchProgress, progress_of
 from mtm_engine.runner import create_run
 from mtm_engine.store import Store
-from mtm_tui.rows import progress, stop_question
 from mtm_tui.screens.compare import CompareScreen
 from mtm_tui.screens.compose import ComposeScreen
 from mtm_tui.screens.run import RunScreen
 from mtm_tui.screens.runs import RunsScreen
+from mtm_tui.services.rows import progress, stop_question
 from mtm_tui.widgets.charts import MetricChart, epoch_ticks
 from mtm_tui.widgets.palette import COLOURS, MARKERS
 

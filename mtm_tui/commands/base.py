@@ -107,7 +107,7 @@ def matching_runs(store, status, dataset, loss, where, sweep, tags=()) -> list[d
     from mtm_engine.catalogue import loss_codes
     from mtm_engine.export import DATASET_TITLES
     from mtm_engine.store import parse_where
-    from mtm_tui.jobs import tend, with_queue_places
+    from mtm_tui.services.jobs import tend, with_queue_places
 
     dataset = dataset if dataset is None or dataset.startswith("folder:") else _named(dataset, DATASET_TITLES, "dataset")
     loss = _named(loss, loss_codes(), "loss")

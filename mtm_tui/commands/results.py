@@ -78,7 +78,7 @@ def list_(
         filtered = status or dataset or loss or where or sweep or tag
         console.print("no runs match" if filtered else "no runs; start one with `mtm run`", markup=False)
         return
-    from mtm_tui.rows import COLUMNS, row_cells
+    from mtm_tui.services.rows import COLUMNS, row_cells
 
     columns = COLUMNS[:-1]   # the sweep shows in --sweep and --json
     now = time.time()
@@ -106,7 +106,7 @@ def show(run: str = RUN,
     from mtm_engine.records import METRICS, acc_key, classifiers_in
     from mtm_engine.results import summarise
     from mtm_engine.store import LOG
-    from mtm_tui.rows import gpu_memory, pct, status, tags_and_note
+    from mtm_tui.services.rows import gpu_memory, pct, status, tags_and_note
 
     store = open_store(home)
     run_id = store.resolve(run, aside)

@@ -74,7 +74,7 @@ def run(
     specs = [dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=spec.train.seed + i))
              for i in range(seeds)]
     if detach:
-        from mtm_tui import jobs
+        from mtm_tui.services import jobs
 
         if threads is not None:
             raise MtmError("--threads sets a foreground run's threads; a detached run gets its slot's share of the "
@@ -173,7 +173,7 @@ def worker(run_id: str, home: Optional[Path] = HOME) -> None:
     from mtm_engine.config import spec_from_dict
     from mtm_engine.runner import execute
     from mtm_engine.store import LOG
-    from mtm_tui import jobs
+    from mtm_tui.services import jobs
 
     store = open_store(home)
     spec = spec_from_dict(store.meta(run_id)["spec"])
@@ -195,7 +195,7 @@ def worker(run_id: str, home: Optional[Path] = HOME) -> None:
 @app.command(hidden=True)
 def pool(home: Optional[Path] = HOME) -> None:
     """Drain this home's queue of detached runs into its device slots (what --detach starts)."""
-    from mtm_tui import jobs
+    from mtm_tui.services import jobs
 
     jobs.drain(open_store(home))
 
@@ -206,7 +206,7 @@ def logs(run: str = RUN,
          home: Optional[Path] = HOME) -> None:
     """Print a run's log (what a detached run printed)."""
     from mtm_engine.store import LIVE, LOG
-    from mtm_tui import jobs
+    from mtm_tui.services import jobs
 
     store = open_store(home)
     run_id = store.resolve(run, aside)
@@ -268,7 +268,7 @@ def stop(run: str = RUN,
          home: Optional[Path] = HOME) -> None:
     """Stop a run gracefully: its last whole epoch stays checkpointed; it becomes `interrupted`."""
     from mtm_engine.store import LIVE
-    from mtm_tui import jobs
+    from mtm_tui.services import jobs
 
     store = open_store(home)
     run_id = store.resolve(run, aside)
@@ -291,7 +291,7 @@ def resume(run: str = RUN,
     """Continue an interrupted (or failed) run from its last checkpoint."""
     from mtm_engine.config import spec_from_dict
     from mtm_engine.processes import owner
-    from mtm_tui import jobs
+    from mtm_tui.services import jobs
 
     store = open_store(home)
     run_id = store.resolve(run, aside)
@@ -310,7 +310,7 @@ def rm(run: str = RUN,
        home: Optional[Path] = HOME) -> None:
     """Delete a run: its records, checkpoint and log."""
     from mtm_engine.store import StoreError
-    from mtm_tui import jobs
+    from mtm_tui.services import jobs
 
     store = open_store(home)
     try:

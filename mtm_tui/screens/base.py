@@ -70,7 +70,7 @@ class PollingScreen(Screen):
 
     @work(thread=True, group="jobs")
     def run_job(self, job: Callable[[Any, str], Any], run_id: str, done: str) -> None:
-        """A job action (mtm_tui.jobs: stop, resume, delete) off the UI thread; its outcome, or its
+        """A job action (mtm_tui.services.jobs: stop, resume, delete) off the UI thread; its outcome, or its
         one-line refusal, comes back as a notification, and the store is polled again."""
         try:
             said = job(self.app.store, run_id)

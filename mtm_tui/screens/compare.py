@@ -18,8 +18,8 @@ from textual.widgets import DataTable, Footer, Header, Static
 from mtm_engine.config import comparable_spec
 from mtm_engine.records import METRICS, Metric, classifiers_in, config_id, differing_keys, flatten_spec
 from mtm_engine.results import summarise
-from mtm_tui.rows import compact, mean_std, short_names
 from mtm_tui.screens.base import PollingScreen
+from mtm_tui.services.rows import compact, mean_std, short_names
 from mtm_tui.widgets.charts import ChartSpec, MetricChart, Series, View
 
 # key -> (label, metric, split); accuracies are of each run's primary classifier (pure heads: `pure`)

@@ -35,8 +35,8 @@ from mtm_engine.reference import one_line
 from mtm_engine.runner import create_run
 from mtm_engine.store import writing
 from mtm_engine.sweep_spec import TuneSpec, load_sweep, paper_space, validate_sweep
-from mtm_tui import jobs
 from mtm_tui.screens.base import ConfirmScreen, PromptScreen
+from mtm_tui.services import jobs
 
 # The [tune] keys the form offers; the search space comes from the preset (or the paper's).
 TUNE_KEYS = {"num_samples": int, "max_epochs": int, "search": ("hyperopt", "random"), "scheduler": ("asha", "none")}

@@ -12,8 +12,8 @@ from textual.widgets import Footer, Header, Log, Static
 
 from mtm_engine.records import Status
 from mtm_engine.store import LOG
-from mtm_tui.rows import status
 from mtm_tui.screens.base import PollingScreen
+from mtm_tui.services.rows import status
 
 FIRST_BYTES = 256 * 1024   # a long log opens at its last 256 KiB (whole lines), then follows
 

@@ -17,9 +17,9 @@ from mtm_engine.catalogue import loss_code
 from mtm_engine.errors import MtmError
 from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES
 from mtm_engine.records import Status
-from mtm_tui import jobs
-from mtm_tui.rows import age, progress, status
 from mtm_tui.screens.base import PollingScreen, PromptScreen
+from mtm_tui.services import jobs
+from mtm_tui.services.rows import age, progress, status
 
 GPU_LOOK_S = 5.0   # nvidia-smi is asked at most this often (it takes a moment on a busy machine)
 

@@ -18,9 +18,9 @@ from mtm_engine.errors import MtmError
 from mtm_engine.records import LIVE, Status, classifiers_in
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
-from mtm_tui import jobs
-from mtm_tui.rows import gpu_memory, progress, status, stop_question, tags_and_note
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
+from mtm_tui.services import jobs
+from mtm_tui.services.rows import gpu_memory, progress, status, stop_question, tags_and_note
 from mtm_tui.widgets.certainty import CertaintyView
 from mtm_tui.widgets.charts import CHARTS, MetricChart, View
 

@@ -15,10 +15,10 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mtm_engine.errors import MtmError
 from mtm_engine.records import ENDED, LIVE, Status, config_id
-from mtm_tui import jobs
-from mtm_tui.rows import COLUMNS as ROW_COLUMNS
-from mtm_tui.rows import WIDE_COLUMNS, cells, detail, group_cells, searchable, stop_question
 from mtm_tui.screens.base import ChoiceScreen, ConfirmScreen, PollingScreen, PromptScreen
+from mtm_tui.services import jobs
+from mtm_tui.services.rows import COLUMNS as ROW_COLUMNS
+from mtm_tui.services.rows import WIDE_COLUMNS, cells, detail, group_cells, searchable, stop_question
 
 AGE_REFRESH_S = 5.0
 SHOWN = 200   # rows in the table at most: a 3,750-run store is sorted and filtered whole, shown in part

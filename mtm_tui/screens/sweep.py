@@ -20,8 +20,8 @@ from mtm_engine.importance import Importance, importance, is_numeric
 from mtm_engine.records import Status, acc_key
 from mtm_engine.results import select_epoch
 from mtm_engine.store import StoreError
-from mtm_tui.rows import compact, pct, short_names, status
 from mtm_tui.screens.base import PollingScreen
+from mtm_tui.services.rows import compact, pct, short_names, status
 from mtm_tui.widgets.charts import log_ticks
 from mtm_tui.widgets.palette import colour, marker
 
