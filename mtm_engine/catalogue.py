@@ -22,7 +22,9 @@ class LossEntry:
     label: str                                  # in words: push-and-pull
     head: Literal["mtm", "pure"]                # the head it trains
     function: str                               # "module:attribute", called as fn(e, y, C, reduction=..., **params)
-    params: dict[str, float] = field(default_factory=dict)   # its own loss.* keys, with their defaults
+    # its own loss.* keys (LossSpec's fields) with their defaults; the loss's r default is used where a config
+    # gives none (default_r), the others are LossSpec's
+    params: dict[str, float] = field(default_factory=dict)
     extra: str = ""                             # the optional dependency it needs (an install extra)
     paper: str = ""                             # its equations in the paper
 
@@ -91,4 +93,8 @@ def loss_function(name: str) -> Callable[..., Any]:
 def loss_arguments(spec_loss: Any) -> dict[str, Any]:
     """What the loss of a LossSpec is called with besides (e, y, C): its own parameters and the reduction."""
     entry = loss_entry(spec_loss.name)
+    unknown = [key for key in entry.params if not hasattr(spec_loss, key)]
+    if unknown:
+        raise ConfigError(f"loss {entry.name!r} takes loss.{unknown[0]}, which is not a key of [loss]; its catalogue "
+                          f"entry may name only keys of [loss] ({', '.join(vars(spec_loss))})")
     return {"reduction": spec_loss.reduction, **{key: getattr(spec_loss, key) for key in entry.params}}

@@ -11,15 +11,11 @@ Cross-entropy takes logits [B, K] in place of e and ignores C.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mtm_engine.catalogue import default_r
-
-LossFn = Callable[..., Tensor]
 
 
 def _reduce(per_instance: Tensor, reduction: str) -> Tensor:

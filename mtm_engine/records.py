@@ -38,7 +38,7 @@ def gpu_share() -> float | None:
     return float(share) if share else None
 
 
-PROGRESS = "progress.json"     # the epoch in flight (Progress), rewritten every few seconds
+PROGRESS = "progress.json"     # the epoch in flight (events.Progress), rewritten every few seconds
 
 
 class Status(StrEnum):

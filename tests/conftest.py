@@ -149,5 +149,7 @@ def fixture_app(home):
 
 
 async def settle(pilot, seconds=1.5):
+    """Let the screen show its first poll (however loaded the machine), then its timers and animations run."""
+    await until(pilot, lambda: getattr(pilot.app.screen, "polled", True), timeout=30)
     await pilot.pause(seconds)
     await pilot.wait_for_scheduled_animations()

@@ -88,8 +88,6 @@ def foreground(store, run_id: str, spec, *, resume: bool, as_json: bool):
         raise typer.Exit(130) from None
 
 
-
-
 def _named(value: Optional[str], names: dict[str, str], what: str) -> Optional[str]:
     """A dataset or loss as typed: its name, or the code the tables show (F-MNIST, PP), any case."""
     if value is None:

@@ -267,7 +267,7 @@ def stop(run: str = RUN,
          wait: float = typer.Option(0.0, "--wait", help="Wait up to this many seconds for the run to stop."),
          home: Optional[Path] = HOME) -> None:
     """Stop a run gracefully: its last whole epoch stays checkpointed; it becomes `interrupted`."""
-    from mtm_engine.store import LIVE
+    from mtm_engine.records import LIVE
     from mtm_tui.services import jobs
 
     store = open_store(home)
@@ -299,7 +299,7 @@ def resume(run: str = RUN,
         log = jobs.resume_detached(store, run_id)
         console.print(f"run [bold]{run_id[:8]}[/] queued to resume in the background; log: {log}")
         return
-    jobs.claim_for_resume(store, run_id, status=Status.RUNNING, **owner())
+    jobs.claim_for_resume(store, run_id, status=Status.RUNNING, slot=None, slot_device=None, **owner())
     spec = spec_from_dict(store.meta(run_id)["spec"])
     _report(run_id, spec, foreground(store, run_id, spec, resume=True, as_json=json_), json_)
 

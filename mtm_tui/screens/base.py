@@ -32,6 +32,7 @@ class PollingScreen(Screen):
     `Fetched`, and `show()` updates the widgets on the UI thread."""
 
     POLL_S = 1.0
+    polled = False   # whether a first poll's data (or its error) has been shown
 
     def fetch(self) -> Any:
         return None
@@ -63,6 +64,7 @@ class PollingScreen(Screen):
                 time.sleep(0.05)
 
     def on_fetched(self, message: Fetched) -> None:
+        self.polled = True
         if message.error is not None:
             self.notify(message.error, severity="error", timeout=8)
             return

@@ -21,6 +21,7 @@ from mtm_engine.atomic import atomic_write
 from mtm_engine.catalogue import default_r
 from mtm_engine.config import (
     DATASETS,
+    FOLDER_PREFIX,
     SECTIONS,
     Spec,
     choices,
@@ -234,10 +235,11 @@ class ComposeScreen(Screen):
             verdict.update(f"[b red]✗[/] {exc}")
             return False
         summary = f"{self.spec.data.dataset}, {self.spec.model.backbone}, {self.spec.loss.name}, {self.spec.train.epochs} epochs"
-        missing = missing_dataset(dataclasses.replace(self.spec.data, root=str(Path(self.spec.data.root).expanduser())))
-        if missing and not self.spec.data.download:
-            verdict.update(f"[b red]✗[/] {escape(missing)}; set data.root to the folder that holds it, or "
-                           f"data.download = true")
+        missing = missing_dataset(self.spec.data)
+        folder = self.spec.data.dataset.startswith(FOLDER_PREFIX)   # an image folder is never downloaded
+        if missing and (folder or not self.spec.data.download):
+            verdict.update(f"[b red]✗[/] {escape(missing)}; " + ("give the folder of your images" if folder else
+                           "set data.root to the folder that holds it, or data.download = true"))
             self.spec = None
             return False
         if missing:   # launchable: the run downloads it, where the network allows

@@ -4,6 +4,7 @@ that it never disagrees with what the keys do."""
 from __future__ import annotations
 
 import importlib
+import re
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -48,7 +49,7 @@ class HelpScreen(ModalScreen):
         for name, module, cls in SCREENS:
             screen = getattr(importlib.import_module(f"mtm_tui.screens.{module}"), cls)
             what = (importlib.import_module(f"mtm_tui.screens.{module}").__doc__ or "").split(":", 1)[-1]
-            what = " ".join(what.split(".")[0].split())
+            what = " ".join(re.split(r"\.(?:\s|$)", what.strip(), maxsplit=1)[0].split())   # the first sentence
             rows.append(f"| **{name}** | {what} · {keys_of(screen.BINDINGS, self.app.get_key_display)} |")
         rows.append(f"| anywhere | {keys_of(type(self.app).BINDINGS, self.app.get_key_display)} · `ctrl+p` command "
                     f"palette |")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ class LogData:
     row: dict[str, Any]
     lines: tuple[str, ...]    # whole lines written since the last look
     offset: int = 0           # where they end in the file (two looks with the same lines differ by it)
-    missing: bool = False     # no log file: the run was started in the foreground
+    missing: bool = False     # no log file (yet: a queued run; or ever: a run started in the foreground)
 
 
 class LogScreen(PollingScreen):
@@ -35,8 +36,9 @@ class LogScreen(PollingScreen):
     def __init__(self, run_id: str):
         super().__init__()
         self.run_id = run_id
-        self.read_to: int | None = None  # bytes of the file already shown (read by the polling thread only)
+        self.read_to: int | None = None  # bytes of the file already shown
         self.partial = b""              # a last line still being written
+        self.reading = threading.Lock()   # a refetch starts a poll while the last may still be in fetch
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -51,18 +53,23 @@ class LogScreen(PollingScreen):
     def fetch(self) -> LogData:
         store = self.app.store
         row = store.row(self.run_id)
-        try:
-            with open(store.run_dir(self.run_id) / LOG, "rb") as fh:
-                size = fh.seek(0, 2)
-                if self.read_to is None or size < self.read_to:   # the first look, or a log cut short: start again
-                    self.read_to, self.partial = max(0, size - FIRST_BYTES), b""
-                fh.seek(self.read_to)
-                data = self.partial + fh.read()
-        except FileNotFoundError:
-            return LogData(row, (), missing=True)
-        self.read_to += len(data) - len(self.partial)
-        *whole, self.partial = data.split(b"\n")
-        return LogData(row, tuple(line.decode(errors="replace") for line in whole), self.read_to)
+        with self.reading:
+            try:
+                with open(store.run_dir(self.run_id) / LOG, "rb") as fh:
+                    size = fh.seek(0, 2)
+                    if self.read_to is None or size < self.read_to:   # the first look, or a log cut short: again
+                        start = max(0, size - FIRST_BYTES)
+                        fh.seek(start)
+                        if start:   # the tail begins inside a line: from the next whole one
+                            start += len(fh.readline())
+                        self.read_to, self.partial = start, b""
+                    fh.seek(self.read_to)
+                    data = self.partial + fh.read()
+            except FileNotFoundError:
+                return LogData(row, (), missing=True)
+            self.read_to += len(data) - len(self.partial)
+            *whole, self.partial = data.split(b"\n")
+            return LogData(row, tuple(line.decode(errors="replace") for line in whole), self.read_to)
 
     def show(self, data: LogData) -> None:
         row = data.row

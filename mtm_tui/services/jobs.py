@@ -281,9 +281,12 @@ def drain(store: Store) -> None:
         with _try_lock(_queue_dir(store) / "pool.lock") as pool:
             if pool is None:
                 return
-            _write_json(record, {**owner(), "started": started})   # who drains the queue, for the panel
-            _drain_while_queued(store, unreadable)
-            record.unlink(missing_ok=True)
+            with contextlib.suppress(MtmError):   # who drains the queue, for the panel: never a reason to stop
+                _write_json(record, {**owner(), "started": started})
+            try:
+                _drain_while_queued(store, unreadable)
+            finally:
+                record.unlink(missing_ok=True)
         # Let go, then look once more: a run queued while we let go has found no pool to start.
         if not [r for r in queued(store.rows()) if r["id"] not in unreadable]:
             return

@@ -1,5 +1,6 @@
-"""How a run's index row reads in a table, shared by `mtm list` and the TUI's Runs screen (rich
-markup; no Textual import). The paper's short names (F-MNIST, RN18, PP) keep it within 80 columns."""
+"""How runs read in words and tables (rich markup; no Textual import): a run's index row as `mtm list` and the
+Runs screen show it, its status, epoch in flight and age, and the compact values and short key names the
+Compare, Sweep and Queue screens use. The paper's short names (F-MNIST, RN18, PP) keep a row within 80 columns."""
 
 from __future__ import annotations
 

@@ -125,8 +125,9 @@ def log_ticks(low: float, high: float, most: int = 8) -> tuple[list[float], list
     if high - low >= 1:
         values = [m * 10.0 ** k for k in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
         values = [v for v in values if low <= math.log10(v) <= high] or [10 ** low, 10 ** high]
-        if len(values) > most:   # many decades: the powers of ten alone
+        if len(values) > most:   # many decades: the powers of ten alone, every k-th of them where still too many
             values = [v for v in values if math.log10(v).is_integer()] or values[::3]
+            values = values[::math.ceil(len(values) / most)]
     else:
         steps = min(most, 5)
         values = [10 ** (low + (high - low) * i / (steps - 1)) for i in range(steps)]
