@@ -3,9 +3,11 @@ geometry (Section III-B), and keep the 2-D embedding snapshot the TUI draws."""
 
 from __future__ import annotations
 
+import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -15,13 +17,7 @@ from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split
 from mtm_engine.devices import autocast
-from mtm_engine.geometry import (
-    class_centres,
-    class_embedding_gap,
-    embedding_snapshot,
-    geometry,
-    mean_pairwise_distance,
-)
+from mtm_engine.geometry import class_centres, embedding_snapshot
 from mtm_engine.models import MovingTargetsNet
 from mtm_engine.records import METRICS, SNAPSHOTS, acc_key
 
@@ -60,9 +56,40 @@ def centre_subset(train: Split, samples: int) -> Split:
     return train
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """What a measure's function (records.Metric.function) is given: one split, embedded, and what it is measured
+    against."""
+    split: str                       # "val" or "test"
+    e: Tensor                        # [N, d] the split's embeddings
+    y: Tensor                        # [N] their labels
+    num_classes: int                 # K
+    train_e: Tensor                  # [M, d] the training images' embeddings that give the centres
+    train_y: Tensor                  # [M]
+    centres: Tensor                  # G [K, d] of the training split: what the classifiers use (absent: 0)
+    class_embeddings: Tensor | None  # C [K, d] of an MTM head
+    spec: Spec
+
+
+def _function(path: str) -> Callable[[Embedded], dict[str, float]]:
+    module, attribute = path.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def measure(embedded: Embedded, per_split: bool) -> dict[str, float]:
+    """The record's values of every measure of the catalogue (per split, or of the run as a whole) that a function
+    measures: each function once, its values under their record keys."""
+    metrics = [m for m in METRICS.values() if m.function and m.per_split == per_split]
+    record: dict[str, float] = {}
+    for path in dict.fromkeys(m.function for m in metrics):
+        values = _function(path)(embedded)
+        record.update({METRICS[name].key(embedded.split): value for name, value in values.items()})
+    return record
+
+
 def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[str, float], dict[str, Any]]:
-    """Classifier accuracies and geometry on the validation and test splits, and a 2-D snapshot
-    of the test embeddings (see geometry.embedding_snapshot).
+    """Classifier accuracies and the measures of the catalogue on the validation and test splits, and a 2-D
+    snapshot of the test embeddings (see geometry.embedding_snapshot).
 
     Keys: records.METRICS[name].key(split, classifier): the accuracies, the geometry, for MTM heads
     ce_gap (per split) and ce_separation (of C alone), and with eval.retrieval the test split's
@@ -78,6 +105,7 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
     C = model.targets().detach() if model.class_embeddings is not None else None
     record: dict[str, float] = {}
     snapshot: dict[str, Any] = {}
+    embedded = None
     for name, split in (("val", data.val), ("test", data.test)):
         if len(split) == 0:   # data.val_fraction = 0: no validation split (a refit on train+val)
             continue
@@ -85,17 +113,12 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
         for classifier in spec.classifiers:
             pred = predict(classifier, e, centres=G, class_embeddings=C, logits=logits)
             record[acc_key(name, classifier)] = (pred == split.y).float().mean().item()
-        record.update({METRICS[k].key(name): v for k, v in geometry(e, split.y).items()})
-        if C is not None:
-            record[METRICS["ce_gap"].key(name)] = class_embedding_gap(C, class_centres(e, split.y, data.num_classes))
+        embedded = Embedded(name, e, split.y, data.num_classes, e_train, y, G, C, spec)
+        record.update(measure(embedded, per_split=True))
         if name == "test":
             snapshot = embedding_snapshot(e, split.y, G, C)
-            if spec.eval.retrieval:
-                from mtm_engine.metric_learning import retrieval
-
-                record.update({METRICS[k].key(name): v for k, v in retrieval(e, split.y, e_train, y).items()})
-    if C is not None:
-        record[METRICS["ce_separation"].key()] = mean_pairwise_distance(C)
+    if embedded is not None:
+        record.update(measure(embedded, per_split=False))
     return record, snapshot
 
 

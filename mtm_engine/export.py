@@ -238,15 +238,21 @@ def certainty_section(result: dict[str, Any]) -> list[str]:
 
 # `mtm export --measures`: the figures of each configuration side by side, from its epoch records at
 # the validation-selected epoch (primary classifier) and the measurements `mtm eval` kept.
-# (heading, where the value comes from, its key, the scale it is shown at, the format)
-MEASURES = (
-    ("acc %", "record", "acc", 100, ".2f"), ("P@1", "record", METRICS["precision_at_1"].key(), 1, ".3f"),
-    ("MAP@R", "record", METRICS["map_at_r"].key(), 1, ".3f"), ("NMI", "record", METRICS["nmi"].key(), 1, ".3f"),
-    ("σ", "record", METRICS["cluster_size"].key(), 1, ".2f"), ("ρ", "record", METRICS["centre_distance"].key(), 1, ".2f"),
+# (heading, where the value comes from, its key, the scale it is shown at, the format): the accuracy in %, the
+# catalogue's measures that ask for a column, then the certainty of `mtm eval --certainty`.
+CERTAINTY_COLUMNS = (
     ("error AUROC", "certainty", "misclassification_auroc", 1, ".3f"), ("AURC", "certainty", "aurc", 1, ".4f"),
     ("OOD AUROC", "certainty", "ood_auroc", 1, ".3f"), ("Gaussian OOD AUROC", "gaussian", "ood_auroc", 1, ".3f"),
     ("ECE", "ece", "ece", 1, ".3f"),
 )
+
+
+def measure_columns() -> tuple[tuple[str, str, str, float, str], ...]:
+    accuracy = METRICS["acc"]
+    return (("acc %", "record", accuracy.name, 100, accuracy.fmt),
+            *((m.symbol, "record", m.key(), 1, m.fmt) for m in METRICS.values() if m.column), *CERTAINTY_COLUMNS)
+
+
 OWN_SCORE = {"mtm": "distance C", "pure": "msp"}   # the certainty score each head has without extra fitting
 FEWSHOT_COLUMNS = (("trained", "1"), ("trained", "5"), ("trained", "10"), ("random", "5"), ("pixels", "5"))
 
@@ -256,7 +262,7 @@ def _measure(spec: dict[str, Any], records: list[dict[str, Any]], measured: dict
     if source == "record":
         primary = CLASSIFIERS_FOR_HEAD[spec["model"]["head"]][0]
         chosen = select_epoch(records, primary)
-        return None if chosen is None else chosen.get(acc_key("test", primary) if key == "acc" else key)
+        return None if chosen is None else chosen.get(acc_key("test", primary) if key == METRICS["acc"].name else key)
     certainty = measured.get("certainty")
     if certainty is None:
         return None
@@ -278,9 +284,9 @@ def _cells(values: list[float | None], scale: float, fmt: str) -> str:
 
 def measures_markdown(runs: list[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]) -> str:
     """runs: (spec, epoch records, {kind: kept measurement or None}). Per dataset, a table of each
-    configuration's figures (MEASURES), mean ± std over the seeds that have them; then a table of the
+    configuration's figures (measure_columns()), mean ± std over the seeds that have them; then a table of the
     few-shot measurements, for the configurations that held classes out."""
-    out = []
+    out, columns = [], measure_columns()
     for dataset in sorted({spec["data"]["dataset"] for spec, _, _ in runs}, key=_dataset_order):
         title = DATASET_TITLES.get(dataset, dataset)
         recorded = [(s, r, m) for s, r, m in runs if s["data"]["dataset"] == dataset and r]
@@ -291,12 +297,12 @@ def measures_markdown(runs: list[tuple[dict[str, Any], list[dict[str, Any]], dic
                     f"the validation-selected epoch of the primary classifier; certainty from `mtm eval --certainty` "
                     f"of the best checkpoint, by the head's own score (the distance to the nearest class embedding "
                     f"C, or the pure head's MSP) and by a class-conditional Gaussian; ECE after temperature scaling.",
-                    "", f"| {title} | seeds | " + " | ".join(m[0] for m in MEASURES) + " |",
-                    "|---" * (len(MEASURES) + 2) + "|"]
+                    "", f"| {title} | seeds | " + " | ".join(c[0] for c in columns) + " |",
+                    "|---" * (len(columns) + 2) + "|"]
             for label, members in whole:
                 out.append(f"| {label} | {len(members)} | " + " | ".join(
                     _cells([_measure(s, r, m, source, key) for s, r, m in members], scale, fmt)
-                    for _, source, key, scale, fmt in MEASURES) + " |")
+                    for _, source, key, scale, fmt in columns) + " |")
             out.append("")
         fewshot = _grouped([run for run in recorded if run[2].get("fewshot")])
         if fewshot:
@@ -365,7 +371,7 @@ def run_report(meta: dict[str, Any], row: dict[str, Any], records: list[dict[str
             cells.append(f"{100 * chosen[acc_key('test', c)]:.2f} (ep {chosen['epoch']})" if chosen else "-")
         lines.append(f"| {selection} | " + " | ".join(cells) + " |")
     metrics = [METRICS["train_loss"].key(), *(acc_key(s, c) for c in columns for s in ("val", "test")),
-               *(METRICS[m].key() for m in ("cluster_size", "centre_distance", "centre_separation", "median_cosine")),
+               *(m.key() for m in METRICS.values() if m.curve),
                "epoch_time_s"]
     metrics = [m for m in metrics if records and m in records[0]]
     lines += ["", "## Per epoch", "", "| epoch | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]

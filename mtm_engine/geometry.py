@@ -6,9 +6,14 @@ left out of the class-wise means.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from mtm_engine.evaluate import Embedded
 
 
 def class_centres(e: Tensor, y: Tensor, num_classes: int) -> Tensor:
@@ -49,6 +54,23 @@ def geometry(e: Tensor, y: Tensor) -> dict[str, float]:
         "centre_separation": mean_pairwise_distance(Gp),
         "median_cosine": F.cosine_similarity(e, own, dim=1).median().item(),
     }
+
+
+def split_geometry(s: Embedded) -> dict[str, float]:
+    """The catalogue's geometry measures of a split: against its own centres (Section III-B)."""
+    return geometry(s.e, s.y)
+
+
+def class_embedding_gaps(s: Embedded) -> dict[str, float]:
+    """ce_gap of a split: how far each class embedding is from its class's centre in that split (MTM heads)."""
+    if s.class_embeddings is None:
+        return {}
+    return {"ce_gap": class_embedding_gap(s.class_embeddings, class_centres(s.e, s.y, s.num_classes))}
+
+
+def class_embedding_separation(s: Embedded) -> dict[str, float]:
+    """ce_separation: the class embeddings' mean pairwise distance, of C alone (MTM heads)."""
+    return {} if s.class_embeddings is None else {"ce_separation": mean_pairwise_distance(s.class_embeddings)}
 
 
 LDA_REG = 1e-3   # Fisher LDA: Sw + LDA_REG * trace(Sw) / d * I, so that Sw is invertible (d > N, collapsed classes)

@@ -8,12 +8,16 @@ when a run asks for one of these.
 from __future__ import annotations
 
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from mtm_engine import install_hint
 from mtm_engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mtm_engine.evaluate import Embedded
 
 RETRIEVAL = {   # record name -> AccuracyCalculator's name
     "precision_at_1": "precision_at_1",
@@ -94,3 +98,10 @@ def retrieval(query: Tensor, query_y: Tensor, reference: Tensor, reference_y: Te
         knn_func=CustomKNN(CosineSimilarity(), batch_size=KNN_BATCH), kmeans_func=_kmeans)
     found = calculator.get_accuracy(query, query_y, reference, reference_y)
     return {name: float(found[library_name]) for name, library_name in RETRIEVAL.items()}
+
+
+def split_retrieval(s: Embedded) -> dict[str, float]:
+    """With eval.retrieval: the test split's retrieval metrics against the training embeddings."""
+    if not (s.spec.eval.retrieval and s.split == "test"):
+        return {}
+    return retrieval(s.e, s.y, s.train_e, s.train_y)

@@ -63,13 +63,23 @@ def acc_key(split: str, classifier: str) -> str:
 
 @dataclass(frozen=True)
 class Metric:
-    """One measure of the catalogue: how every reader names, labels and scales it."""
+    """One measure of the catalogue: how it is measured, and how every reader names, draws and formats it.
+    A new measure is one entry here (or `register_metric`) plus its function; the views below then show it."""
     name: str          # the record key without its split ("acc": a classifier's accuracy)
-    label: str
-    symbol: str
+    label: str         # in words: "cluster size"
+    symbol: str        # in legends and column headings: "σ"
     log: bool          # drawn on a log scale (the paper's Figs. 15-19)
     figure: str = ""   # the paper's figure of this measure per epoch (Tables 6-7 give accuracy once a run: none)
     per_split: bool = True
+    # "module:attribute" of the function that measures it each epoch, called as fn(evaluate.Embedded) -> {name:
+    # value} (once a split if per_split, else once), with the other measures of that function; "": training's own
+    function: str = ""
+    chart: str = ""    # the Run screen's chart (its tab) that draws it over epochs; "": none
+    legend: str = ""   # its line's name in that chart ("" : its symbol), followed by the split
+    curve: bool = False    # offered per epoch in Compare, drawn by `mtm plot`, a column of `mtm export RUN`'s epochs
+    column: bool = False   # a column of `mtm export --measures`, at the validation-selected epoch
+    show: bool = False     # a column of `mtm show`'s epochs
+    fmt: str = ".3f"       # a value in the measures table
 
     def key(self, split: str = "test", classifier: str = "cos") -> str:
         """The record key, e.g. test_cluster_size, or val_acc_cos for the accuracy."""
@@ -77,23 +87,47 @@ class Metric:
             return acc_key(split, classifier)
         return f"{split}_{self.name}" if self.per_split else self.name
 
+    @property
+    def words(self) -> str:
+        """How a title names it: its label, with its symbol where that is one letter ("cluster size σ")."""
+        return f"{self.label} {self.symbol}" if len(self.symbol) == 1 else self.label
 
-METRICS = {m.name: m for m in (
-    Metric("acc", "accuracy", "acc", False),
+    def format(self, value: float | None) -> str:
+        return "-" if value is None else f"{value:{self.fmt}}"
+
+
+_GEOMETRY, _RETRIEVAL = "mtm_engine.geometry:split_geometry", "mtm_engine.metric_learning:split_retrieval"
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> None:
+    """Add a measure (or replace one of that name): it is then measured each epoch and shown by every view it asks."""
+    METRICS[metric.name] = metric
+
+
+for _metric in (
+    Metric("acc", "accuracy", "acc", False, fmt=".2f"),
     Metric("train_loss", "training loss", "L", False, per_split=False),
-    Metric("cluster_size", "cluster size", "σ", True, "Fig. 15"),
-    Metric("centre_distance", "centre distance", "ρ", True, "Fig. 16"),
-    Metric("centre_separation", "centre separation", "mean |g_k - g_l|", True, "Figs. 18-19"),
-    Metric("median_cosine", "median cosine", "cos", False),
-    Metric("ce_gap", "class embedding gap", "mean |c_k - g_k|", True),                  # MTM heads only
-    Metric("ce_separation", "class embedding separation", "mean |c_k - c_l|", True, per_split=False),
     # eval.retrieval: the test split's embeddings retrieving the training split's (metric_learning.retrieval)
-    Metric("precision_at_1", "precision@1", "P@1", False),
-    Metric("r_precision", "R-precision", "R-P", False),
-    Metric("map_at_r", "MAP@R", "MAP@R", False),
-    Metric("nmi", "NMI of k-means", "NMI", False),
-    Metric("ami", "AMI of k-means", "AMI", False),
-)}
+    Metric("precision_at_1", "precision@1", "P@1", False, function=_RETRIEVAL, column=True),
+    Metric("r_precision", "R-precision", "R-P", False, function=_RETRIEVAL),
+    Metric("map_at_r", "MAP@R", "MAP@R", False, function=_RETRIEVAL, column=True),
+    Metric("nmi", "NMI of k-means", "NMI", False, function=_RETRIEVAL, column=True),
+    Metric("ami", "AMI of k-means", "AMI", False, function=_RETRIEVAL),
+    Metric("cluster_size", "cluster size", "σ", True, "Fig. 15", function=_GEOMETRY, chart="σ & ρ", curve=True,
+           column=True, show=True, fmt=".2f"),
+    Metric("centre_distance", "centre distance", "ρ", True, "Fig. 16", function=_GEOMETRY, chart="σ & ρ", curve=True,
+           column=True, show=True, fmt=".2f"),
+    Metric("centre_separation", "centre separation", "mean |g_k - g_l|", True, "Figs. 18-19", function=_GEOMETRY,
+           chart="Separation", legend="|g_k - g_l|", curve=True),
+    Metric("median_cosine", "median cosine", "cos", False, function=_GEOMETRY, chart="Cosine", curve=True),
+    # MTM heads only
+    Metric("ce_separation", "class embedding separation", "mean |c_k - c_l|", True, per_split=False,
+           function="mtm_engine.geometry:class_embedding_separation", chart="Separation", legend="|c_k - c_l|"),
+    Metric("ce_gap", "class embedding gap", "mean |c_k - g_k|", True, function="mtm_engine.geometry:class_embedding_gaps",
+           chart="Separation", legend="|c_k - g_k|"),
+):
+    register_metric(_metric)
 
 
 class RunMeta(TypedDict, total=False):

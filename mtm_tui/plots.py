@@ -9,18 +9,18 @@ from typing import Any
 from mtm_engine import install_hint
 from mtm_engine.errors import MtmError
 from mtm_engine.export import row_label
-from mtm_engine.records import METRICS, classifiers_in
+from mtm_engine.records import METRICS, Metric, classifiers_in
 from mtm_engine.snapshots import PLANES, default_projection, describe, projections
 
 SIZE, DISTANCE = METRICS["cluster_size"].key("test"), METRICS["centre_distance"].key("test")   # Fig. 17's axes
-# figure name -> (title, metric of records.METRICS); accuracy is the run's first classifier's
-FIGURES = {
-    "accuracy": ("Test accuracy over epochs (validation dashed)", METRICS["acc"]),
-    "cluster_size": ("Cluster size σ over epochs (test split)", METRICS["cluster_size"]),
-    "centre_distance": ("Centre distance ρ over epochs (test split)", METRICS["centre_distance"]),
-    "centre_separation": ("Centre separation over epochs (test split)", METRICS["centre_separation"]),
-    "median_cosine": ("Median cosine similarity over epochs (test split)", METRICS["median_cosine"]),
-}
+
+
+def figures() -> dict[str, tuple[str, Metric]]:
+    """figure name -> (title, metric): accuracy (the run's first classifier's), then the catalogue's measures drawn
+    per epoch."""
+    return {"accuracy": ("Test accuracy over epochs (validation dashed)", METRICS["acc"]),
+            **{m.name: (f"{m.words[:1].upper()}{m.words[1:]} over epochs (test split)", m)
+               for m in METRICS.values() if m.curve}}
 
 
 def _pyplot():
@@ -61,7 +61,7 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
             written.append(path)
         plt.close(fig)
 
-    for name, (title, metric) in FIGURES.items():
+    for name, (title, metric) in figures().items():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for meta, _, records in runs:
             classifier = _first_classifier(records)
@@ -71,8 +71,8 @@ def plot_runs(runs: list[tuple[dict, dict, list]], snapshots: dict[str, dict | N
             if name == "accuracy":
                 ax.plot(epochs, [r.get(metric.key("val", classifier)) for r in records], linestyle="--",
                         color=line.get_color())
-        ax.set(title=f"{title}; paper {metric.figure}" if metric.figure else title, xlabel="epoch", ylabel=metric.symbol if metric.name != "acc" else metric.label,
-               yscale="log" if metric.log else "linear")
+        ax.set(title=f"{title}; paper {metric.figure}" if metric.figure else title, xlabel="epoch",
+               ylabel=metric.symbol if metric.name != "acc" else metric.label, yscale="log" if metric.log else "linear")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         save(fig, name)

@@ -98,6 +98,11 @@ def list_(
     console.print(table)
 
 
+def listed_words(words: list[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    return " and ".join(filter(None, (", ".join(words[:-1]), *words[-1:])))
+
+
 @app.command()
 def show(run: str = RUN,
          json_: bool = typer.Option(False, "--json", help="The run as one JSON object."),
@@ -125,15 +130,17 @@ def show(run: str = RUN,
                           highlight=False)
     if records:
         classifiers = classifiers_in(records)
-        table = Table(title="per epoch: val/test accuracy %, test cluster size σ and centre distance ρ",
+        shown = [m for m in METRICS.values() if m.show]   # the test split's, in one compact format
+        table = Table(title=f"per epoch: val/test accuracy %, test {listed_words([m.words for m in shown])}",
                       box=None, header_style="bold")
         gpu = "gpu_mem_allocated_gb" in records[-1]   # only runs on CUDA have GPU figures
-        for column in ("epoch", "loss", *classifiers, "σ", "ρ", "s", *(("GPU GB", "util%") if gpu else ())):
+        for column in ("epoch", "loss", *classifiers, *(m.symbol for m in shown), "s",
+                       *(("GPU GB", "util%") if gpu else ())):
             table.add_column(column, justify="right", no_wrap=True)
         for r in records:
-            table.add_row(str(r["epoch"]), f"{r['train_loss']:.4g}",
+            table.add_row(str(r["epoch"]), f"{r[METRICS['train_loss'].key()]:.4g}",
                           *(f"{pct(r.get(acc_key('val', c)), 1)}/{pct(r[acc_key('test', c)], 1)}" for c in classifiers),
-                          f"{r[METRICS['cluster_size'].key()]:.3g}", f"{r[METRICS['centre_distance'].key()]:.3g}",
+                          *(f"{r[m.key()]:.3g}" if m.key() in r else "-" for m in shown),
                           f"{r['epoch_time_s']:.1f}",
                           *((gpu_memory(r), f"{r['gpu_util_pct']:.0f}" if "gpu_util_pct" in r else "-") if gpu else ()))
         console.print(table)

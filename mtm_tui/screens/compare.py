@@ -22,16 +22,16 @@ from mtm_tui.screens.base import PollingScreen
 from mtm_tui.services.rows import compact, mean_std, short_names
 from mtm_tui.widgets.charts import ChartSpec, MetricChart, Series, View
 
-# key -> (label, metric, split); accuracies are of each run's primary classifier (pure heads: `pure`)
-CHOICES = {
-    "1": ("validation accuracy", METRICS["acc"], "val"),
-    "2": ("test accuracy", METRICS["acc"], "test"),
-    "3": ("training loss", METRICS["train_loss"], "val"),
-    "4": ("cluster size σ (validation)", METRICS["cluster_size"], "val"),
-    "5": ("centre distance ρ (validation)", METRICS["centre_distance"], "val"),
-    "6": ("centre separation (validation)", METRICS["centre_separation"], "val"),
-    "7": ("median cosine (validation)", METRICS["median_cosine"], "val"),
-}
+
+def compare_choices() -> dict[str, tuple[str, Metric, str]]:
+    """key -> (label, metric, split): the accuracies (of each run's primary classifier; pure heads: `pure`), the
+    training loss, then the catalogue's measures drawn per epoch, on the validation split (keys 1-9)."""
+    choices = [("validation accuracy", METRICS["acc"], "val"), ("test accuracy", METRICS["acc"], "test"),
+               ("training loss", METRICS["train_loss"], "val"),
+               *((f"{m.words} (validation)", m, "val") for m in METRICS.values() if m.curve)]
+    return {str(n): choice for n, choice in enumerate(choices[:9], 1)}
+
+
 SEED = "train.seed"
 
 
@@ -105,16 +105,20 @@ class CompareScreen(PollingScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("z", "zoom", "Zoom"),
                 Binding("s", "seeds", "Seeds: bands / apart"),
-                *(Binding(k, f"metric('{k}')", label, show=k in "1345") for k, (label, _, _) in CHOICES.items())]
+                *(Binding(k, f"metric('{k}')", label, show=k in "1345") for k, (label, _, _) in compare_choices().items())]
 
     def __init__(self, run_ids: list[str]):
         super().__init__()
+        self.choices = compare_choices()
+        for key, (label, _, _) in self.choices.items():   # measures registered since the class was made
+            if key not in self._bindings.key_to_bindings:
+                self._bindings.bind(key, f"metric('{key}')", label, show=False)
         self.run_ids, self.metric, self.by_config = run_ids, "1", True
         self.runs: dict[str, tuple] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield MetricChart(comparison(*CHOICES["1"]), id="compare-chart")
+        yield MetricChart(comparison(*self.choices["1"]), id="compare-chart")
         yield Static("", id="compare-hint")
         yield DataTable(id="compare-table", cursor_type="row")
         yield Footer()
@@ -158,12 +162,12 @@ class CompareScreen(PollingScreen):
         self.query_one("#compare-hint", Static).update(
             f"{len(self.runs)} runs in {len(groups)} {'configurations' if self.by_config else 'lines'}"
             + (f" ({seeds} drawn as mean ± std bands of their seeds)" if seeds else "")
-            + "; 1-7 metric, z zoom, s seeds " + ("apart" if self.by_config else "as bands"))
+            + f"; 1-{len(self.choices)} metric, z zoom, s seeds " + ("apart" if self.by_config else "as bands"))
 
     def action_metric(self, key: str) -> None:
         self.metric = key
         chart = self.query_one(MetricChart)
-        chart.chart = comparison(*CHOICES[key])
+        chart.chart = comparison(*self.choices[key])
         chart.redraw()
 
     def action_seeds(self) -> None:

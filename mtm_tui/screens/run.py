@@ -22,7 +22,7 @@ from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 from mtm_tui.services import jobs
 from mtm_tui.services.rows import gpu_memory, progress, status, stop_question, tags_and_note
 from mtm_tui.widgets.certainty import CertaintyView
-from mtm_tui.widgets.charts import CHARTS, MetricChart, View
+from mtm_tui.widgets.charts import MetricChart, View, charts
 
 LOG_LINES = 12
 ZOOMS = (0, 10, 5)   # `z` cycles: every epoch, the last 10, the last 5
@@ -74,7 +74,7 @@ class RunScreen(PollingScreen):
         yield Header()
         yield Static("", id="run-header")
         with TabbedContent(id="charts"):
-            for n, chart in enumerate(CHARTS.values()):
+            for n, chart in enumerate(charts().values()):
                 with TabPane(chart.tab, id=f"chart-{n}"):
                     yield MetricChart(chart)
             with TabPane("Certainty", id="certainty"):

@@ -20,7 +20,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from mtm_engine.records import METRICS, acc_key
+from mtm_engine.records import METRICS, Metric, acc_key
 from mtm_tui.widgets.palette import colour, marker, rich_colour
 
 Records = list[dict[str, Any]]
@@ -56,10 +56,11 @@ def _by_epoch(records: Records, keys: dict[str, str]) -> Series:
             if any(key in r for r in records)}
 
 
-def _per_split(*names: str) -> Callable[[Records, View], Series]:
+def _measures(metrics: list[Metric]) -> Callable[[Records, View], Series]:
+    """Each measure's line on each split shown (one line for a measure of the run as a whole), in catalogue order."""
     def series(records: Records, view: View) -> Series:
-        return _by_epoch(records, {f"{METRICS[n].symbol} {split}": METRICS[n].key(split)
-                                   for n in names for split in _splits(view)})
+        return _by_epoch(records, {f"{m.legend or m.symbol} {split}" if m.per_split else m.legend or m.symbol:
+                                   m.key(split) for m in metrics for split in (_splits(view) if m.per_split else ("",))})
     return series
 
 
@@ -69,14 +70,7 @@ def _accuracy(records: Records, view: View) -> Series:
 
 
 def _loss(records: Records, view: View) -> Series:
-    return _by_epoch(records, {"L train": "train_loss"})
-
-
-def _separation(records: Records, view: View) -> Series:
-    keys = {f"|g_k - g_l| {split}": METRICS["centre_separation"].key(split) for split in _splits(view)}
-    keys["|c_k - c_l|"] = METRICS["ce_separation"].key()
-    keys.update({f"|c_k - g_k| {split}": METRICS["ce_gap"].key(split) for split in _splits(view)})
-    return _by_epoch(records, keys)
+    return _by_epoch(records, {"L train": METRICS["train_loss"].key()})
 
 
 def _distance_vs_size(records: Records, view: View) -> Series:
@@ -89,17 +83,35 @@ def _split_words(view: View) -> str:
     return "validation and test" if view.test else "validation (t adds test)"
 
 
-CHARTS = {c.tab: c for c in (
-    ChartSpec("Accuracy", lambda v: f"accuracy of the {v.classifier} classifier, {_split_words(v)}", _accuracy),
-    ChartSpec("Loss", lambda v: "training loss (mean per instance)", _loss),
-    ChartSpec("σ & ρ", lambda v: f"cluster size σ, centre distance ρ (Figs. 15-16), {_split_words(v)}; log",
-              _per_split("cluster_size", "centre_distance"), log_y=True),
-    ChartSpec("ρ vs σ", lambda v: "centre distance ρ against cluster size σ, one point an epoch (Fig. 17); "
-              "line: ρ = σ", _distance_vs_size, xlabel="cluster size σ", diagonal=True),
-    ChartSpec("Separation", lambda v: f"centre and class-embedding separation (Figs. 18-19), {_split_words(v)}; log",
-              _separation, log_y=True),
-    ChartSpec("Cosine", lambda v: f"median cosine to the class centre, {_split_words(v)}", _per_split("median_cosine")),
-)}
+# The titles of the measures' charts that say more than the names of what they draw
+TITLES: dict[str, Callable[[View], str]] = {
+    "σ & ρ": lambda v: f"cluster size σ, centre distance ρ (Figs. 15-16), {_split_words(v)}; log",
+    "Separation": lambda v: f"centre and class-embedding separation (Figs. 18-19), {_split_words(v)}; log",
+    "Cosine": lambda v: f"median cosine to the class centre, {_split_words(v)}",
+}
+# Charts of one chart's measures against each other, drawn after it
+AFTER = {"σ & ρ": ChartSpec("ρ vs σ", lambda v: "centre distance ρ against cluster size σ, one point an epoch "
+                            "(Fig. 17); line: ρ = σ", _distance_vs_size, xlabel="cluster size σ", diagonal=True)}
+
+
+def charts() -> dict[str, ChartSpec]:
+    """The Run screen's charts by tab: accuracy and loss, then one a `chart` the catalogue's measures name (log
+    where all its measures are), in the catalogue's order."""
+    tabs: dict[str, list[Metric]] = {}
+    for metric in METRICS.values():
+        if metric.chart:
+            tabs.setdefault(metric.chart, []).append(metric)
+    specs = [ChartSpec("Accuracy", lambda v: f"accuracy of the {v.classifier} classifier, {_split_words(v)}",
+                       _accuracy),
+             ChartSpec("Loss", lambda v: "training loss (mean per instance)", _loss)]
+    for tab, metrics in tabs.items():
+        log = all(m.log for m in metrics)
+        title = TITLES.get(tab) or (lambda v, words=", ".join(m.words for m in metrics), log=log:
+                                    f"{words}, {_split_words(v)}" + ("; log" if log else ""))
+        specs.append(ChartSpec(tab, title, _measures(metrics), log_y=log))
+        if tab in AFTER:
+            specs.append(AFTER[tab])
+    return {spec.tab: spec for spec in specs}
 
 
 def _drawable(point: tuple, log_y: bool) -> bool:
