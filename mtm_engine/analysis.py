@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mtm_engine.catalogue import CLASSIFIERS, DATASETS
 from mtm_engine.certainty import (
     COVERAGES,
     ClassGaussians,
@@ -26,8 +27,8 @@ from mtm_engine.certainty import (
     softmax_scores,
 )
 from mtm_engine.checkpoints import load_state, read_checkpoint
-from mtm_engine.classifiers import CLASSIFIERS, predict
-from mtm_engine.config import DATASETS, FOLDER_PREFIX, Spec
+from mtm_engine.classifiers import predict
+from mtm_engine.config import FOLDER_PREFIX, Spec
 from mtm_engine.data import Dataset, load_dataset, without_classes
 from mtm_engine.devices import resolve_device
 from mtm_engine.errors import ConfigError, DataError
@@ -129,12 +130,11 @@ def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = 
 
     def similarity(e: Tensor, logits: Tensor | None) -> Tensor:
         """[N, K] logits of the primary classifier's softmax: cos or -distance to its references."""
-        rule = CLASSIFIERS[primary]
-        if rule is None:
+        entry = CLASSIFIERS[primary]
+        if entry.reference == "logits":
             return logits
-        metric, refs = rule
-        R = C if refs == "class_embeddings" else G
-        return F.normalize(e, dim=1) @ F.normalize(R, dim=1).T if metric == "cos" else -torch.cdist(e, R)
+        R = C if entry.reference == "class_embeddings" else G
+        return F.normalize(e, dim=1) @ F.normalize(R, dim=1).T if entry.metric == "cos" else -torch.cdist(e, R)
 
     e_val, logits_val = embed(model, data.val, spec)
     e_test, logits_test = embed(model, data.test, spec)

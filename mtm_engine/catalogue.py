@@ -1,8 +1,10 @@
-"""The losses that can be chosen by name, and what each one needs: a torch-free catalogue that
-validation, the exporter, the TUI and the CLI read, so that a new loss is one entry here plus its
-function. Each entry says where its function lives (imported only when a run uses it), which head it
-trains, its own `loss.*` parameters with their defaults (the loss receives those and `reduction`, no
-others), and its code in the paper's tables. `register_loss` adds one (a plug-in, or a test)."""
+"""What can be chosen by name: the datasets, backbones, classifiers and losses, each with what it needs, in a
+torch-free catalogue that validation, the exporter, the TUI and the CLI read, so that a new one is one entry here
+plus its function. (The measures' catalogue is records.METRICS: their names are record keys.)
+
+Each entry says where its function lives ("module:attribute", imported only when a run uses it) and how the tables
+name it. A loss's entry also says which head it trains, and its own `loss.*` parameters with their defaults (the
+loss receives those and `reduction`, no others). `register_loss` adds a loss (a plug-in, or a test)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,64 @@ from typing import Any, Callable, Literal
 from mtm_engine.errors import ConfigError
 
 EPS = 1e-8   # epsilon of Eq. 4 and 8 where a config does not give one
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A dataset (its loader: fn(DataSpec) -> data.RawData) or a backbone (its builder: fn(ModelSpec, in_channels)
+    -> (module, feature count, whether 1-channel images are repeated to 3))."""
+    name: str        # as configs name it: fashion-mnist, resnet18
+    title: str       # in tables and the Runs table: F-MNIST, RN18
+    function: str    # "module:attribute"
+    large: bool = False   # a backbone that a sweep's trial gets a whole GPU for (tune.trial_resources)
+
+
+def load(function: str) -> Callable[..., Any]:
+    """The function of an entry, imported now."""
+    module, attribute = function.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+_TORCHVISION = "mtm_engine.data:load_torchvision"
+DATASETS: dict[str, Entry] = {e.name: e for e in (   # in the order of the tables (the paper's, after the quick start's)
+    Entry("digits", "digits", "mtm_engine.data:load_digits"),   # scikit-learn's 8x8 digits, embedded: the quick start
+    Entry("mnist", "MNIST", _TORCHVISION), Entry("fashion-mnist", "F-MNIST", _TORCHVISION),
+    Entry("kmnist", "K-MNIST", _TORCHVISION), Entry("cifar10", "CIFAR10", _TORCHVISION),
+    Entry("cifar100", "CIFAR100", _TORCHVISION),
+)}
+_RESNET = "mtm_engine.models:resnet"
+BACKBONES: dict[str, Entry] = {e.name: e for e in (
+    Entry("convnet", "CNN", "mtm_engine.models:convnet"),
+    Entry("resnet18", "RN18", _RESNET), Entry("resnet34", "RN34", _RESNET), Entry("resnet50", "RN50", _RESNET, True),
+    Entry("resnet101", "RN101", _RESNET, True), Entry("resnet152", "RN152", _RESNET, True),
+)}
+
+
+def title_of(catalogue: dict[str, Entry], name: str) -> str:
+    """How tables name a dataset or backbone; one no longer in the catalogue (an old run's, a folder) by its name."""
+    return catalogue[name].title if name in catalogue else name
+
+
+@dataclass(frozen=True)
+class ClassifierEntry:
+    """A nearest-neighbour classifier (paper Eq. 9-11): its metric against a reference set; or the pure head's
+    own (metric ""), which predicts by its logits."""
+    name: str
+    metric: Literal["cos", "euc", ""]
+    reference: Literal["centres", "class_embeddings", "logits"]
+
+
+CLASSIFIERS: dict[str, ClassifierEntry] = {c.name: c for c in (
+    ClassifierEntry("cos", "cos", "centres"), ClassifierEntry("cos_ce", "cos", "class_embeddings"),
+    ClassifierEntry("euc", "euc", "centres"), ClassifierEntry("euc_ce", "euc", "class_embeddings"),
+    ClassifierEntry("pure", "", "logits"),
+)}
+# The classifiers each head is evaluated with (paper Table 6's columns); the first is the primary: what a run is
+# scored, selected and tuned by.
+CLASSIFIERS_FOR_HEAD = {
+    "mtm": ("cos", "cos_ce", "euc", "euc_ce"),
+    "pure": ("pure", "cos", "euc"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,8 +146,7 @@ def loss_codes() -> dict[str, str]:
 
 def loss_function(name: str) -> Callable[..., Any]:
     """The loss's function, imported now (torch, and the library of a proxy loss)."""
-    module, attribute = loss_entry(name).function.split(":")
-    return getattr(importlib.import_module(module), attribute)
+    return load(loss_entry(name).function)
 
 
 def loss_arguments(spec_loss: Any) -> dict[str, Any]:

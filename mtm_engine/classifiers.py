@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mtm_engine.catalogue import CLASSIFIERS
 from mtm_engine.errors import ConfigError
 
 
@@ -27,16 +28,6 @@ def nearest(e: Tensor, refs: Tensor, metric: str) -> Tensor:
     raise ConfigError(f"nearest: unknown metric {metric!r}; choose cos or euc")
 
 
-# name -> (metric, reference set); `pure` has none.
-CLASSIFIERS: dict[str, tuple[str, str] | None] = {
-    "cos": ("cos", "centres"),
-    "cos_ce": ("cos", "class_embeddings"),
-    "euc": ("euc", "centres"),
-    "euc_ce": ("euc", "class_embeddings"),
-    "pure": None,
-}
-
-
 def predict(
     name: str, e: Tensor, *, centres: Tensor, class_embeddings: Tensor | None, logits: Tensor | None
 ) -> Tensor:
@@ -44,13 +35,13 @@ def predict(
     logits: [N, K] (pure heads only)."""
     if name not in CLASSIFIERS:
         raise ConfigError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
-    rule = CLASSIFIERS[name]
-    if rule is None:
+    entry = CLASSIFIERS[name]
+    if entry.reference == "logits":
         if logits is None:
-            raise ConfigError("classifier 'pure' needs a pure head (model.head = \"pure\")")
+            raise ConfigError(f"classifier {name!r} needs a pure head (model.head = \"pure\")")
         return logits.argmax(dim=1)
-    metric, refs = rule
-    if refs == "class_embeddings":
+    metric = entry.metric
+    if entry.reference == "class_embeddings":
         if class_embeddings is None:
             raise ConfigError(f"classifier {name!r} needs class embeddings (model.head = \"mtm\")")
         return nearest(e, class_embeddings, metric)

@@ -17,20 +17,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from mtm_engine import install_hint
-from mtm_engine.catalogue import LOSSES, default_r, loss_entry, losses_for
+from mtm_engine.catalogue import BACKBONES, CLASSIFIERS_FOR_HEAD, DATASETS, LOSSES, default_r, loss_entry, losses_for
 from mtm_engine.errors import ConfigError
 
-# The names of the registries that are not in the catalogue yet, kept here so that validation needs no torch. A
-# test checks that they equal the keys of the real registries in data.py, models.py and classifiers.py.
-DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
 FOLDER_PREFIX = "folder:"
-BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-# Paper Table 6 columns; which head each classifier needs.
-CLASSIFIERS_FOR_HEAD = {
-    "mtm": ("cos", "cos_ce", "euc", "euc_ce"),
-    "pure": ("pure", "cos", "euc"),   # the first is the primary: what a pure head is scored (and tuned) by
-}
-CLASSIFIERS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
 MAX_DIM = 65_536        # d beyond this is a typo, not an experiment (and would not fit in memory)
 MAX_SEED = 2**31 - 1    # the batch-order seed, seed * 100_003 + epoch, stays within torch's 64 bits
 
@@ -52,7 +42,7 @@ class DataSpec:
 
 @dataclass
 class ModelSpec:
-    backbone: Literal[BACKBONES] = "convnet"
+    backbone: Literal[tuple(BACKBONES)] = "convnet"
     pretrained: bool = False
     stem: Literal["imagenet", "cifar"] = "imagenet"
     head: Literal["mtm", "pure"] = "mtm"

@@ -15,12 +15,13 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from mtm_engine.catalogue import DATASETS, load
 from mtm_engine.config import FOLDER_PREFIX, DataSpec
 from mtm_engine.errors import DataError
 
@@ -200,7 +201,9 @@ def _missing(name: str, folder: Path, archives: list[str], reason: str) -> str:
     )
 
 
-def _load_torchvision(name: str, spec: DataSpec) -> RawData:
+def load_torchvision(spec: DataSpec) -> RawData:
+    """A dataset of torchvision's (data.dataset names it), from data.root (downloaded there if allowed)."""
+    name = spec.dataset
     train, test = _torchvision_split(name, spec, True), _torchvision_split(name, spec, False)
 
     def images(ds) -> Tensor:
@@ -214,7 +217,7 @@ def _load_torchvision(name: str, spec: DataSpec) -> RawData:
                    list(train.classes), mean, std)
 
 
-def _load_digits(spec: DataSpec) -> RawData:
+def load_digits(spec: DataSpec) -> RawData:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -263,12 +266,6 @@ def _load_folder(spec: DataSpec) -> RawData:
     return _hold_out_test(*read(path))
 
 
-LOADERS: dict[str, Callable[[DataSpec], RawData]] = {
-    "digits": _load_digits,
-    **{name: (lambda spec, name=name: _load_torchvision(name, spec)) for name in _TORCHVISION},
-}
-
-
 def to_pixels(x: Tensor) -> Tensor:
     """Images in [0, 1] as 8-bit pixels (rounded): float [N, C, H, W] -> uint8 [N, C, H, W]."""
     return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
@@ -292,9 +289,9 @@ def paper_transform(x: Tensor, size: int = CROP) -> Tensor:
 def load_dataset(spec: DataSpec) -> Dataset:
     """Load, transform once, and split the training set into train/validation (seeded)."""
     name = spec.dataset
-    loader = _load_folder if name.startswith(FOLDER_PREFIX) else LOADERS.get(name)
-    if loader is None:
-        raise DataError(f"data.dataset = {name!r}: unknown; choose one of {', '.join(LOADERS)}, or folder:<path>")
+    if not (name.startswith(FOLDER_PREFIX) or name in DATASETS):
+        raise DataError(f"data.dataset = {name!r}: unknown; choose one of {', '.join(DATASETS)}, or folder:<path>")
+    loader = _load_folder if name.startswith(FOLDER_PREFIX) else load(DATASETS[name].function)
     raw = loader(spec)
     if len(raw.classes) < 2:
         raise DataError(f"data.dataset = {name!r}: {len(raw.classes)} class; a classifier needs at least 2")

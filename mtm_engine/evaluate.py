@@ -3,16 +3,16 @@ geometry (Section III-B), and keep the 2-D embedding snapshot the TUI draws."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from mtm_engine.atomic import atomic_write
+from mtm_engine.catalogue import load
 from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split
@@ -71,18 +71,13 @@ class Embedded:
     spec: Spec
 
 
-def _function(path: str) -> Callable[[Embedded], dict[str, float]]:
-    module, attribute = path.split(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
 def measure(embedded: Embedded, per_split: bool) -> dict[str, float]:
     """The record's values of every measure of the catalogue (per split, or of the run as a whole) that a function
     measures: each function once, its values under their record keys."""
     metrics = [m for m in METRICS.values() if m.function and m.per_split == per_split]
     record: dict[str, float] = {}
     for path in dict.fromkeys(m.function for m in metrics):
-        values = _function(path)(embedded)
+        values = load(path)(embedded)
         record.update({METRICS[name].key(embedded.split): value for name, value in values.items()})
     return record
 

@@ -18,16 +18,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from mtm_engine.catalogue import LOSSES, loss_code
-from mtm_engine.config import BACKBONES, CLASSIFIERS_FOR_HEAD, comparable_spec
+from mtm_engine.catalogue import BACKBONES, CLASSIFIERS, CLASSIFIERS_FOR_HEAD, DATASETS, LOSSES, loss_code, title_of
+from mtm_engine.config import comparable_spec
 from mtm_engine.records import CERTAINTY_MEASURES, METRICS, acc_key, config_id, differing_keys, flatten_spec
 from mtm_engine.results import SELECTIONS, select_epoch
 
-COLUMNS = ("cos", "cos_ce", "euc", "euc_ce", "pure")
-BACKBONE_SHORT = {"convnet": "CNN", "resnet18": "RN18", "resnet34": "RN34", "resnet50": "RN50",
-                  "resnet101": "RN101", "resnet152": "RN152"}
-DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "F-MNIST", "kmnist": "K-MNIST", "cifar10": "CIFAR10",
-                  "cifar100": "CIFAR100", "digits": "digits"}
+COLUMNS = tuple(CLASSIFIERS)
 CAPTIONS = {
     "val": "test accuracy (%) at the epoch with the best validation accuracy",
     "final": "test accuracy (%) at the final epoch",
@@ -81,7 +77,7 @@ def paper_results() -> dict[str, Any]:
 
 def row_label(spec: dict[str, Any]) -> str:
     backbone = spec["model"]["backbone"]
-    return f"{BACKBONE_SHORT.get(backbone, backbone)}-{loss_code(spec['loss']['name'])}"
+    return f"{title_of(BACKBONES, backbone)}-{loss_code(spec['loss']['name'])}"
 
 
 def build_tables(runs: list[tuple], selection: str = "val") -> list[Table]:
@@ -122,7 +118,7 @@ def _order(spec: dict[str, Any]) -> tuple:
     """Paper order: the loss (E, C, CP, PP, CM, P), then the backbone size."""
     names = list(LOSSES)
     loss = spec["loss"]["name"]
-    return (names.index(loss) if loss in names else len(names), BACKBONES.index(spec["model"]["backbone"]),
+    return (names.index(loss) if loss in names else len(names), list(BACKBONES).index(spec["model"]["backbone"]),
             row_label(spec))
 
 
@@ -165,7 +161,7 @@ def to_markdown(tables: list[Table], selection: str = "val", compare_paper: bool
     paper = paper_results() if compare_paper else {}
     out = []
     for table in tables:
-        title = DATASET_TITLES.get(table.dataset, table.dataset)
+        title = title_of(DATASETS, table.dataset)
         seeds = sorted({row.seeds for row in table.rows})
         caption = f"**{title}**: {CAPTIONS[selection]}"
         if seeds != [1]:
@@ -288,7 +284,7 @@ def measures_markdown(runs: list[tuple[dict[str, Any], list[dict[str, Any]], dic
     few-shot measurements, for the configurations that held classes out."""
     out, columns = [], measure_columns()
     for dataset in sorted({spec["data"]["dataset"] for spec, _, _ in runs}, key=_dataset_order):
-        title = DATASET_TITLES.get(dataset, dataset)
+        title = title_of(DATASETS, dataset)
         recorded = [(s, r, m) for s, r, m in runs if s["data"]["dataset"] == dataset and r]
         whole = _grouped([run for run in recorded if not run[0]["data"].get("holdout_classes")])
         if whole:
@@ -334,7 +330,7 @@ def _grouped(runs: list[tuple[dict[str, Any], list[dict[str, Any]], dict[str, An
 
 
 def _dataset_order(dataset: str) -> int:
-    return list(DATASET_TITLES).index(dataset) if dataset in DATASET_TITLES else 99
+    return list(DATASETS).index(dataset) if dataset in DATASETS else 99
 
 
 def fewshot_section(result: dict[str, Any]) -> list[str]:

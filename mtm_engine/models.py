@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtm_engine.catalogue import BACKBONES, load
 from mtm_engine.config import ModelSpec
 from mtm_engine.errors import ModelError
 
@@ -68,10 +68,12 @@ class Shortcut(nn.Module):
         return F.relu(x + self.bn(self.conv(x)))
 
 
-def _resnet(name: str, spec: ModelSpec, in_channels: int) -> tuple[nn.Module, int, bool]:
-    """(backbone without its fc, feature count, whether 1-channel input must be repeated to 3)."""
+def resnet(spec: ModelSpec, in_channels: int) -> tuple[nn.Module, int, bool]:
+    """torchvision's ResNet of model.backbone: (backbone without its fc, feature count, whether 1-channel input
+    must be repeated to 3)."""
     import torchvision.models as tvm
 
+    name = spec.backbone
     builder = getattr(tvm, name)
     weights = tvm.get_model_weights(name).IMAGENET1K_V1 if spec.pretrained else None
     net = builder(weights=None)
@@ -123,16 +125,9 @@ def _hash_prefix(name: str) -> str:
     return name.rsplit("-", 1)[-1].split(".")[0]
 
 
-def _convnet(spec: ModelSpec, in_channels: int) -> tuple[nn.Module, int, bool]:
+def convnet(spec: ModelSpec, in_channels: int) -> tuple[nn.Module, int, bool]:
     net = ConvNet(in_channels, spec.width, spec.depth, spec.stages, spec.shortcut)
     return net, net.out_features, False
-
-
-BACKBONES: dict[str, Callable[[ModelSpec, int], tuple[nn.Module, int, bool]]] = {
-    "convnet": _convnet,
-    **{name: (lambda spec, c, name=name: _resnet(name, spec, c))
-       for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")},
-}
 
 
 class MovingTargetsNet(nn.Module):
@@ -185,10 +180,8 @@ class MovingTargetsNet(nn.Module):
 
 
 def build_model(spec: ModelSpec, in_channels: int, num_classes: int) -> MovingTargetsNet:
-    try:
-        make = BACKBONES[spec.backbone]
-    except KeyError:
-        raise ModelError(f"model.backbone = {spec.backbone!r}: unknown; choose one of {', '.join(BACKBONES)}") from None
-    backbone, features, repeat = make(spec, in_channels)
+    if spec.backbone not in BACKBONES:
+        raise ModelError(f"model.backbone = {spec.backbone!r}: unknown; choose one of {', '.join(BACKBONES)}")
+    backbone, features, repeat = load(BACKBONES[spec.backbone].function)(spec, in_channels)
     model = MovingTargetsNet(backbone, features, spec.head, spec.dim, num_classes, repeat, spec.normalize, spec.scale)
     return model.to(memory_format=torch.channels_last)   # NHWC weights, to match forward's input

@@ -32,6 +32,7 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from mtm_engine.atomic import atomic_write
+from mtm_engine.catalogue import BACKBONES
 from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.events import CheckpointSaved, EpochEnded, RunStarted
@@ -44,7 +45,6 @@ from mtm_engine.sweep_spec import TuneSpec
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
 TRIAL_KEYS = ("device", "node")   # reported by each trial beside its epoch record: where it trains
 RUN_FILES = (CHECKPOINT, BEST, *SNAPSHOTS.values())   # what a checkpoint carries into the trial's run folder
-LARGE_BACKBONES = ("resnet50", "resnet101", "resnet152")
 
 
 def gpus_for(gpus_per_trial: float | str, backbone: str, cluster_gpus: float) -> float:
@@ -55,7 +55,7 @@ def gpus_for(gpus_per_trial: float | str, backbone: str, cluster_gpus: float) ->
         return float(gpus_per_trial)
     if cluster_gpus <= 0:
         return 0.0
-    return 1.0 if backbone in LARGE_BACKBONES else 0.25
+    return 1.0 if backbone in BACKBONES and BACKBONES[backbone].large else 0.25
 
 
 def check_resumable_here(sweep_id: str, saved: dict[str, Any], cluster_gpus: float) -> None:

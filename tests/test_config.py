@@ -77,16 +77,14 @@ def test_malformed_and_missing_files(tmp_path):
         load_spec(unknown)
 
 
-def test_name_lists_match_the_real_registries():
-    from mtm_engine.catalogue import LOSSES, loss_function
-    from mtm_engine.classifiers import CLASSIFIERS
-    from mtm_engine.data import LOADERS
-    from mtm_engine.models import BACKBONES
+def test_every_catalogue_entry_s_function_is_where_it_says():
+    from mtm_engine.catalogue import BACKBONES, DATASETS, LOSSES, load, loss_function
+    from mtm_engine.records import METRICS
 
-    assert tuple(LOADERS) == config.DATASETS
-    assert tuple(BACKBONES) == config.BACKBONES
-    assert tuple(CLASSIFIERS) == config.CLASSIFIERS
-    assert all(callable(loss_function(name)) for name in LOSSES)   # every catalogue entry's function is where it says
+    assert all(callable(load(entry.function)) for entry in (*DATASETS.values(), *BACKBONES.values()))
+    assert all(callable(loss_function(name)) for name in LOSSES)
+    assert all(callable(load(m.function)) for m in METRICS.values() if m.function)
+    assert config.CHOICES["model.backbone"] == tuple(BACKBONES)
 
 
 def test_experiment_files_and_every_paper_preset_validate():

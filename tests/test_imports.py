@@ -62,7 +62,7 @@ def test_record_keys_are_spelled_only_in_records():
     Metric.key; a module that spells one itself breaks silently when a key is renamed."""
     import ast
 
-    from mtm_engine.config import CLASSIFIERS
+    from mtm_engine.catalogue import CLASSIFIERS
     from mtm_engine.records import METRICS
 
     keys = {m.key(split, c) for m in METRICS.values() for split in ("val", "test") for c in CLASSIFIERS}

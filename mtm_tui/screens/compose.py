@@ -18,9 +18,8 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from mtm_engine.atomic import atomic_write
-from mtm_engine.catalogue import default_r
+from mtm_engine.catalogue import DATASETS, default_r
 from mtm_engine.config import (
-    DATASETS,
     FOLDER_PREFIX,
     SECTIONS,
     Spec,

@@ -13,9 +13,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
-from mtm_engine.catalogue import loss_code
+from mtm_engine.catalogue import BACKBONES, DATASETS, loss_code, title_of
 from mtm_engine.errors import MtmError
-from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES
 from mtm_engine.records import Status
 from mtm_tui.screens.base import PollingScreen, PromptScreen
 from mtm_tui.services import jobs
@@ -93,8 +92,8 @@ class QueueScreen(PollingScreen):
         waiting.clear()
         for row in state.waiting:
             waiting.add_row(str(row["queue_place"]), row["id"][:8], escape(row["name"]),
-                            DATASET_TITLES.get(row["dataset"], row["dataset"]),
-                            BACKBONE_SHORT.get(row["backbone"], row["backbone"]), loss_code(row["loss"]),
+                            title_of(DATASETS, row["dataset"]),
+                            title_of(BACKBONES, row["backbone"]), loss_code(row["loss"]),
                             age(now - row.get("queued", row["created"])), key=row["id"])
         waiting.move_cursor(row=min(at, max(0, waiting.row_count - 1)), animate=False)
         self.query_one("#queue-waiting-title", Static).update(

@@ -10,8 +10,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from mtm_engine.catalogue import loss_code
-from mtm_engine.export import BACKBONE_SHORT, DATASET_TITLES
+from mtm_engine.catalogue import BACKBONES, DATASETS, loss_code, title_of
 from mtm_engine.records import LIVE, RESUMABLE, Status
 
 STATUS_STYLES = {Status.QUEUED: "cyan", Status.RUNNING: "bold yellow", Status.FINISHED: "green",
@@ -108,8 +107,8 @@ def status(value: str, place: int | None = None) -> str:
 
 def row_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
     """One string per COLUMNS entry."""
-    return (row["id"][:8], row["name"], status(row["status"], row.get("queue_place")), DATASET_TITLES.get(row["dataset"], row["dataset"]),
-            BACKBONE_SHORT.get(row["backbone"], row["backbone"]), loss_code(row["loss"]),
+    return (row["id"][:8], row["name"], status(row["status"], row.get("queue_place")), title_of(DATASETS, row["dataset"]),
+            title_of(BACKBONES, row["backbone"]), loss_code(row["loss"]),
             str(row.get("dim") or "-"), f"{row['epoch']}/{row['epochs']}", pct(row.get("best_val")),
             pct(row.get("test_acc")), age(now - row["created"]), row.get("sweep") or "")
 
@@ -117,8 +116,8 @@ def row_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
 def searchable(row: dict[str, Any]) -> str:
     """What the filter matches: the row's fields as stored (fashion-mnist, push_pull) and as shown
     (F-MNIST, PP), its tags and note. Every word typed must occur."""
-    shown = (row.get("id", ""), row.get("name", ""), row.get("status", ""), DATASET_TITLES.get(row["dataset"], ""),
-             BACKBONE_SHORT.get(row["backbone"], ""), loss_code(row["loss"]))
+    shown = (row.get("id", ""), row.get("name", ""), row.get("status", ""), title_of(DATASETS, row["dataset"]),
+             title_of(BACKBONES, row["backbone"]), loss_code(row["loss"]))
     stored = (row["dataset"], row["backbone"], row["loss"], row.get("sweep") or "", row.get("note") or "",
               *(row.get("tags") or ()))
     return " ".join(map(str, shown + stored)).lower()
