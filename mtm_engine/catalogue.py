@@ -103,6 +103,9 @@ for _entry in (
     # proximity's r: inside the paper's range [1e3, 1e6]
     LossEntry("proximity", "CP", "class proximity", "mtm", "mtm_engine.losses:proximity", {"r": 1e4, "eps": EPS},
               paper="Eq. 4-5"),
+    # the form in the authors' code (Simonbolsen/P8), which Appendix A's r were tuned on: 1 / (|c - k| + 1)
+    LossEntry("proximity_authors", "CPA", "class proximity (the authors' code)", "mtm",
+              "mtm_engine.losses:proximity_authors", {"r": 1e4}, paper="Eq. 4-5, as the authors' code has it"),
     LossEntry("push_pull", "PP", "push-and-pull", "mtm", "mtm_engine.losses:push_pull", {"r": 0.95}, paper="Eq. 6-7"),
     LossEntry("comparison", "CM", "comparison", "mtm", "mtm_engine.losses:comparison", {"eps": EPS}, paper="Eq. 8"),
     # pytorch-metric-learning's proxy losses, the class embeddings as their proxies

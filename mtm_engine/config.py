@@ -81,6 +81,7 @@ class TrainSpec:
     amp: bool = True
     compile: bool = False          # torch.compile the network's forward pass (in place: same parameter names)
     deterministic: bool = False    # deterministic kernels only (CUDA); same numbers on the same machine type
+    freeze_batchnorm: bool = False   # the authors' loop: from epoch 2 on, the network trains in eval mode
 
 
 @dataclass

@@ -86,6 +86,10 @@ KEY_HELP = {
     'train.deterministic': (
         "deterministic kernels only (cuDNN's autotuner off, cuBLAS's deterministic workspace); an op without "
         "a deterministic kernel is an error. Slower on CUDA; the CPU is deterministic without it"),
+    'train.freeze_batchnorm': (
+        "the authors' loop: from epoch 2 on the network trains in eval mode, so BatchNorm normalises by the "
+        "running statistics of epoch 1 (their evaluation set `model.eval()` and training never set `model.train()` "
+        "again). Off: BatchNorm trains normally (ours)"),
     'eval.classifiers': "classifiers to evaluate; empty: every one that fits the head",
     'eval.batch_size': "batch size of the evaluation passes",
     'eval.centre_samples': (

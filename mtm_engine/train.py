@@ -66,7 +66,9 @@ def train_one_epoch(
 ) -> float | None:
     """Algorithm 1's inner loop, updating `average` (train.ema) after each step. Returns the mean
     per-instance training loss (of the trained weights), or None if stopped."""
-    model.train()   # every epoch: the original code left BatchNorm frozen after the first evaluation
+    # Train mode every epoch, unless train.freeze_batchnorm: the authors' loop evaluates in eval mode and never
+    # calls model.train() again, so from epoch 2 on BatchNorm normalises by epoch 1's running statistics.
+    model.train(not (spec.train.freeze_batchnorm and epoch > 1))
     loss_fn, arguments = loss_function(spec.loss.name), loss_arguments(spec.loss)   # its own parameters only
     lo = spec.loss
     device = split.y.device

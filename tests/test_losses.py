@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mtm_engine.catalogue import LOSSES, loss_arguments, loss_function
 from mtm_engine.config import LossSpec
-from mtm_engine.losses import comparison, cosine, cross_entropy, euclidean, proximity, push_pull
+from mtm_engine.losses import comparison, cosine, cross_entropy, euclidean, proximity, proximity_authors, push_pull
 
 
 def test_euclidean_is_the_summed_squared_distance_to_the_own_class_embedding():
@@ -38,6 +38,33 @@ def test_proximity_adds_r_times_the_inverse_squared_distances_to_other_classes(r
     y = torch.tensor([0])
     # |e - c0|^2 = 1; prox(c0) = 1/|c0-c1|^2 + 1/|c0-c2|^2 = 1/4 + 1/1
     assert proximity(e, y, C, r=r, eps=0.0).item() == pytest.approx(1 + r * 1.25)
+
+
+@pytest.mark.parametrize("r", [0.0, 2.0, 1e3])
+def test_the_authors_proximity_adds_r_times_one_over_the_distance_plus_one(r):
+    e = torch.tensor([[1.0, 0.0], [2.0, 1.0]])
+    C = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    y = torch.tensor([0, 1])
+    # e0: |e0 - c0|^2 = 1; prox(c0) = 1/(|c0-c1| + 1) + 1/(|c0-c2| + 1) = 1/6 + 1/2
+    # e1: |e1 - c1|^2 = 1 + 9 = 10; prox(c1) = 1/(5 + 1) + 1/(|(3, 3)| + 1) = 1/6 + 1/(3 sqrt(2) + 1)
+    first, second = 1 + r * (1 / 6 + 1 / 2), 10 + r * (1 / 6 + 1 / (3 * math.sqrt(2) + 1))
+    assert proximity_authors(e, y, C, r=r).item() == pytest.approx(first + second)
+    assert proximity_authors(e, y, C, r=r, reduction="mean").item() == pytest.approx((first + second) / 2)
+
+
+def test_the_two_proximity_forms_push_e_alike_and_c_differently():
+    """Their gradients with respect to e are equal (the pull alone); with respect to C they differ: at unit
+    distance Eq. 4's push d/dx 1/x^2 = -2 is 8x the authors' d/dx 1/(x + 1) = -1/4."""
+    e, y = torch.tensor([[0.5, 0.0]]), torch.tensor([0])
+    grads = []
+    for loss in (proximity, proximity_authors):
+        e_, C_ = e.clone().requires_grad_(), torch.tensor([[0.0, 0.0], [1.0, 0.0]], requires_grad=True)
+        loss(e_, y, C_, r=1.0).backward()
+        assert torch.isfinite(C_.grad).all()
+        grads.append((e_.grad, C_.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    # c1 is in the push term alone: d/dx of r * prox(c0) at x = |c0 - c1| = 1, along +x
+    assert grads[0][1][1, 0].item() == pytest.approx(-2.0) and grads[1][1][1, 0].item() == pytest.approx(-0.25)
 
 
 def test_proximity_eps_keeps_coinciding_classes_finite():

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from conftest import SMALL
 
 from mtm_engine.config import load_spec
 from mtm_engine.data import Dataset, Split, load_dataset
@@ -232,3 +233,31 @@ def test_resume_without_its_checkpoint_says_which_epochs_it_trains_again_and_ref
     assert seen == [(note, 0)]   # the row refreshed as soon as the records were dropped
     assert result.status == "finished" and result.message == note and store.row(run_id)["message"] == note
     assert [r["epoch"] for r in store.records(run_id)] == [1, 2]
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_batchnorm_keeps_epoch_1_s_statistics_from_epoch_2_on(freeze):
+    """train.freeze_batchnorm, the authors' loop: epoch 1 trains in train mode (BatchNorm's running statistics
+    move), epoch 2 in eval mode (they stay at epoch 1's, while the weights still learn)."""
+    from mtm_engine.models import build_model
+    from mtm_engine.optim import make_optimiser
+    from mtm_engine.train import train_one_epoch
+
+    spec = load_spec(overrides=[*SMALL, f"train.freeze_batchnorm={str(freeze).lower()}"])
+    data = load_dataset(spec.data)
+    torch.manual_seed(0)
+    model = build_model(spec.model, 1, data.num_classes)
+    optimiser = make_optimiser(spec, model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    def statistics():
+        return torch.cat([t.clone() for m in norms for t in (m.running_mean, m.running_var)])
+
+    before = statistics()
+    train_one_epoch(model, data.train, spec, optimiser, epoch=1)
+    after_one = statistics()
+    weights = [p.clone() for p in model.parameters()]
+    train_one_epoch(model, data.train, spec, optimiser, epoch=2)
+    assert not torch.equal(before, after_one) and model.training is not freeze
+    assert torch.equal(statistics(), after_one) is freeze
+    assert any(not torch.equal(w, p) for w, p in zip(weights, model.parameters()))
