@@ -91,6 +91,8 @@ class EvalSpec:
     centre_samples: int = 0        # training images whose embeddings give the centres G; 0: all of them
     flip_tta: bool = False         # embed each image and its mirror image, and average (for mirror-symmetric kinds)
     retrieval: bool = False        # precision@1, R-precision, MAP@R, NMI, AMI on test (pytorch-metric-learning)
+    authors_geometry: bool = False   # also the geometry as the authors' analysis code measures it
+    selection: Literal["val", "max-test"] = "val"   # the epoch a run reports; max-test: the authors' (optimistic)
 
 
 @dataclass
@@ -104,6 +106,12 @@ class Spec:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    @property
+    def selects_on(self) -> str:
+        """The split whose accuracy picks the run's reported epoch (and a sweep's score): validation, or test under
+        the authors' protocol (eval.selection = "max-test")."""
+        return "test" if self.eval.selection == "max-test" else "val"
 
     @property
     def classifiers(self) -> tuple[str, ...]:

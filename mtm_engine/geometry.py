@@ -73,6 +73,41 @@ def class_embedding_separation(s: Embedded) -> dict[str, float]:
     return {} if s.class_embeddings is None else {"ce_separation": mean_pairwise_distance(s.class_embeddings)}
 
 
+def upper_median(values: Tensor) -> float:
+    """The authors' median: the element at index n // 2 of the sorted values (the upper of the middle two where n
+    is even; torch.median takes the lower)."""
+    return values.sort().values[len(values) // 2].item()
+
+
+def split_authors_geometry(s: Embedded) -> dict[str, float]:
+    """With eval.authors_geometry: the geometry as the authors' analysis code measures it (Figs. 15-19), beside ours.
+    Against the TRAINING split's centres G where ours uses the split's own, with their upper median:
+      authors_cluster_size       upper median over points of |e_i - g_{y_i}|
+      authors_median_cosine      upper median over points of cos(e_i, g_{y_i})
+      authors_centre_separation  the sum over unordered pairs k < l of the split's own |g_k - g_l|, over K: (K - 1) / 2
+                                 times our mean (their sum is over k < l; divided by K, not by the pair count)"""
+    if not s.spec.eval.authors_geometry:
+        return {}
+    own = s.centres[s.y]                                   # [N, d] training centres (absent classes: 0)
+    G, present = _present_centres(s.e, s.y)
+    Gp = G[present]                                        # [K', d] the split's own centres
+    K = len(Gp)
+    pairs = torch.cdist(Gp, Gp).triu(diagonal=1).sum()     # over k < l
+    return {"authors_cluster_size": upper_median((s.e - own).norm(dim=1)),
+            "authors_median_cosine": upper_median(F.cosine_similarity(s.e, own, dim=1)),
+            "authors_centre_separation": (pairs / K).item()}
+
+
+def authors_centre_distance(s: Embedded) -> dict[str, float]:
+    """With eval.authors_geometry: ρ as the authors measure it: the mean over classes of |g_k - avg(G)| for the
+    TRAINING split's centres (ours: each split's own), so one value a run."""
+    if not s.spec.eval.authors_geometry:
+        return {}
+    present = torch.bincount(s.train_y, minlength=len(s.centres)) > 0
+    G = s.centres[present]
+    return {"authors_centre_distance": (G - G.mean(dim=0)).norm(dim=1).mean().item()}
+
+
 LDA_REG = 1e-3   # Fisher LDA: Sw + LDA_REG * trace(Sw) / d * I, so that Sw is invertible (d > N, collapsed classes)
 DEFAULT_PROJECTION = "centres"
 

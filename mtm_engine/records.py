@@ -97,6 +97,7 @@ class Metric:
 
 
 _GEOMETRY, _RETRIEVAL = "mtm_engine.geometry:split_geometry", "mtm_engine.metric_learning:split_retrieval"
+_AUTHORS, _AUTHORS_CHART = "mtm_engine.geometry:split_authors_geometry", "Authors'"
 METRICS: dict[str, Metric] = {}
 
 
@@ -121,6 +122,14 @@ for _metric in (
     Metric("centre_separation", "centre separation", "mean |g_k - g_l|", True, "Figs. 18-19", function=_GEOMETRY,
            chart="Separation", legend="|g_k - g_l|", curve=True),
     Metric("median_cosine", "median cosine", "cos", False, function=_GEOMETRY, chart="Cosine", curve=True),
+    # eval.authors_geometry: as the authors' analysis code measures them (geometry.split_authors_geometry)
+    Metric("authors_cluster_size", "cluster size (authors')", "σ'", True, function=_AUTHORS, chart=_AUTHORS_CHART,
+           show=True),
+    Metric("authors_centre_distance", "centre distance (authors')", "ρ'", True, per_split=False,
+           function="mtm_engine.geometry:authors_centre_distance", chart=_AUTHORS_CHART, show=True),
+    Metric("authors_centre_separation", "centre separation (authors')", "Σ|g_k - g_l| / K", True, function=_AUTHORS,
+           chart=_AUTHORS_CHART, legend="sep'"),
+    Metric("authors_median_cosine", "median cosine (authors')", "cos'", False, function=_AUTHORS, show=True),
     # MTM heads only
     Metric("ce_separation", "class embedding separation", "mean |c_k - c_l|", True, per_split=False,
            function="mtm_engine.geometry:class_embedding_separation", chart="Separation", legend="|c_k - c_l|"),
@@ -160,6 +169,7 @@ class RunRow(TypedDict, total=False):
     seed: int
     epochs: int
     primary: str                   # the classifier of best_val and test_acc
+    selection: str                 # eval.selection: how best_epoch was chosen ("max-test": on test, optimistic)
     epoch: int                     # epochs recorded
     best_epoch: int | None
     best_val: float | None

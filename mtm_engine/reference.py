@@ -103,6 +103,14 @@ KEY_HELP = {
         "test-time augmentation: embed each image and its mirror image and average them (a normalised "
         "embedding goes back onto its sphere); for kinds that are mirror-symmetric (clothes, not digits); "
         "doubles the evaluation's cost"),
+    'eval.authors_geometry': (
+        "also record the geometry as the authors' analysis code measures it (`authors_*`, beside ours): σ and "
+        "the median cosine against the training split's centres with the upper median, ρ of the training centres, "
+        "and their centre separation (a sum over pairs over K: (K - 1)/2 times our mean)"),
+    'eval.selection': (
+        "the epoch a run reports (its `best.pt`, the Runs table, a sweep's score): `val`, the best validation "
+        "accuracy (ours); `max-test`, the best test accuracy, the authors' protocol (Tables 6-7): optimistic, "
+        "marked `*` beside its test accuracy"),
 }
 
 

@@ -79,11 +79,13 @@ def cuda_visible_devices() -> list[str] | None:
 
 
 def summary_fields(spec: Spec, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The index row's figures: epochs done, best validation accuracy of the primary classifier
-    (the first of spec.classifiers) and the test accuracy at that epoch."""
+    """The index row's figures: epochs done, the epoch eval.selection picks for the primary classifier (the first of
+    spec.classifiers: best validation accuracy, or under the authors' protocol best test accuracy), and its
+    validation and test accuracies."""
     primary = spec.classifiers[0]
-    best = select_epoch(records, primary, "val")
+    best = select_epoch(records, primary, spec.eval.selection)
     return {
+        "selection": spec.eval.selection,
         "epoch": max((r["epoch"] for r in records), default=0),
         "best_epoch": best["epoch"] if best else None,
         "best_val": best.get(acc_key("val", primary)) if best else None,

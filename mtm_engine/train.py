@@ -187,7 +187,7 @@ def fit(
         # Record first, then checkpoint: a kill between the two re-runs this epoch on resume, and
         # the store replaces its record (same seed, same numbers) rather than losing it.
         records.append(record)
-        best = summarise(records, spec.classifiers[:1])["val"].get(spec.classifiers[0], {}).get("epoch") == epoch
+        best = summarise(records, spec.classifiers[:1])[spec.eval.selection].get(spec.classifiers[0], {}).get("epoch") == epoch
         write_snapshot(run_dir, snapshot, epoch, best=best)
         sink.emit(EpochEnded(epoch, record))
         # best.pt before checkpoint.pt: a kill between the two leaves a best.pt that the resumed epoch rewrites.

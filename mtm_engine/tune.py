@@ -291,7 +291,7 @@ class StoreCallback(tune.Callback):
         store.append_epoch(run_id, record, {**summary_fields(spec, records), "device": result.get("device"),
                                             "node": result.get("node"), "worker_host": result.get("hostname"),
                                             "node_ip": result.get("node_ip")})
-        metric = acc_key("val", spec.classifiers[0])
+        metric = acc_key(spec.selects_on, spec.classifiers[0])
         self._tell(f"trial {run_id} epoch {record['epoch']}/{spec.train.epochs} {metric} {record.get(metric, 0):.4f}")
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
@@ -431,7 +431,7 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
         sweep_id = sweep_id or secrets.token_hex(4)
     base = with_absolute_paths(spec).to_dict()   # trials run in their own folders, maybe on other nodes
     base["train"]["epochs"] = t.max_epochs
-    metric, mode = acc_key("val", t.metric), "max"
+    metric, mode = acc_key(spec.selects_on, t.metric), "max"
     # First the storage, then Ray: a folder that cannot be written or a cluster that cannot be joined
     # leaves no sweep behind.
     storage = saved["storage"] if resume and "storage" in saved else storage_path(t.storage, store.home, sweep_id)

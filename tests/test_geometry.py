@@ -240,3 +240,33 @@ def test_the_first_layout_reads_as_its_pca_plane():
     assert describe("pca", planes["pca"], old["labels"]) == \
         "PCA of the points: 75% + 25% of the points' variance; 100% nearest their own centre"
     assert projections(None) == {} and default_projection(None) is None and next_projection({}, None) is None
+
+
+def test_the_authors_geometry_matches_a_hand_computation():
+    """Against the TRAINING centres, upper medians, ρ of the training centres, separation summed over k < l / K."""
+    from mtm_engine.config import load_spec
+    from mtm_engine.evaluate import Embedded, measure
+
+    spec = load_spec(overrides=["eval.authors_geometry=true"])
+    # training centres: g0 = (0, 1), g1 = (4, 0), g2 = (0, 3); their mean (4/3, 4/3)
+    train_e = torch.tensor([[-1.0, 1.0], [1.0, 1.0], [4.0, 0.0], [0.0, 3.0]])
+    train_y = torch.tensor([0, 0, 1, 2])
+    G = class_centres(train_e, train_y, 3)
+    # the split (class 2 absent): class 0 at (1, 0) and (0, 2), class 1 at (4, 1) and (6, 0)
+    e = torch.tensor([[1.0, 0.0], [0.0, 2.0], [4.0, 1.0], [6.0, 0.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    embedded = Embedded("val", e, y, 3, train_e, train_y, G, None, spec)
+    record, once = measure(embedded, per_split=True), measure(embedded, per_split=False)
+    # distances to the training centres: sqrt(2), 1, 1, 2 -> sorted 1, 1, sqrt(2), 2: the upper median, index 4 // 2
+    assert record["val_authors_cluster_size"] == pytest.approx(math.sqrt(2))
+    # cosines to the training centres: 0, 1, 4 / sqrt(17), 1 -> sorted 0, 0.970, 1, 1 -> 1 (the lower would be 0.970)
+    assert record["val_authors_median_cosine"] == pytest.approx(1.0)
+    # the split's own centres (0.5, 1) and (5, 0.5): one pair, sqrt(4.5^2 + 0.5^2), over K = 2
+    assert record["val_authors_centre_separation"] == pytest.approx(math.hypot(4.5, 0.5) / 2)
+    # ρ' of the training centres: the mean of |g_k - (4/3, 4/3)|
+    rho = (math.hypot(4 / 3, 1 / 3) + math.hypot(8 / 3, 4 / 3) + math.hypot(4 / 3, 5 / 3)) / 3
+    assert once["authors_centre_distance"] == pytest.approx(rho)
+    # ours beside them: the distances to the split's own centres, all hypot(0.5, 1)
+    assert record["val_cluster_size"] == pytest.approx(math.hypot(0.5, 1))
+    plain = Embedded("val", e, y, 3, train_e, train_y, G, None, load_spec())
+    assert not any("authors" in key for key in {**measure(plain, True), **measure(plain, False)})

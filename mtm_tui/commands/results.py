@@ -111,7 +111,7 @@ def show(run: str = RUN,
     from mtm_engine.records import METRICS, acc_key, classifiers_in
     from mtm_engine.results import summarise
     from mtm_engine.store import LOG
-    from mtm_tui.services.rows import gpu_memory, pct, status, tags_and_note
+    from mtm_tui.services.rows import TEST_SELECTED, gpu_memory, pct, status, tags_and_note
 
     store = open_store(home)
     run_id = store.resolve(run, aside)
@@ -121,7 +121,8 @@ def show(run: str = RUN,
         return
     console.print(f"[bold]{run_id}[/] {meta['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}"
                   f"  device {row.get('device') or '-'}  seed {meta['seed']}")
-    for line in (row["message"], tags_and_note(row)):   # what happened to it; what the user wrote on it
+    for line in (row["message"], tags_and_note(row),   # what happened to it; what the user wrote on it
+                 TEST_SELECTED if row.get("selection") == "max-test" else ""):
         if line:
             console.print(line, markup=False, highlight=False)
     for section, values in meta["spec"].items():
@@ -130,7 +131,8 @@ def show(run: str = RUN,
                           highlight=False)
     if records:
         classifiers = classifiers_in(records)
-        shown = [m for m in METRICS.values() if m.show]   # the test split's, in one compact format
+        # the test split's measures that the run records, in one compact format
+        shown = [m for m in METRICS.values() if m.show and any(m.key() in r for r in records)]
         table = Table(title=f"per epoch: val/test accuracy %, test {listed_words([m.words for m in shown])}",
                       box=None, header_style="bold")
         gpu = "gpu_mem_allocated_gb" in records[-1]   # only runs on CUDA have GPU figures

@@ -20,7 +20,7 @@ from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 from mtm_tui.services import jobs
-from mtm_tui.services.rows import gpu_memory, progress, status, stop_question, tags_and_note
+from mtm_tui.services.rows import TEST_SELECTED, gpu_memory, progress, status, stop_question, tags_and_note
 from mtm_tui.widgets.certainty import CertaintyView
 from mtm_tui.widgets.charts import MetricChart, View, charts
 
@@ -69,12 +69,14 @@ class RunScreen(PollingScreen):
         self.records: list[dict[str, Any]] = []
         self.row: dict[str, Any] = {}
         self.view = View()
+        self.charts = charts()
+        self.hidden: set[str] = set()   # the tabs of charts that the run's records have nothing for
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="run-header")
         with TabbedContent(id="charts"):
-            for n, chart in enumerate(charts().values()):
+            for n, chart in enumerate(self.charts.values()):
                 with TabPane(chart.tab, id=f"chart-{n}"):
                     yield MetricChart(chart)
             with TabPane("Certainty", id="certainty"):
@@ -111,7 +113,9 @@ class RunScreen(PollingScreen):
             + (f" {records[-1]['gpu_util_pct']:.0f}%" if records and "gpu_util_pct" in records[-1] else "")
             + (f"\n[yellow]epoch {row['epoch'] + 1}: {in_flight}[/]" if in_flight else "")
             + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else "")
+            + (f"\n{TEST_SELECTED}" if row.get("selection") == "max-test" else "")
             + (f"\n{escape(tags_and_note(row))}" if tags_and_note(row) else ""))
+        self._hide_empty_charts(records)
         self.draw_active()
         self.query_one(CertaintyView).update(certainty)
         self._best_vs_last(records)
@@ -120,6 +124,19 @@ class RunScreen(PollingScreen):
             f"[b]{section}[/b]  " + "  ".join(f"{k}={v!r}" for k, v in values.items())
             for section, values in spec.items() if isinstance(values, dict)))
         self.query_one("#log", Static).update(f"[b]log[/b]\n{log}")
+
+    def _hide_empty_charts(self, records: list[dict[str, Any]]) -> None:
+        """A chart of measures the run does not record (the authors' geometry of a run without
+        eval.authors_geometry) has no tab, once the run has records to tell."""
+        everything = View(self.view.classifier, test=True)
+        hidden = {f"chart-{n}" for n, chart in enumerate(self.charts.values())
+                  if records and not chart.series(records, everything)}
+        tabs = self.query_one(TabbedContent)
+        for pane in hidden - self.hidden:
+            tabs.hide_tab(pane)
+        for pane in self.hidden - hidden:
+            tabs.show_tab(pane)
+        self.hidden = hidden
 
     def draw_active(self) -> None:
         """Redraw the chart on show only: a hidden tab is drawn when it is opened."""

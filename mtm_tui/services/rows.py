@@ -27,6 +27,10 @@ def age(seconds: float) -> str:
     return f"{max(0, int(seconds))}s"
 
 
+# Said beside a run whose reported epoch the test split chose (eval.selection = "max-test")
+TEST_SELECTED = "* its epoch chosen on test (eval.selection = max-test): the authors' protocol, optimistic"
+
+
 def pct(value: float | None, decimals: int = 2) -> str:
     return "-" if value is None else f"{100 * value:.{decimals}f}"
 
@@ -110,7 +114,8 @@ def row_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
     return (row["id"][:8], row["name"], status(row["status"], row.get("queue_place")), title_of(DATASETS, row["dataset"]),
             title_of(BACKBONES, row["backbone"]), loss_code(row["loss"]),
             str(row.get("dim") or "-"), f"{row['epoch']}/{row['epochs']}", pct(row.get("best_val")),
-            pct(row.get("test_acc")), age(now - row["created"]), row.get("sweep") or "")
+            pct(row.get("test_acc")) + ("*" if row.get("selection") == "max-test" else ""), age(now - row["created"]),
+            row.get("sweep") or "")
 
 
 def searchable(row: dict[str, Any]) -> str:
