@@ -85,11 +85,14 @@ class LossEntry:
     # its own loss.* keys (LossSpec's fields) with their defaults; the loss's r default is used where a config
     # gives none (default_r), the others are LossSpec's
     params: dict[str, float] = field(default_factory=dict)
+    # the search space of its own parameters in a sweep without [tune.space] (sweep_spec.paper_space)
+    search: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     extra: str = ""                             # the optional dependency it needs (an install extra)
     paper: str = ""                             # its equations in the paper
 
 
 LOSSES: dict[str, LossEntry] = {}
+_R_SEARCH = {"r": {"loguniform": [1e3, 1e6]}}
 
 
 def register_loss(entry: LossEntry) -> None:
@@ -100,12 +103,12 @@ def register_loss(entry: LossEntry) -> None:
 for _entry in (
     LossEntry("euclidean", "E", "euclidean distance", "mtm", "mtm_engine.losses:euclidean", paper="Eq. 1"),
     LossEntry("cosine", "C", "cosine distance", "mtm", "mtm_engine.losses:cosine", {"eps": EPS}, paper="Eq. 2-3"),
-    # proximity's r: inside the paper's range [1e3, 1e6]
+    # proximity's r: inside the paper's range [1e3, 1e6], searched log-uniformly (the authors: uniformly)
     LossEntry("proximity", "CP", "class proximity", "mtm", "mtm_engine.losses:proximity", {"r": 1e4, "eps": EPS},
-              paper="Eq. 4-5"),
+              _R_SEARCH, paper="Eq. 4-5"),
     # the form in the authors' code (Simonbolsen/P8), which Appendix A's r were tuned on: 1 / (|c - k| + 1)
     LossEntry("proximity_authors", "CPA", "class proximity (the authors' code)", "mtm",
-              "mtm_engine.losses:proximity_authors", {"r": 1e4}, paper="Eq. 4-5, as the authors' code has it"),
+              "mtm_engine.losses:proximity_authors", {"r": 1e4}, _R_SEARCH, paper="Eq. 4-5, as the authors' code has it"),
     LossEntry("push_pull", "PP", "push-and-pull", "mtm", "mtm_engine.losses:push_pull", {"r": 0.95}, paper="Eq. 6-7"),
     LossEntry("comparison", "CM", "comparison", "mtm", "mtm_engine.losses:comparison", {"eps": EPS}, paper="Eq. 8"),
     # pytorch-metric-learning's proxy losses, the class embeddings as their proxies

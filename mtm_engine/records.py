@@ -79,7 +79,7 @@ class Metric:
     curve: bool = False    # offered per epoch in Compare, drawn by `mtm plot`, a column of `mtm export RUN`'s epochs
     column: bool = False   # a column of `mtm export --measures`, at the validation-selected epoch
     show: bool = False     # a column of `mtm show`'s epochs
-    fmt: str = ".3f"       # a value in the measures table
+    fmt: str = ".3f"       # how a value is written where its column has its own format (the measures table)
 
     def key(self, split: str = "test", classifier: str = "cos") -> str:
         """The record key, e.g. test_cluster_size, or val_acc_cos for the accuracy."""
@@ -91,10 +91,6 @@ class Metric:
     def words(self) -> str:
         """How a title names it: its label, with its symbol where that is one letter ("cluster size σ")."""
         return f"{self.label} {self.symbol}" if len(self.symbol) == 1 else self.label
-
-    def format(self, value: float | None) -> str:
-        return "-" if value is None else f"{value:{self.fmt}}"
-
 
 _GEOMETRY, _RETRIEVAL = "mtm_engine.geometry:split_geometry", "mtm_engine.metric_learning:split_retrieval"
 _AUTHORS, _AUTHORS_CHART = "mtm_engine.geometry:split_authors_geometry", "Authors'"

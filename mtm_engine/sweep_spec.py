@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from mtm_engine.catalogue import loss_entry
 from mtm_engine.config import (
     SECTIONS,
     Spec,
@@ -56,14 +57,13 @@ def planned_trials(settings: dict[str, Any]) -> int:
 
 
 def paper_space(spec: Spec) -> dict[str, dict[str, Any]]:
-    """The search space for this model: r loguniform 1e3..1e6 for proximity is the paper's (Section IV-D,
-    the only range it states); lr loguniform 1e-5..1e-2 and d integer 200..2000 (class-embedding heads)
-    are ours, chosen to cover the values of its Appendix A; push_pull keeps r = 0.95."""
+    """The search space for this model: lr loguniform 1e-5..1e-2 and d integer 200..2000 (class-embedding heads),
+    the authors' (their code's hyperopt space); r over 1e3..1e6 for proximity, the paper's range (Section IV-D),
+    drawn loguniform (ours: the authors drew a uniform integer); push_pull keeps r = 0.95."""
     space: dict[str, dict[str, Any]] = {"train.lr": {"loguniform": [1e-5, 1e-2]}}
     if spec.model.head == "mtm":
         space["model.dim"] = {"integer": [200, 2000]}
-    if spec.loss.name == "proximity":
-        space["loss.r"] = {"loguniform": [1e3, 1e6]}
+    space.update({f"loss.{key}": values for key, values in loss_entry(spec.loss.name).search.items()})
     return space
 
 

@@ -33,8 +33,8 @@ def test_pure_head_defaults_to_its_classifiers():
 
 @pytest.mark.parametrize("override, message", [
     ("loss.r=1.5", "loss.r = 1.5: push_pull needs r < 1 (at r >= 1 the loss is unbounded below); try 0.95"),
-    ("loss.name=hinge", "loss.name = 'hinge': unknown; choose one of euclidean, cosine, proximity, push_pull, "
-                        "comparison, proxy_anchor, proxy_nca, normalized_softmax, arcface, cross_entropy"),
+    ("loss.name=hinge", "loss.name = 'hinge': unknown; choose one of euclidean, cosine, proximity, proximity_authors, "
+                        "push_pull, comparison, proxy_anchor, proxy_nca, normalized_softmax, arcface, cross_entropy"),
     ("model.backbone=vgg", "model.backbone = 'vgg': unknown; choose one of convnet, resnet18"),
     ("data.dataset=svhn", "data.dataset = 'svhn': unknown; choose one of digits, mnist"),
     ("train.lr=-1", "train.lr = -1.0: must be above 0"),

@@ -148,18 +148,18 @@ def keys(as_json: bool = typer.Option(False, "--json", help="Print one JSON obje
     """List every configuration key: its default, the values it takes, and what it means."""
     from mtm_engine.config import Spec, choices
     from mtm_engine.records import flatten_spec
-    from mtm_engine.reference import KEY_HELP, shown_default
+    from mtm_engine.reference import key_help, shown_default
 
     defaults, named = flatten_spec(Spec().to_dict()), choices()
     if as_json:
         print(json.dumps({key: {"default": defaults.get(key), "choices": list(named.get(key, ())),
-                                "meaning": meaning.replace("`", "")} for key, meaning in KEY_HELP.items() if key != "name"},
+                                "meaning": meaning.replace("`", "")} for key, meaning in key_help().items() if key != "name"},
                          indent=1))
         return
     table = Table(box=None, header_style="bold")
     for column in ("key", "default", "meaning"):
         table.add_column(column, overflow="fold")
-    for key, meaning in KEY_HELP.items():
+    for key, meaning in key_help().items():
         if key in defaults:
             one_of = f" (one of {', '.join(named[key])})" if key in named else ""
             table.add_row(key, shown_default(defaults[key]), meaning.replace("`", "") + one_of)
