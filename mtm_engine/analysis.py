@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mtm_engine.catalogue import CLASSIFIERS, DATASETS
-from mtm_engine.certainty import (
+from mtm_engine.checkpoints import load_state, read_checkpoint
+from mtm_engine.classifiers import predict
+from mtm_engine.config import FOLDER_PREFIX, Spec
+from mtm_engine.data import Dataset, load_dataset, without_classes
+from mtm_engine.devices import resolve_device
+from mtm_engine.errors import ConfigError, DataError
+from mtm_engine.evaluate import centre_subset, embed, evaluate
+from mtm_engine.measures.certainty import (
     COVERAGES,
     ClassGaussians,
     accuracy_at_coverage,
@@ -26,15 +33,15 @@ from mtm_engine.certainty import (
     risk_coverage_points,
     softmax_scores,
 )
-from mtm_engine.checkpoints import load_state, read_checkpoint
-from mtm_engine.classifiers import predict
-from mtm_engine.config import FOLDER_PREFIX, Spec
-from mtm_engine.data import Dataset, load_dataset, without_classes
-from mtm_engine.devices import resolve_device
-from mtm_engine.errors import ConfigError, DataError
-from mtm_engine.evaluate import centre_subset, embed, evaluate
-from mtm_engine.fewshot import EPISODES, QUERIES, episode_accuracy, generalised_accuracy, mean_ci, sample_episode
-from mtm_engine.geometry import class_centres
+from mtm_engine.measures.fewshot import (
+    EPISODES,
+    QUERIES,
+    episode_accuracy,
+    generalised_accuracy,
+    mean_ci,
+    sample_episode,
+)
+from mtm_engine.measures.geometry import class_centres
 from mtm_engine.models import MovingTargetsNet, build_model
 from mtm_engine.records import BEST, CHECKPOINT
 

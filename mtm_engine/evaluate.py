@@ -17,7 +17,7 @@ from mtm_engine.classifiers import predict
 from mtm_engine.config import Spec
 from mtm_engine.data import Dataset, Split
 from mtm_engine.devices import autocast
-from mtm_engine.geometry import class_centres, embedding_snapshot
+from mtm_engine.measures.geometry import class_centres, embedding_snapshot
 from mtm_engine.models import MovingTargetsNet
 from mtm_engine.records import METRICS, SNAPSHOTS, acc_key
 

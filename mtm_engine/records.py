@@ -92,8 +92,8 @@ class Metric:
         """How a title names it: its label, with its symbol where that is one letter ("cluster size σ")."""
         return f"{self.label} {self.symbol}" if len(self.symbol) == 1 else self.label
 
-_GEOMETRY, _RETRIEVAL = "mtm_engine.geometry:split_geometry", "mtm_engine.metric_learning:split_retrieval"
-_AUTHORS, _AUTHORS_CHART = "mtm_engine.geometry:split_authors_geometry", "Authors'"
+_GEOMETRY, _RETRIEVAL = "mtm_engine.measures.geometry:split_geometry", "mtm_engine.metric_learning:split_retrieval"
+_AUTHORS, _AUTHORS_CHART = "mtm_engine.measures.geometry:split_authors_geometry", "Authors'"
 METRICS: dict[str, Metric] = {}
 
 
@@ -122,14 +122,14 @@ for _metric in (
     Metric("authors_cluster_size", "cluster size (authors')", "σ'", True, function=_AUTHORS, chart=_AUTHORS_CHART,
            show=True),
     Metric("authors_centre_distance", "centre distance (authors')", "ρ'", True, per_split=False,
-           function="mtm_engine.geometry:authors_centre_distance", chart=_AUTHORS_CHART, show=True),
+           function="mtm_engine.measures.geometry:authors_centre_distance", chart=_AUTHORS_CHART, show=True),
     Metric("authors_centre_separation", "centre separation (authors')", "Σ|g_k - g_l| / K", True, function=_AUTHORS,
            chart=_AUTHORS_CHART, legend="sep'"),
     Metric("authors_median_cosine", "median cosine (authors')", "cos'", False, function=_AUTHORS, show=True),
     # MTM heads only
     Metric("ce_separation", "class embedding separation", "mean |c_k - c_l|", True, per_split=False,
-           function="mtm_engine.geometry:class_embedding_separation", chart="Separation", legend="|c_k - c_l|"),
-    Metric("ce_gap", "class embedding gap", "mean |c_k - g_k|", True, function="mtm_engine.geometry:class_embedding_gaps",
+           function="mtm_engine.measures.geometry:class_embedding_separation", chart="Separation", legend="|c_k - c_l|"),
+    Metric("ce_gap", "class embedding gap", "mean |c_k - g_k|", True, function="mtm_engine.measures.geometry:class_embedding_gaps",
            chart="Separation", legend="|c_k - g_k|"),
 ):
     register_metric(_metric)

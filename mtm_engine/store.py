@@ -24,11 +24,9 @@ import errno
 import fcntl
 import json
 import os
-import re
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,10 +34,10 @@ from tinydb import Query, TinyDB
 from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
-from mtm_engine.atomic import atomic_write, writer_of
+from mtm_engine.atomic import atomic_write
 from mtm_engine.errors import MtmError
 from mtm_engine.events import Progress
-from mtm_engine.processes import owner, pid_alive, same_process_alive
+from mtm_engine.processes import owner, same_process_alive
 from mtm_engine.records import LIVE, MEASUREMENTS, PROGRESS, SNAPSHOTS, EpochRecord, RunMeta, RunRow, Status
 
 FORMAT = 1
@@ -166,7 +164,7 @@ def writing(path: Path, elsewhere: str = "a writable home with --home or MTM_HOM
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """An exclusive inter-process lock for changing `path` (a sibling .lock file)."""
     lock = path.with_name(f".{path.name}.lock")
     with writing(lock):
@@ -202,9 +200,9 @@ class Store:
         return self.home / "runs" / run_id
 
     def exists(self, run_id: str) -> bool:
-        return self._run_file(run_id).exists()
+        return self.run_file(run_id).exists()
 
-    def _run_file(self, run_id: str) -> Path:
+    def run_file(self, run_id: str) -> Path:
         return self.run_dir(run_id) / RUN_FILE
 
     def _index_file(self, shard: str) -> Path:
@@ -217,15 +215,15 @@ class Store:
         now = time.time()
         shard = f"sweep-{row['sweep']}" if row.get("sweep") else time.strftime("day-%Y-%m-%d", time.localtime(now))
         row = {**row, "id": run_id, "shard": shard, "created": now, "updated": now, "heartbeat": now, "queued": now}
-        path = self._run_file(run_id)
-        with _locked(path):
+        path = self.run_file(run_id)
+        with locked(path):
             if path.exists():
                 raise StoreError(f"run {run_id} exists already")
             with _open(path, "run") as db:
                 db.table("meta").insert({**meta, "id": run_id})
                 db.table("row").insert(row)
                 db.table("epochs")   # an empty table: the file is complete from the start
-        self._write_index_row(row)
+        self.write_index_row(row)
 
     def _change_run(self, run_id: str, change: Callable[[Any], None] = lambda db: None, *, index: bool = False,
                     accept: Callable[[dict[str, Any]], bool] | None = None, **fields: Any) -> bool:
@@ -234,10 +232,10 @@ class Store:
         that two changes of one run reach the index in the order they reached the run file. With
         `accept`, change nothing unless it holds for the row as stored (a compare-and-set; a run
         deleted meanwhile is not accepted). Returns whether it changed the run."""
-        path = self._run_file(run_id)
+        path = self.run_file(run_id)
         if not path.exists() and accept is None:
             raise StoreError(f"no run {run_id!r} in {self.home}; `mtm list` shows the runs")
-        with _locked(path):
+        with locked(path):
             if accept is not None:
                 try:
                     if not accept(self._read_run(run_id)["row"]["1"]):
@@ -250,7 +248,7 @@ class Store:
                 table.update(fields)
                 row = dict(table.all()[0])
             if index:
-                self._write_index_row(row)   # lock order: a run's file, then an index shard; never the reverse
+                self.write_index_row(row)   # lock order: a run's file, then an index shard; never the reverse
         return True
 
     def update(self, run_id: str, **fields: Any) -> None:
@@ -293,15 +291,15 @@ class Store:
         """Forget records past `epoch` (those of a checkpoint that never landed)."""
         self._change_run(run_id, lambda db: db.table("epochs").remove(Query().epoch > epoch))
 
-    def _write_index_row(self, row: dict[str, Any]) -> None:
+    def write_index_row(self, row: dict[str, Any]) -> None:
         path = self._index_file(row["shard"])
-        with _locked(path), _open(path, "index") as db:
+        with locked(path), _open(path, "index") as db:
             db.table("runs").upsert(row, Query().id == row["id"])
 
     def delete(self, run_id: str) -> None:
         row = self.row(run_id)
         path = self._index_file(row["shard"])
-        with _locked(path), _open(path, "index") as db:
+        with locked(path), _open(path, "index") as db:
             db.table("runs").remove(Query().id == run_id)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
@@ -313,7 +311,7 @@ class Store:
 
         The run folders are the truth: an index row whose folder is gone (a ghost) is left out, and a run
         missing from the index (its shard moved aside) is read from its own file. `doctor` mends both."""
-        on_disk = self._run_ids()
+        on_disk = self.run_ids()
         indexed = self._index_rows()
         rows = [self._fresh(row) if row["status"] in LIVE else row for row in indexed if row["id"] in on_disk]
         for run_id in on_disk - {row["id"] for row in indexed}:
@@ -323,7 +321,7 @@ class Store:
                     rows.append(self._shown(row))
         return sorted(rows, key=lambda r: r["created"])
 
-    def _run_ids(self) -> set[str]:
+    def run_ids(self) -> set[str]:
         """The run folders' names (one directory listing)."""
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):   # a link is not a run (doctor moves it)
             return {entry.name for entry in os.scandir(self.home / "runs") if entry.is_dir(follow_symlinks=False)}
@@ -331,74 +329,13 @@ class Store:
 
     def ghosts(self) -> list[dict[str, Any]]:
         """Index rows whose run folder is gone."""
-        on_disk = self._run_ids()
+        on_disk = self.run_ids()
         return [row for row in self._index_rows() if row["id"] not in on_disk]
 
     def remove_index_row(self, row: dict[str, Any]) -> None:
         path = self._index_file(row["shard"])
-        with _locked(path), _open(path, "index") as db:
+        with locked(path), _open(path, "index") as db:
             db.table("runs").remove(Query().id == row["id"])
-
-    def doctor(self, fix: bool = True) -> "Checkup":
-        """Mend what a damaged index or run folder leaves, from the run folders' own files (the truth):
-        unreadable index shards and run files are moved into HOME/quarantine/<time>/ (nothing is deleted),
-        ghost rows (no run folder) are removed, every readable run's row is written to its index shard where it
-        is missing or out of date, and the half-written temporary files of writers that were killed are removed.
-        With fix=False, only says what it would do."""
-        checkup = Checkup()
-        quarantine = self.home / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
-
-        def move(path: Path) -> None:
-            target = quarantine / path.relative_to(self.home)
-            checkup.quarantined.append((path, target))
-            if fix:
-                with writing(target):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(path, target)
-
-        for path in sorted((self.home / "index").glob("*.json")):
-            try:
-                AtomicJSONStorage(str(path), "index").read()
-            except StoreError:
-                move(path)
-        indexed = {}
-        for path in sorted((self.home / "index").glob("*.json")):
-            with contextlib.suppress(StoreError):   # quarantined above (fix=False leaves it there)
-                indexed.update((row["id"], row) for row in (AtomicJSONStorage(str(path), "index").read() or {})
-                               .get("runs", {}).values())
-        for link in sorted(p for p in (self.home / "runs").glob("*") if p.is_symlink()):
-            move(link)   # another run's folder under a second name: listed twice, exported as two seeds
-        for run_id in sorted(self._run_ids()):
-            path = self._run_file(run_id)
-            with _locked(path):   # not while the run is created or changed
-                try:
-                    data = AtomicJSONStorage(str(path), "run").read()
-                except StoreError:
-                    move(self.run_dir(run_id))
-                    continue
-                if data is None or data.get("row") is None:   # no run file (yet): nothing to index
-                    continue
-                row = data["row"]["1"]
-                if row["id"] != run_id:   # a run's file copied into another folder: a second copy of that run
-                    move(self.run_dir(run_id))
-                    continue   # a live run's index row lags its epochs by design: only its absence counts
-                if run_id not in indexed or (row["status"] not in LIVE and indexed[run_id] != row):
-                    checkup.reindexed.append(run_id)
-                    if fix:
-                        self._write_index_row(row)
-        for path in sorted(self.home.glob("*/**/.*.tmp")):   # atomic_write's: a writer killed mid-write
-            pid = writer_of(path)
-            if pid is not None and not pid_alive(pid):
-                checkup.temporary.append(path)
-                if fix:
-                    path.unlink(missing_ok=True)
-        on_disk = self._run_ids() - {path.name for path, _ in checkup.quarantined if path.parent.name == "runs"}
-        for row in indexed.values():
-            if row["id"] not in on_disk:
-                checkup.ghosts.append(row["id"])
-                if fix:
-                    self.remove_index_row(row)
-        return checkup
 
     def _index_rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -487,7 +424,7 @@ class Store:
         return data["meta"]["1"], self._shown(data["row"]["1"]), records
 
     def _read_run(self, run_id: str) -> dict[str, Any]:
-        data = AtomicJSONStorage(str(self._run_file(run_id)), "run").read()
+        data = AtomicJSONStorage(str(self.run_file(run_id)), "run").read()
         if data is None:
             raise StoreError(f"no run {run_id!r} in {self.home}; `mtm list` shows the runs")
         return data
@@ -536,7 +473,7 @@ class Store:
     def save_sweep(self, sweep_id: str, data: dict[str, Any]) -> None:
         """A sweep's definition (base spec, [tune] settings), kept for `mtm tune --resume`."""
         path = self._sweep_file(sweep_id)
-        with _locked(path), _open(path, "sweep") as db:
+        with locked(path), _open(path, "sweep") as db:
             db.table("sweep").truncate()
             db.table("sweep").insert(data)
 
@@ -586,43 +523,6 @@ class Store:
             (self.run_dir(run_id) / STOP).unlink()
 
 
-_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<|=|~)\s*([^<>=!~\s].*?)\s*$")
-
-
-def parse_where(text: str) -> Callable[[dict[str, Any]], bool]:
-    """'best_val>0.9' -> a predicate over index rows. Strings compare as text, numbers as numbers;
-    'note~resumed' holds where the field's text contains the value (tags: where one tag does)."""
-    match = _WHERE.match(text)
-    if not match:
-        raise StoreError(f"--where {text!r}: expected FIELD OP VALUE, e.g. --where 'best_val>0.9' or 'note~resumed'")
-    field, op, raw = match.groups()
-    if op == "~":
-        wanted = raw.strip("'\"").lower()
-
-        def contains(row: dict[str, Any]) -> bool:
-            have = row.get(field)
-            return have is not None and any(wanted in str(v).lower() for v in (have if isinstance(have, list)
-                                                                                 else [have]))
-
-        contains.field = field   # type: ignore[attr-defined]
-        return contains
-    try:
-        value: Any = float(raw)
-    except ValueError:
-        value = raw.strip("'\"")
-    ops = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-           "==": lambda a, b: a == b, "=": lambda a, b: a == b, "!=": lambda a, b: a != b}
-
-    def predicate(row: dict[str, Any]) -> bool:
-        have = row.get(field)   # a field only some runs have (note, tags): the others do not match
-        if have is None or isinstance(value, float) != isinstance(have, (int, float)):
-            return False
-        return ops[op](have, value)
-
-    predicate.field = field   # type: ignore[attr-defined]  (checked against the rows by the caller)
-    return predicate
-
-
 MEASUREMENT_KEYS = {"certainty": ("scores",), "fewshot": ("features",)}   # what readers index, by kind
 
 
@@ -638,16 +538,3 @@ def _read_json(path: Path, corrupt: str, keys: tuple[str, ...]) -> dict[str, Any
     if not isinstance(data, dict) or not all(key in data for key in keys):
         raise StoreError(corrupt)
     return data
-
-
-@dataclass
-class Checkup:
-    """What Store.doctor found (and mended, unless asked only to look)."""
-    quarantined: list[tuple[Path, Path]] = field(default_factory=list)   # (unreadable file or run folder, moved to)
-    ghosts: list[str] = field(default_factory=list)                      # index rows removed: no run folder
-    reindexed: list[str] = field(default_factory=list)                   # runs whose index row was missing or stale
-    temporary: list[Path] = field(default_factory=list)                  # half-written files of killed writers
-
-    @property
-    def healthy(self) -> bool:
-        return not (self.quarantined or self.ghosts or self.reindexed or self.temporary)

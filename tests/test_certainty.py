@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import SMALL_ARGS
 
-from mtm_engine.certainty import (
+from mtm_engine.measures.certainty import (
     ClassGaussians,
     accuracy_at_coverage,
     aurc,
@@ -107,7 +107,7 @@ def test_class_gaussians_match_torch_distributions():
 
 def test_class_gaussians_score_in_chunks_of_bounded_memory(monkeypatch):
     """All N images at once is a [K, N, d] float64 array: 32 GB for CIFAR-100 at d = 2000."""
-    from mtm_engine import certainty
+    from mtm_engine.measures import certainty
 
     g = torch.Generator().manual_seed(2)
     e, y, x = torch.randn(300, 4, generator=g), torch.arange(300) % 3, torch.randn(50, 4, generator=g)

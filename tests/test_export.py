@@ -127,8 +127,8 @@ def test_measures_put_each_configuration_s_figures_side_by_side():
     the kept measurements, by hand; a measurement missing for a seed is left out of its cell, not zero."""
     import torch
 
-    from mtm_engine.certainty import softmax_scores
     from mtm_engine.export import measures_markdown
+    from mtm_engine.measures.certainty import softmax_scores
 
     msp = next(iter(softmax_scores(torch.zeros(1, 2))))   # the name analysis.certainty gives the pure head's MSP
 

@@ -9,7 +9,7 @@ from conftest import SMALL_ARGS
 
 from mtm_engine.config import load_spec
 from mtm_engine.data import load_dataset
-from mtm_engine.fewshot import Episode, episode_accuracy, generalised_accuracy, mean_ci, sample_episode
+from mtm_engine.measures.fewshot import Episode, episode_accuracy, generalised_accuracy, mean_ci, sample_episode
 
 
 def test_episodes_draw_distinct_support_images_of_their_classes_and_repeat_with_the_seed():

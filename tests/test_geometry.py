@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mtm_engine.geometry import class_centres, class_embedding_gap, geometry
+from mtm_engine.measures.geometry import class_centres, class_embedding_gap, geometry
 
 
 def cluster_size(e, y):
@@ -69,7 +69,7 @@ def test_class_embedding_gap_is_the_mean_distance_between_c_and_g():
 
 
 def test_embedding_snapshot_projects_points_centres_and_class_embeddings_with_pca():
-    from mtm_engine.geometry import embedding_snapshot
+    from mtm_engine.measures.geometry import embedding_snapshot
 
     # Points spread along (1, 1, 0) only: the first axis explains everything.
     t = torch.linspace(-1, 1, 50).unsqueeze(1)
@@ -110,7 +110,7 @@ def _nearest_own_centre(points, centres, labels):
 
 
 def test_class_planes_separate_classes_that_the_points_pca_mixes():
-    from mtm_engine.geometry import embedding_snapshot
+    from mtm_engine.measures.geometry import embedding_snapshot
     from mtm_engine.snapshots import nearest_centre_share, projections
 
     e, y = _nuisance_classes()
@@ -157,7 +157,7 @@ def _scatter_matrices(e, y, reg=1e-3):
 def test_fisher_axes_solve_the_generalised_eigenproblem(n, d):
     import numpy as np
 
-    from mtm_engine.geometry import fisher_axes
+    from mtm_engine.measures.geometry import fisher_axes
 
     g = torch.Generator().manual_seed(1)
     y = torch.arange(n) % 4
@@ -177,7 +177,7 @@ def test_fisher_axes_solve_the_generalised_eigenproblem(n, d):
 def test_two_classes_give_one_discriminant_axis_and_the_largest_variance_orthogonal_to_it():
     import numpy as np
 
-    from mtm_engine.geometry import embedding_snapshot, fisher_axes, projection_axes
+    from mtm_engine.measures.geometry import embedding_snapshot, fisher_axes, projection_axes
 
     g = torch.Generator().manual_seed(2)
     y = torch.arange(400) % 2
@@ -211,7 +211,7 @@ def test_two_classes_give_one_discriminant_axis_and_the_largest_variance_orthogo
 def test_snapshot_shapes_and_json():
     import json
 
-    from mtm_engine.geometry import embedding_snapshot
+    from mtm_engine.measures.geometry import embedding_snapshot
     from mtm_engine.snapshots import projections
 
     e, y = _nuisance_classes(n=1000)                 # 3,000 points: 2,000 kept

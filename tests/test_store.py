@@ -14,9 +14,11 @@ import pytest
 from conftest import MTM
 
 from mtm_engine.atomic import temporary_name
+from mtm_engine.doctor import doctor
 from mtm_engine.errors import MtmError
 from mtm_engine.processes import owner
-from mtm_engine.store import Store, StoreError, parse_where
+from mtm_engine.store import Store, StoreError
+from mtm_engine.where import parse_where
 
 
 def _row(**over):
@@ -310,23 +312,23 @@ def test_doctor_mends_ghost_rows_a_shard_moved_aside_and_an_unreadable_run_file(
     run_file = store.run_dir("dddd0000") / "run.json"
     run_file.write_text("{not json")                                       # an unreadable run file
 
-    looked = store.doctor(fix=False)
+    looked = doctor(store, fix=False)
     assert [p for p, _ in looked.quarantined] == [shard, store.run_dir("dddd0000")]
     assert shard.read_text() == "{cut short" and run_file.read_text() == "{not json"   # only looked
-    mended = store.doctor()
+    mended = doctor(store)
     assert [t.relative_to(tmp_path).parts[0] for _, t in mended.quarantined] == ["quarantine", "quarantine"]
     assert [t.read_text() for t in (mended.quarantined[0][1], mended.quarantined[1][1] / "run.json")] == \
         ["{cut short", "{not json"]                                        # moved whole, not deleted
     assert sorted(mended.reindexed) == ["bbbb0000", "cccc0000"] and mended.ghosts == []
     assert sorted(r["id"] for r in store.rows()) == ["bbbb0000", "cccc0000"]
     assert sorted(r["id"] for r in store._index_rows()) == ["bbbb0000", "cccc0000"]   # rebuilt for good
-    assert store.doctor().healthy
+    assert doctor(store).healthy
 
     # a ghost row in a readable shard: left out of the rows, removed by doctor
     store.create_run("eeee0000", {"spec": {}, "seed": 0}, _row(status="finished"))
     shutil.rmtree(store.run_dir("eeee0000"))
     assert [g["id"] for g in store.ghosts()] == ["eeee0000"] and "eeee0000" not in {r["id"] for r in store.rows()}
-    assert store.doctor().ghosts == ["eeee0000"] and store.ghosts() == [] and store.doctor().healthy
+    assert doctor(store).ghosts == ["eeee0000"] and store.ghosts() == [] and doctor(store).healthy
 
 
 def test_a_ghost_row_never_breaks_list_or_export_and_rm_removes_it(fixture_home, mtm_env):  # noqa: F811
@@ -361,8 +363,8 @@ def test_doctor_removes_temporary_files_that_killed_writers_left(tmp_path):
     live = temporary_name(run_dir / "run.json")
     for path in (*left, live):
         path.write_text("{half")
-    assert sorted(store.doctor(fix=False).temporary) == sorted(left) and all(p.exists() for p in left)
-    assert sorted(store.doctor().temporary) == sorted(left)
+    assert sorted(doctor(store, fix=False).temporary) == sorted(left) and all(p.exists() for p in left)
+    assert sorted(doctor(store).temporary) == sorted(left)
     assert not any(p.exists() for p in left) and live.exists()
 
 
@@ -392,9 +394,9 @@ def test_a_run_folder_under_a_second_name_is_not_a_second_run(tmp_path):
     assert [r["id"] for r in store.rows()] == ["aaaa0000"]   # neither the link nor the copy is a second run
     with pytest.raises(StoreError, match="no run 'ffff'"):
         store.resolve("ffff")
-    mended = store.doctor()
+    mended = doctor(store)
     assert sorted(p.name for p, _ in mended.quarantined) == ["eeee0000", "ffff0000"]
-    assert [r["id"] for r in store.rows()] == ["aaaa0000"] and store.doctor().healthy
+    assert [r["id"] for r in store.rows()] == ["aaaa0000"] and doctor(store).healthy
     assert (store.run_dir("aaaa0000") / "run.json").exists()   # the run itself untouched
 
 

@@ -11,7 +11,7 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from mtm_engine.config import load_spec
-from mtm_engine.geometry import class_centres, embedding_snapshot
+from mtm_engine.measures.geometry import class_centres, embedding_snapshot
 from mtm_engine.runner import create_run
 from mtm_engine.snapshots import PLANES, projections
 from mtm_engine.store import Store

@@ -103,7 +103,7 @@ def _named(value: Optional[str], names: dict[str, str], what: str) -> Optional[s
 def matching_runs(store, status, dataset, loss, where, sweep, tags=()) -> list[dict[str, Any]]:
     """The rows of the store that pass every filter (reaping dead runs, restarting a killed pool first)."""
     from mtm_engine.catalogue import DATASETS, loss_codes
-    from mtm_engine.store import parse_where
+    from mtm_engine.where import parse_where
     from mtm_tui.services.jobs import tend, with_queue_places
 
     dataset = dataset if dataset is None or dataset.startswith("folder:") else _named(dataset, {name: e.title for name, e in DATASETS.items()}, "dataset")

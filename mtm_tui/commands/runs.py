@@ -335,8 +335,10 @@ def doctor(dry_run: bool = typer.Option(False, "--dry-run", help="Only say what 
     """Mend the store from the run folders: move unreadable files into HOME/quarantine, remove index rows whose
     run folder is gone, rebuild missing index rows (after a shard was moved aside), and remove the half-written
     temporary files of killed writers. Deletes no data."""
+    from mtm_engine.doctor import doctor as mend
+
     store = open_store(home)
-    checkup = store.doctor(fix=not dry_run)
+    checkup = mend(store, fix=not dry_run)
     verb = (lambda done, would: would) if dry_run else (lambda done, would: done)
     for path, target in checkup.quarantined:
         console.print(f"{verb('moved', 'would move')} unreadable {path} to {target}", markup=False)

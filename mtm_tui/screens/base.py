@@ -4,7 +4,7 @@ and a confirmation dialog."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -17,28 +17,30 @@ from textual.worker import get_current_worker
 
 from mtm_engine.errors import MtmError
 
+Data = TypeVar("Data")   # what a screen's fetch returns: a frozen dataclass of its own (RunsData, RunData, ...)
 
-class Fetched(Message):
-    """Fresh data from the store (posted from the polling thread)."""
 
-    def __init__(self, data: Any, error: str | None = None):
+class Fetched(Message, Generic[Data]):
+    """Fresh data from the store, of the screen's own type (posted from the polling thread), or why there is none."""
+
+    def __init__(self, data: Data | None, error: str | None = None):
         super().__init__()
         self.data, self.error = data, error
 
 
-class PollingScreen(Screen):
+class PollingScreen(Screen, Generic[Data]):
     """A screen whose `fetch()` (plain I/O, no widgets) runs in a thread every POLL_S seconds and returns a
-    frozen dataclass of what it read (compared with the last, to post only changes); a change is posted as
-    `Fetched`, and `show()` updates the widgets on the UI thread."""
+    frozen dataclass of what it read, its Data (compared with the last, to post only changes); a change is
+    posted as `Fetched[Data]`, and `show()` updates the widgets on the UI thread."""
 
     POLL_S = 1.0
     polled = False   # whether a first poll's data (or its error) has been shown
 
-    def fetch(self) -> Any:
-        return None
+    def fetch(self) -> Data:
+        raise NotImplementedError
 
-    def show(self, data: Any) -> None:
-        pass
+    def show(self, data: Data) -> None:
+        raise NotImplementedError
 
     def on_mount(self) -> None:
         self.poll()
@@ -58,12 +60,12 @@ class PollingScreen(Screen):
                 data, error = None, str(exc)
             if error is not None or data != last:
                 last = data
-                self.post_message(Fetched(data, error))
+                self.post_message(Fetched[Data](data, error))
             deadline = time.monotonic() + self.POLL_S
             while time.monotonic() < deadline and not worker.is_cancelled:
                 time.sleep(0.05)
 
-    def on_fetched(self, message: Fetched) -> None:
+    def on_fetched(self, message: Fetched[Data]) -> None:
         self.polled = True
         if message.error is not None:
             self.notify(message.error, severity="error", timeout=8)

@@ -101,7 +101,7 @@ class CompareData:
     runs: dict[str, tuple]   # run id -> (meta, row, records), in the order asked for
 
 
-class CompareScreen(PollingScreen):
+class CompareScreen(PollingScreen[CompareData]):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("z", "zoom", "Zoom"),
                 Binding("s", "seeds", "Seeds: bands / apart"),

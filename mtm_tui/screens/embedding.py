@@ -24,7 +24,7 @@ class EmbeddingData:
     snapshot: dict[str, Any] | None   # the epoch's 2-D snapshot, None before the first epoch
 
 
-class EmbeddingScreen(PollingScreen):
+class EmbeddingScreen(PollingScreen[EmbeddingData]):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("b", "toggle", "Best/last epoch"),
                 Binding("p", "projection", "Next plane")]
     POLL_S = 2.0

@@ -27,7 +27,7 @@ class LogData:
     missing: bool = False     # no log file (yet: a queued run; or ever: a run started in the foreground)
 
 
-class LogScreen(PollingScreen):
+class LogScreen(PollingScreen[LogData]):
     POLL_S = 0.5
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("f", "follow", "Follow on/off"),

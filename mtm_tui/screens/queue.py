@@ -29,7 +29,7 @@ class QueueData:
     error: str = ""   # a damaged slot list, said in the panel
 
 
-class QueueScreen(PollingScreen):
+class QueueScreen(PollingScreen[QueueData]):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("s", "slots", "Set the slots"),
                 Binding("enter", "open", "Open the run", show=False),

@@ -48,7 +48,7 @@ class RunData:
     certainty: dict[str, Any] | None      # the kept `mtm eval --certainty`, {"error": ...} if unreadable
 
 
-class RunScreen(PollingScreen):
+class RunScreen(PollingScreen[RunData]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("c", "classifier", "Classifier", tooltip="the accuracy chart's classifier"),

@@ -41,7 +41,7 @@ class RunsData:
     rows: list[dict[str, Any]]   # every run's row, with its epoch in flight and its place in the queue
 
 
-class RunsScreen(PollingScreen):
+class RunsScreen(PollingScreen[RunsData]):
     BINDINGS = [
         Binding("enter", "open", "Open", show=False, tooltip="open the run (a group: its seeds side by side)"),
         Binding("c", "compose", "Compose"),

@@ -147,7 +147,7 @@ def importance_text(ranking: list[Importance], names: dict[str, str], current: s
     return "\n".join(lines)
 
 
-class SweepScreen(PollingScreen):
+class SweepScreen(PollingScreen[SweepData]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("left_square_bracket", "param(-1)", "Prev param"),
