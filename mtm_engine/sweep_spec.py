@@ -38,7 +38,7 @@ class TuneSpec:
     plateau_results: int = 6       # plateau stopper: results looked at ...
     plateau_std: float = 0.005     # ... and the std under which a trial has plateaued
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float | str = "auto"   # "auto": see tune.gpus_for; a number: that fraction of a GPU
+    gpus_per_trial: float | str = "auto"   # "auto": see preflight.gpus_for; a number: that fraction of a GPU
     storage: str = ""              # where Ray keeps the sweep: a folder every node sees, or a URI (s3://...);
                                    # "" = HOME/sweeps
     max_concurrent: int = 0        # 0: as many as the resources allow

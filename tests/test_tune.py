@@ -125,7 +125,7 @@ def test_an_address_where_nothing_listens_is_one_line_and_leaves_no_sweep(mtm_en
 
 
 def test_gpus_per_trial_auto_follows_the_backbone_and_the_cluster():
-    from mtm_engine.tune import gpus_for
+    from mtm_engine.preflight import gpus_for
 
     assert gpus_for("auto", "resnet18", 0) == 0           # a machine without GPUs: never ask for one
     assert gpus_for("auto", "convnet", 8) == 0.25         # small backbones share a GPU four ways
@@ -147,7 +147,7 @@ def test_more_gpus_per_trial_than_the_cluster_has_is_one_line_and_no_sweep(mtm_e
 def test_a_trial_larger_than_every_node_is_refused_though_the_cluster_total_fits():
     """Issue 27, item 17: two nodes of 2 GPUs have 4 in all, but a trial runs on one node: 3 GPUs a trial stayed
     pending for ever. A dead node counts for nothing."""
-    from mtm_engine.tune import check_trials_fit
+    from mtm_engine.preflight import check_trials_fit
 
     nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}},
              {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
@@ -161,7 +161,7 @@ def test_a_trial_larger_than_every_node_is_refused_though_the_cluster_total_fits
 
 @pytest.mark.parametrize("mode, expected", [(0o644, 0o600), (0o600, 0o600)])
 def test_a_ray_token_readable_by_others_is_made_the_owners_alone(tmp_path, mode, expected):
-    from mtm_engine.tune import tighten_token
+    from mtm_engine.preflight import tighten_token
 
     token = tmp_path / "auth_token"
     token.write_text("secret")
@@ -179,9 +179,10 @@ def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
     once (on the GPU machine, runs sharing a GPU are measured through the queue instead: Ray is not there)."""
     import ray
 
+    from mtm_engine.preflight import check_resumable_here
     from mtm_engine.store import Store
     from mtm_engine.sweep_spec import load_sweep
-    from mtm_engine.tune import check_resumable_here, run_sweep
+    from mtm_engine.tune import run_sweep
 
     spec, settings = load_sweep(None, ["tune.num_samples=4", "tune.max_epochs=2", "tune.gpus_per_trial=0.25",
                                        "tune.cpus_per_trial=0.5", "tune.search=random", "tune.scheduler=none",
@@ -205,7 +206,7 @@ def test_fractional_gpus_pack_four_trials_onto_one_gpu(tmp_path):
 
 
 def test_a_sweep_that_trained_on_gpus_is_not_resumed_where_there_are_none():
-    from mtm_engine.tune import check_resumable_here
+    from mtm_engine.preflight import check_resumable_here
 
     saved = {"gpus_per_trial": 1.0, "address": "10.0.0.5:6379"}
     with pytest.raises(MtmError, match=r"^sweep ab12 trained its trials on GPUs \(1 a trial, on the cluster at "
@@ -228,7 +229,7 @@ def test_resume_restores_only_a_sweep_no_one_else_can_write(tmp_path):
     folder or file of the sweep's storage that another user owns or may write, or a link, is refused in one line."""
     import os
 
-    from mtm_engine.tune import check_restorable
+    from mtm_engine.preflight import check_restorable
 
     experiment = tmp_path / "sweep" / "ray"
     (experiment / "trial_0").mkdir(parents=True)

@@ -112,7 +112,7 @@ def body(dataset: str, label: str, protocol: str, lr=None, dim=None, r=None) -> 
     return "\n".join(lines) + "\n"
 
 
-# What tune.gpus_per_trial = "auto" gives each backbone on a cluster with GPUs (none without): see tune.gpus_for
+# What tune.gpus_per_trial = "auto" gives each backbone on a cluster with GPUs (none without): see preflight.gpus_for
 AUTO_GPUS = {"RN18": "0.25 a trial, four share a GPU", "RN50": "a whole GPU a trial", "RN101": "a whole GPU a trial"}
 
 

@@ -34,8 +34,9 @@ from typing import Any, Iterator
 from mtm_engine.atomic import atomic_write
 from mtm_engine.errors import MtmError
 from mtm_engine.processes import owner, same_process_alive
+from mtm_engine.provenance import cuda_visible_devices
 from mtm_engine.records import GPU_SHARE_ENV, LIVE, RESUMABLE, Status
-from mtm_engine.runner import STOPPED_BEFORE_START, cuda_visible_devices
+from mtm_engine.runner import STOPPED_BEFORE_START
 from mtm_engine.store import LOG, Store, StoreError, writing
 
 QUEUE_DIR = "queue"
