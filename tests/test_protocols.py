@@ -11,6 +11,7 @@ from mtm_engine.config import load_spec
 from mtm_engine.records import acc_key
 from mtm_engine.runner import create_run, execute
 from mtm_engine.store import Store
+from mtm_tui.services.rows import COLUMNS, row_cells
 
 PAPER = Path(__file__).parents[1] / "experiments" / "paper"
 
@@ -43,8 +44,10 @@ def test_a_paper_preset_trains_one_epoch_in_its_protocol(protocol, tmp_path, mon
         assert (spec.loss.name, spec.train.freeze_batchnorm, row["primary"]) == ("proximity_authors", True, "euc_ce")
         assert row["selection"] == "max-test" and acc_key("val", "euc_ce") not in record   # no validation split
         assert row["test_acc"] == record[acc_key("test", "euc_ce")]
+        assert row_cells(row, row["created"])[COLUMNS.index("test%")].endswith("*")   # marked optimistic
         assert {"test_authors_cluster_size", "authors_centre_distance", "test_cluster_size"} <= set(record)
     else:
         assert (spec.loss.name, spec.train.freeze_batchnorm, row["primary"]) == ("proximity", False, "cos")
         assert row["selection"] == "val" and row["best_val"] == record[acc_key("val", "cos")]
         assert not any("authors" in key for key in record)
+        assert not row_cells(row, row["created"])[COLUMNS.index("test%")].endswith("*")

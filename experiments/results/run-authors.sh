@@ -4,7 +4,7 @@
 # The three recipes of experiments/results/fashion-mnist/authors/, seeds 0..SEEDS-1 (default 3), seed-major so
 # that the arms share the machine's state alike. A run that fails is reported and the next one starts.
 set -uo pipefail
-store=${1:-experiments/results/store}
+store=${1:-experiments/results/authors}
 seeds=${2:-3}
 for seed in $(seq 0 $((seeds - 1))); do
   for recipe in CP CPA CP-frozen-bn; do
