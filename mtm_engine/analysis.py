@@ -76,7 +76,7 @@ def check_best(run_dir: Path, selected_epoch: int | None, run_id: str) -> None:
                           f"aside, and measure the last epoch: --checkpoint last")
     kept = state["epoch"]
     if kept != selected_epoch:
-        raise ConfigError(f"{path} holds epoch {kept}, but the run's validation-selected epoch is {selected_epoch} "
+        raise ConfigError(f"{path} holds epoch {kept}, but the run's selected epoch is {selected_epoch} "
                           f"(the run ended between recording that epoch and keeping its weights); `mtm resume "
                           f"{run_id[:8]}` trains it again and keeps them, or measure the last epoch: --checkpoint last")
 
@@ -89,7 +89,7 @@ def initial_model(spec: Spec, data: Dataset) -> MovingTargetsNet:
 
 def evaluate_checkpoint(spec: Spec, run_dir: Path, which: str = "best") -> tuple[int, dict[str, float]]:
     """(epoch, record): the classifiers' accuracies and the geometry on the validation and test
-    splits, recomputed from the run's best (validation-selected) or last checkpoint. On the CPU they
+    splits, recomputed from the run's best (its selected epoch, eval.selection) or last checkpoint. On the CPU they
     equal the record the run stored for that epoch, to the last digit."""
     epoch, model, data = restore(spec, run_dir, which)
     record, _ = evaluate(model, data, spec)
@@ -110,6 +110,10 @@ def certainty(spec: Spec, run_dir: Path, which: str = "best", ood: str | None = 
     """
     if ood is not None and ood not in DATASETS and not ood.startswith(FOLDER_PREFIX):
         raise DataError(f"--ood {ood}: unknown dataset; choose one of {', '.join(DATASETS)}")
+    if spec.data.val_fraction == 0:
+        raise ConfigError("--certainty fits its temperature on the validation split, and this run has none "
+                          "(data.val_fraction = 0); --set data.val_fraction=0.2 holds out images it trained on, "
+                          "whose temperature will be optimistic")
     epoch, model, data = restore(spec, run_dir, which)
     if ood is not None:
         other = load_dataset(dataclasses.replace(spec.data, dataset=ood, val_fraction=0.0, holdout_classes=()))

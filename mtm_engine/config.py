@@ -123,17 +123,18 @@ class ModelSpec:
 class LossSpec:
     # one of catalogue.LOSSES (choices() lists them; they may be registered later)
     name: str = setting("push_pull",
-        "`euclidean`, `cosine`, `proximity`, `push_pull`, `comparison`; the proxy losses `proxy_anchor`, "
-        "`proxy_nca`, `normalized_softmax`, `arcface` (the `metric` extra, below); `cross_entropy` for pure heads")
+        "{choices}: the paper's (Eq. 1-8; `proximity_authors` is proximity as the authors' code computes it), "
+        "pytorch-metric-learning's proxy losses (the `metric` extra, below), and `cross_entropy` for pure heads")
     # build_spec sets the loss's own default_r (0 for losses without r) where a config gives none
     r: float = setting(default_r("push_pull"),
-        "r of proximity (Eq. 5) and push-and-pull (Eq. 7; must be < 1)",
+        "r of proximity (Eq. 5; also `proximity_authors`) and push-and-pull (Eq. 7; must be < 1)",
         Range(0))
     eps: float = setting(1e-8,
         "epsilon of Eq. 4 and 8",
         Range(0, hint=", e.g. 1e-8"))
     reduction: Literal["sum", "mean"] = setting("sum",
-        "`sum` over the batch (the paper's) or `mean`")
+        "`sum` over the batch (as the paper writes the losses) or `mean` (as the authors' code takes push-and-pull "
+        "and cross-entropy)")
     label_smoothing: float = setting(0.0,
         "label smoothing of `cross_entropy` (pure heads)",
         Range(0, 1, high_open=True))
@@ -234,14 +235,18 @@ class Spec:
 
     @property
     def selects_on(self) -> str:
-        """The split whose accuracy picks the run's reported epoch (and a sweep's score): validation, or test under
-        the authors' protocol (eval.selection = "max-test")."""
-        return "test" if self.eval.selection == "max-test" else "val"
+        """The split whose accuracy picks the run's reported epoch (and a sweep's score)."""
+        return selection_split(self.eval.selection)
 
     @property
     def classifiers(self) -> tuple[str, ...]:
         """The classifiers to evaluate: the configured ones, or every one that fits the head."""
         return self.eval.classifiers or CLASSIFIERS_FOR_HEAD[self.model.head]
+
+
+def selection_split(selection: str) -> str:
+    """The split eval.selection picks epochs on: validation, or test under the authors' protocol ("max-test")."""
+    return "test" if selection == "max-test" else "val"
 
 
 SECTIONS: dict[str, type] = {

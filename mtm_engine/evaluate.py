@@ -118,7 +118,7 @@ def evaluate(model: MovingTargetsNet, data: Dataset, spec: Spec) -> tuple[dict[s
 
 
 def write_snapshot(run_dir: Path, snapshot: dict[str, Any], epoch: int, best: bool) -> None:
-    """The embedding snapshot of the last epoch, and of the best one (validation accuracy of the
+    """The embedding snapshot of the last epoch, and of the best one (the epoch eval.selection picks for the
     first classifier), as small JSON files beside the checkpoint (at most 2,000 points)."""
     text = json.dumps({"epoch": epoch, **snapshot})
     for which in ("last", "best") if best else ("last",):

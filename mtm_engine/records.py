@@ -18,7 +18,7 @@ from mtm_engine.config import comparable_spec
 
 # The files a run keeps beside its run.json (HOME/runs/<id>/)
 CHECKPOINT = "checkpoint.pt"   # the last epoch: what resume continues from
-BEST = "best.pt"               # the validation-selected epoch: the weights behind the reported numbers
+BEST = "best.pt"               # the selected epoch (eval.selection): the weights behind the reported numbers
 SNAPSHOTS = {"last": "embedding-last.json", "best": "embedding-best.json"}   # 2-D embedding snapshots
 # The last measurement of each kind that `mtm eval` kept for the run: --certainty (analysis.certainty's
 # result) and --fewshot (analysis.fewshot's, its K merged into what earlier calls kept).

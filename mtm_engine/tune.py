@@ -1,5 +1,6 @@
 """Hyperparameter search on Ray Tune (HyperOpt search, ASHA scheduler, plateau stopping), the
-paper's Section IV-D. The only module that imports ray.
+paper's Section IV-D. The only module that imports ray at its top (preflight.py imports it inside the one
+check that probes the nodes).
 
 Every trial is a run in the store, tagged with its sweep id. Trials are recorded from the driver
 by a `tune.Callback` (so trials on other nodes of a cluster are recorded too); a trial reports
@@ -31,7 +32,7 @@ import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from mtm_engine.config import Spec, spec_from_dict, with_absolute_paths
+from mtm_engine.config import Spec, comparable_spec, selection_split, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.events import CheckpointSaved, EpochEnded, RunStarted
 from mtm_engine.preflight import (
@@ -333,7 +334,7 @@ def run_sweep(spec: Spec, t: TuneSpec, home: Path, *, sweep_id: str | None = Non
                                     "created": time.time(), "storage": storage, "ray_path": f"{storage}/ray",
                                     "address": address, "gpus_per_trial": gpus})
     if started is not None:
-        started(sweep_id, t.to_dict())
+        started(sweep_id, {**t.to_dict(), "maximising": metric})   # the record key maximised: val_acc_cos
     trainable = tune.with_resources(tune.with_parameters(_trial, base=base, cpus=t.cpus_per_trial),
                                     {"cpu": t.cpus_per_trial, "gpu": gpus})
     if say is not None:
@@ -393,18 +394,21 @@ def _tune_log_to(path: Path) -> Any:
 
 
 def sweep_summary(store: Store, sweep_id: str) -> dict[str, Any]:
-    """The sweep's trials by status, and the best by validation accuracy of the sweep's metric."""
+    """The sweep's trials by status, and the best by the accuracy the sweep maximised: its metric's on validation,
+    or on test under eval.selection = "max-test" (the authors' protocol)."""
     saved = store.sweep(sweep_id)
     rows = [r for r in store.rows() if r.get("sweep") == sweep_id]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    scored = [r for r in rows if r["best_val"] is not None]
-    best = max(scored, key=lambda r: r["best_val"]) if scored else None
+    split = selection_split(comparable_spec(saved["spec"])["eval"]["selection"])
+    score = "best_val" if split == "val" else "test_acc"   # the row's figure of that split at its selected epoch
+    scored = [r for r in rows if r.get(score) is not None]
+    best = max(scored, key=lambda r: r[score]) if scored else None
     summary: dict[str, Any] = {"sweep_id": sweep_id, "name": saved["name"], "trials": len(rows), "status": counts,
-                               "metric": acc_key("val", saved["tune"]["metric"]), "best": None}
+                               "metric": acc_key(split, saved["tune"]["metric"]), "best": None}
     if best is not None:
         meta = store.meta(best["id"])
         summary["best"] = {"run_id": best["id"], "config": meta.get("trial_config", {}), "best_val": best["best_val"],
-                           "test_acc": best["test_acc"], "best_epoch": best["best_epoch"]}
+                           "test_acc": best["test_acc"], "best_epoch": best["best_epoch"], "score": best[score]}
     return summary

@@ -104,12 +104,14 @@ class ProgressSink(TextSink):
             say(f"[red]diverged[/] in epoch {event.epoch}: {event.message}")
 
 
-def result_table(summary: dict[str, Any], classifiers: tuple[str, ...]) -> Table:
+def result_table(summary: dict[str, Any], classifiers: tuple[str, ...], selection: str = "val") -> Table:
+    """Each classifier's epoch as eval.selection chose it (on validation; under max-test on test, optimistic)."""
     table = Table(title="test accuracy per classifier")
-    for column in ("classifier", "selected epoch", "val acc", "test (val-selected)", "test (final)"):
+    chosen = "val-selected" if selection == "val" else "max over epochs*"
+    for column in ("classifier", "selected epoch", "val acc", f"test ({chosen})", "test (final)"):
         table.add_column(column, justify="left" if column == "classifier" else "right")
     for c in classifiers:
-        sel, fin = summary["val"].get(c), summary["final"].get(c)
+        sel, fin = summary[selection].get(c), summary["final"].get(c)
         if sel is not None:
             val = "-" if sel["val_acc"] is None else f"{sel['val_acc']:.4f}"
             table.add_row(c, str(sel["epoch"]), val, f"{sel['test_acc']:.4f}", f"{fin['test_acc']:.4f}")

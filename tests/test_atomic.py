@@ -64,7 +64,7 @@ def test_every_file_mtm_writes_goes_through_atomic_write():
     """No module writes a file in place (write_text, open for writing, os.replace of a temporary file; locks and
     logs are opened to append):
     each would be a file a kill can leave half-written. Moving a whole file aside is not a write."""
-    moves = {"mtm_engine/store.py": 1, "mtm_engine/tune.py": 1}   # doctor's quarantine; a trial's files into its run
+    moves = {"mtm_engine/doctor.py": 1, "mtm_engine/tune.py": 1}   # doctor's quarantine; a trial's files into its run
     for path in sorted((ROOT / "mtm_engine").rglob("*.py")) + sorted((ROOT / "mtm_tui").rglob("*.py")):
         rel = str(path.relative_to(ROOT))
         if rel == "mtm_engine/atomic.py":

@@ -136,7 +136,7 @@ def test_eval_refuses_a_best_checkpoint_older_than_the_recorded_best_epoch(mtm_e
     torch.save({**kept, "epoch": 3 - selected}, best)   # the other epoch: as if this one's write never landed
     for extra in ([], ["--certainty"]):
         out = run_mtm(["eval", run_id[:8], *extra], mtm_env, tmp_path)
-        assert out.returncode == 1 and f"holds epoch {3 - selected}, but the run's validation-selected epoch is " \
+        assert out.returncode == 1 and f"holds epoch {3 - selected}, but the run's selected epoch is " \
                                        f"{selected}" in out.stderr and "--checkpoint last" in out.stderr
     assert run_mtm(["eval", run_id[:8], "--checkpoint", "last"], mtm_env, tmp_path).returncode == 0
 

@@ -146,7 +146,7 @@ def show(run: str = RUN,
                           f"{r['epoch_time_s']:.1f}",
                           *((gpu_memory(r), f"{r['gpu_util_pct']:.0f}" if "gpu_util_pct" in r else "-") if gpu else ()))
         console.print(table)
-        console.print(result_table(summarise(records, classifiers), classifiers))
+        console.print(result_table(summarise(records, classifiers), classifiers, row.get("selection", "val")))
     log = store.run_dir(run_id) / LOG
     if log.exists():
         tail = log.read_text(errors="replace").splitlines()[-8:]

@@ -30,7 +30,7 @@ def _report(run_id: str, spec, result, as_json: bool) -> None:
             "final_test_accuracy": {c: v["test_acc"] for c, v in result.summary.get("final", {}).items()},
         }))
     elif result.records:
-        console.print(result_table(result.summary, spec.classifiers))
+        console.print(result_table(result.summary, spec.classifiers, spec.eval.selection))
     if result.status != Status.FINISHED:
         if not as_json:
             err_console.print(f"run {run_id[:8]} {result.status}: {result.message}", markup=False)
@@ -124,16 +124,18 @@ def run(
 
 
 def _report_seeds(spec, results: list, as_json: bool) -> None:
-    """Mean ± std over seeds of the test accuracy at each run's validation-selected epoch."""
+    """Mean ± std over seeds of the test accuracy at each run's selected epoch (eval.selection)."""
     import statistics
 
-    per_classifier = {c: [r.summary["val"][c]["test_acc"] for _, r in results] for c in spec.classifiers}
+    selection = spec.eval.selection
+    per_classifier = {c: [r.summary[selection][c]["test_acc"] for _, r in results] for c in spec.classifiers}
     if as_json:
         print(json.dumps({"run_ids": [i for i, _ in results], "status": Status.FINISHED, "seeds": len(results),
                           "test_accuracy_mean": {c: statistics.mean(v) for c, v in per_classifier.items()},
                           "test_accuracy_std": {c: statistics.stdev(v) for c, v in per_classifier.items()}}))
         return
-    table = Table(title=f"{len(results)} seeds: test accuracy at the validation-selected epoch")
+    table = Table(title=f"{len(results)} seeds: test accuracy at the "
+                        + ("validation-selected epoch" if selection == "val" else "best test epoch* (optimistic)"))
     for column in ("classifier", "mean ± std", "per seed"):
         table.add_column(column)
     for c, values in per_classifier.items():

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 
 from mtm_engine.errors import MtmError
-from mtm_engine.records import Status, acc_key
+from mtm_engine.records import Status
 from mtm_tui.commands.base import HOME, app, console, err_console, foreground, open_store
 
 
@@ -58,7 +58,7 @@ def tune_(
         if not json_:
             console.print(f"sweep {sweep_id}: {planned_trials(shown)} trials of at most {shown['max_epochs']} epochs, "
                           f"{shown['search']} search, scheduler {shown['scheduler']}, maximising "
-                          f"{acc_key('val', shown['metric'])}; `mtm list --sweep {sweep_id}` shows the trials", markup=False)
+                          f"{shown['maximising']}; `mtm list --sweep {sweep_id}` shows the trials", markup=False)
 
     with driving:
         summary = run_sweep(spec, settings, store.home, sweep_id=resume, resume=bool(resume), address=address,
@@ -79,7 +79,7 @@ def tune_(
         raise MtmError(f"sweep {summary['sweep_id']} has no trial with a result; `mtm list --sweep "
                        f"{summary['sweep_id']} --status failed` shows why")
     values = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["config"].items())
-    console.print(f"best trial {best['run_id']}: {values}\n  {summary['metric']} {best['best_val']:.4f} at epoch "
+    console.print(f"best trial {best['run_id']}: {values}\n  {summary['metric']} {best['score']:.4f} at epoch "
                   f"{best['best_epoch']}, test accuracy there {best['test_acc']:.4f}")
 
 

@@ -19,7 +19,7 @@ from mtm_engine.config import comparable_spec
 from mtm_engine.records import METRICS, Metric, classifiers_in, config_id, differing_keys, flatten_spec
 from mtm_engine.results import summarise
 from mtm_tui.screens.base import PollingScreen
-from mtm_tui.services.rows import compact, mean_std, short_names
+from mtm_tui.services.rows import compact, mean_std, short_names, test_selected
 from mtm_tui.widgets.charts import ChartSpec, MetricChart, Series, View
 
 
@@ -146,14 +146,15 @@ class CompareScreen(PollingScreen[CompareData]):
                 classifier = primary(row, records)
                 summary = summarise(records, (classifier,))
                 statuses[row["status"]] += 1
-                if (sel := summary["val"].get(classifier)) is not None:
+                if (sel := summary[row.get("selection", "val")].get(classifier)) is not None:
                     chosen.append(sel)
                     last.append(summary["final"][classifier]["test_acc"])
                     epochs.append(str(sel["epoch"]))
             rid, (meta, row, records) = group.runs[0]
             flat = flatten_spec(comparable_spec(meta["spec"]))
             figures = (["-"] * 5 if not chosen else
-                       [mean_std([s["val_acc"] or 0 for s in chosen]), mean_std([s["test_acc"] for s in chosen]),
+                       [mean_std([s["val_acc"] for s in chosen if s["val_acc"] is not None]),
+                        mean_std([s["test_acc"] for s in chosen]) + test_selected(row),
                         mean_std(last), primary(row, records), ",".join(epochs)])
             count = rid[:8] if len(group.runs) == 1 else f"×{len(group.runs)} seeds"
             table.add_row(count, group.label, *figures, " ".join(f"{n} {s}" for s, n in statuses.items()),

@@ -15,7 +15,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from mtm_engine.errors import MtmError
-from mtm_engine.records import LIVE, Status, classifiers_in
+from mtm_engine.records import LIVE, Status, acc_key, classifiers_in
 from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
@@ -103,8 +103,9 @@ class RunScreen(PollingScreen[RunData]):
         meta, row, records, log, certainty = data.meta, data.row, data.records, data.log, data.certainty
         self.records, self.row = records, row
         if self.view.classifier not in classifiers_in(records):   # the primary classifier first
-            self.view = View(row.get("primary") or next(iter(classifiers_in(records)), ""), self.view.test,
-                             self.view.last)
+            primary = row.get("primary") or next(iter(classifiers_in(records)), "")
+            unvalidated = bool(records) and acc_key("val", primary) not in records[-1]   # data.val_fraction = 0
+            self.view = View(primary, self.view.test or unvalidated, self.view.last)
         in_flight = progress(row, self.app.clock())
         self.query_one("#run-header", Static).update(
             f"[b]{self.run_id[:8]}[/b] {row['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}  "

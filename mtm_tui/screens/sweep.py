@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from mtm_engine.config import comparable_spec
 from mtm_engine.importance import Importance, importance, is_numeric
 from mtm_engine.records import Status, acc_key
 from mtm_engine.results import select_epoch
@@ -39,6 +40,16 @@ class Trial:
     epochs: int                    # ... of the most the sweep allows (ASHA may stop it sooner)
     val: float | None              # best validation accuracy of the sweep's metric
     test: float | None             # test accuracy at that epoch
+    on_test: bool = False          # the sweep maximised test accuracy (eval.selection = max-test): no validation
+
+    @property
+    def score(self) -> float | None:
+        """What the sweep maximised: the validation accuracy, or the test accuracy under the authors' protocol."""
+        return self.test if self.on_test else self.val
+
+    @property
+    def scored_on(self) -> str:
+        return "test" if self.on_test else "val"
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class SweepData:
 
 def sort_trials(trials: list[Trial]) -> list[Trial]:
     """Best validation accuracy first; trials without one (not scored yet, failed) last."""
-    return sorted(trials, key=lambda t: (t.val is None, -(t.val or 0.0), t.run_id))
+    return sorted(trials, key=lambda t: (t.score is None, -(t.score or 0.0), t.run_id))
 
 
 def log_axis(values: list[Any], searched_log: bool = False) -> bool:
@@ -82,15 +93,16 @@ class ParamScatter(PlotextPlot):
                searched_log: bool = False) -> None:
         plt = self.plt
         plt.clear_figure()   # scale, ticks and limits of the previous parameter go too
-        scored = [t for t in trials if t.val is not None and t.params.get(param) is not None]
+        scored = [t for t in trials if t.score is not None and t.params.get(param) is not None]
+        split = trials[0].scored_on if trials else "val"
         if param is None:
             self.caption = "no drawn parameters recorded"
         elif not scored:
-            self.caption = f"val% vs {param}: no scored trial yet"
+            self.caption = f"{split}% vs {param}: no scored trial yet"
         else:
             values = [t.params[param] for t in scored]
             how = f" · {imp.label} {imp.score:.2f}" if imp is not None else ""
-            self.caption = f"val% vs {param}{how}"
+            self.caption = f"{split}% vs {param}{how}"
             if all(is_numeric(v) for v in values):
                 xs = [float(v) for v in values]
                 if log_axis(xs, searched_log):
@@ -108,7 +120,7 @@ class ParamScatter(PlotextPlot):
                 plt.xticks(list(range(1, len(labels) + 1)), labels)
                 plt.xlim(0.5, len(labels) + 0.5)
                 plt.xlabel(param)
-            ys = [100 * t.val for t in scored]
+            ys = [100 * t.score for t in scored]
             plt.ylim(*_padded(min(ys), max(ys)))
             others = [(x, y) for x, y, t in zip(xs, ys, scored) if t.run_id != selected]
             mine = [(x, y) for x, y, t in zip(xs, ys, scored) if t.run_id == selected]
@@ -116,7 +128,7 @@ class ParamScatter(PlotextPlot):
                 plt.scatter([x for x, _ in others], [y for _, y in others], marker=marker(0), color=colour(0))
             if mine:   # drawn last, so that it stays on top
                 plt.scatter([x for x, _ in mine], [y for _, y in mine], marker=marker(3), color=colour(1))
-            plt.ylabel("val %")
+            plt.ylabel(f"{split} %")
         plt.title(self.caption)
         self.refresh()
 
@@ -190,6 +202,7 @@ class SweepScreen(PollingScreen[SweepData]):
             saved = store.sweep(self.sweep_id)
         tune = saved.get("tune") or {}
         metric = tune.get("metric") or ""
+        selection = comparable_spec(saved["spec"])["eval"]["selection"] if "spec" in saved else "val"
         trials = []
         for row in store.rows():
             if row.get("sweep") != self.sweep_id:
@@ -204,12 +217,12 @@ class SweepScreen(PollingScreen[SweepData]):
             val, test = row.get("best_val"), row.get("test_acc")
             if classifier != row.get("primary"):   # the row's figures are of another classifier
                 with contextlib.suppress(StoreError):
-                    chosen = select_epoch(store.records(run_id), classifier, "val")
+                    chosen = select_epoch(store.records(run_id), classifier, selection)
                     val = chosen.get(acc_key("val", classifier)) if chosen else None
                     test = chosen.get(acc_key("test", classifier)) if chosen else None
             trials.append(Trial(run_id, row["status"], self._configs[run_id], row.get("epoch", 0),
-                                row.get("epochs", 0), val, test))
-        ranking = importance([(t.params, t.val) for t in trials])
+                                row.get("epochs", 0), val, test, selection == "max-test"))
+        ranking = importance([(t.params, t.score) for t in trials])
         searched_log = frozenset(k for k, v in (tune.get("space") or {}).items()
                                  if isinstance(v, dict) and "loguniform" in v)
         return SweepData(self.sweep_id, saved.get("name", ""), metric, tune.get("num_samples"), sort_trials(trials),
@@ -237,16 +250,17 @@ class SweepScreen(PollingScreen[SweepData]):
             counts[t.status] = counts.get(t.status, 0) + 1
         by_status = ", ".join(f"{counts[s]} {status(s)}" for s in sorted(counts, key=_status_rank))
         planned = f" of {data.planned}" if data.planned else ""
-        metric = f" · {acc_key('val', data.metric)}" if data.metric else ""
+        split = data.trials[0].scored_on if data.trials else "val"
+        metric = f" · {acc_key(split, data.metric)}" if data.metric else ""
         name = f" {escape(data.name)}" if data.name else ""
         line = f"[b]sweep {escape(data.sweep_id)}[/b]{name}{metric} · {len(data.trials)}{planned} trials"
         line += f": {by_status}" if counts else ": none recorded yet"
-        best = data.trials[0] if data.trials and data.trials[0].val is not None else None
+        best = data.trials[0] if data.trials and data.trials[0].score is not None else None
         if best is not None:
             names = short_names(self.params())
             values = " ".join(f"{names[p]}={compact(best.params[p])}" for p in self.params() if p in best.params)
             test = f"{pct(best.test)}%" if best.test is not None else "-"
-            line += (f"\nbest [b]{best.run_id[:8]}[/b] val {pct(best.val)}% test {test}"
+            line += (f"\nbest [b]{best.run_id[:8]}[/b] val {pct(best.val)}% test {test}{'*' * best.on_test}"
                      f"{' · ' + escape(values) if values else ''}")
         self.query_one("#sweep-header", Static).update(line)
 

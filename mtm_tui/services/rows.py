@@ -31,6 +31,11 @@ def age(seconds: float) -> str:
 TEST_SELECTED = "* its epoch chosen on test (eval.selection = max-test): the authors' protocol, optimistic"
 
 
+def test_selected(row: dict[str, Any]) -> str:
+    """"*" after the test accuracy of a run whose epoch the test split chose (see TEST_SELECTED), else ""."""
+    return "*" if row.get("selection") == "max-test" else ""
+
+
 def pct(value: float | None, decimals: int = 2) -> str:
     return "-" if value is None else f"{100 * value:.{decimals}f}"
 
@@ -114,8 +119,7 @@ def row_cells(row: dict[str, Any], now: float) -> tuple[str, ...]:
     return (row["id"][:8], row["name"], status(row["status"], row.get("queue_place")), title_of(DATASETS, row["dataset"]),
             title_of(BACKBONES, row["backbone"]), loss_code(row["loss"]),
             str(row.get("dim") or "-"), f"{row['epoch']}/{row['epochs']}", pct(row.get("best_val")),
-            pct(row.get("test_acc")) + ("*" if row.get("selection") == "max-test" else ""), age(now - row["created"]),
-            row.get("sweep") or "")
+            pct(row.get("test_acc")) + test_selected(row), age(now - row["created"]), row.get("sweep") or "")
 
 
 def searchable(row: dict[str, Any]) -> str:
@@ -154,6 +158,7 @@ def group_cells(members: list[dict[str, Any]], now: float) -> tuple[str, ...]:
     shown[COLUMNS.index("epoch")] = f"{min(r['epoch'] for r in members)}/{first['epochs']}"
     for column, field in (("val%", "best_val"), ("test%", "test_acc")):
         shown[COLUMNS.index(column)] = mean_std([r[field] for r in members if r.get(field) is not None])
+    shown[COLUMNS.index("test%")] += test_selected(first)
     shown[COLUMNS.index("age")] = age(now - max(r["created"] for r in members))
     seeds = ",".join(str(r.get("seed", "?")) for r in members)
     return (*shown, seeds, *wide_cells(first, now)[1:3], "", "")

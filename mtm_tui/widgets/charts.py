@@ -4,7 +4,8 @@ A `MetricChart` owns its data: its screen hands it the data with `update(data)` 
 or several runs for Compare), and the view (which classifier, the test split on or off, the last
 N epochs) with `set_view(...)`. What a chart shows is a `ChartSpec`: a title and the series it
 takes from the data. The
-validation split is always drawn (selection happens on it); the test split is a toggle. The
+validation split is always drawn (selection happens on it, under our protocol); the test split is a toggle, on
+from the start for a run without a validation split. The
 legend, with each series' last value, sits below the plot, never over its points.
 """
 
