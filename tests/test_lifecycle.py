@@ -77,8 +77,11 @@ def test_a_queued_run_can_be_stopped_before_it_starts(mtm_env, tmp_path):
 
 def test_ctrl_c_of_mtm_run_says_how_to_resume_and_how_to_start_the_seeds_after_it(mtm_env, tmp_path):
     # far more epochs than polling can take to see the first one (each `mtm list` starts a Python): never ends first
+    # Ctrl-C at a terminal: SIGINT in its default disposition, even where the suite itself was started in the
+    # background of a script (`pytest &`), whose children inherit SIGINT ignored, as POSIX shells set it up.
     process = subprocess.Popen(MTM + ["run", "--seeds", "3", *SMALL_ARGS, "--set", "train.epochs=100000"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mtm_env, cwd=tmp_path)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mtm_env, cwd=tmp_path,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run_id = wait_for(lambda: next(iter(listed(mtm_env, tmp_path)), None))
     wait_for(lambda: listed(mtm_env, tmp_path)[run_id]["epoch"] >= 1)
     process.send_signal(signal.SIGINT)
