@@ -1,18 +1,15 @@
 """What a sweep checks before Ray starts anything, so that a sweep that cannot run stops with one line and leaves
 nothing behind: the GPUs a trial asks for and whether trials fit the cluster's nodes, storage every node can write
 (and that no one else can, before a resume unpickles it), the Ray token's permissions, where a sweep may resume.
-The callers hand it what Ray reports; ray is imported only to probe the nodes' storage."""
+No ray here: the callers hand it what Ray reports (tune.check_storage_shared, which runs a probe on every node,
+stays beside Ray)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import socket
 from pathlib import Path
 from typing import Any, Callable
 
-from mtm_engine.atomic import atomic_write
 from mtm_engine.catalogue import BACKBONES
 from mtm_engine.errors import MtmError
 
@@ -48,49 +45,6 @@ def check_trials_fit(gpus: float, cpus: float, nodes: list[dict[str, Any]]) -> N
             raise MtmError(f"tune.{key} = {asked:g}, but the largest node of the Ray cluster has {max(have, default=0):g} "
                            f"{resource}s ({sum(have):g} in all, on {len(have)} node{'s' * (len(have) != 1)}): a trial runs "
                            f"on one node, so none could start; {cure}")
-
-
-def _write_probe(folder: str, name: str) -> str:
-    """On one node: write a probe file into the sweep's storage folder; returns the node's host name."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    atomic_write(Path(folder) / name, socket.gethostname())
-    return socket.gethostname()
-
-
-def check_storage_shared(storage: str, nodes: list[dict[str, Any]]) -> None:
-    """Before a sweep starts on a cluster, each live node writes a probe file into `storage` (tune.storage/<sweep
-    id>) and the driver looks
-    for it: a node that cannot write there, or whose files the driver cannot see (its own disk, not the shared
-    one), would fail every trial placed on it at its first checkpoint, with a 60-line Ray traceback. Refused in
-    one line naming the node."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    probe = ray.remote(num_cpus=0)(_write_probe)
-    folder = Path(storage)
-    live = [node for node in nodes if node.get("Alive")]
-    names = {node["NodeID"]: f".probe-{node['NodeID'][:12]}-{secrets.token_hex(4)}" for node in live}
-    try:
-        for node in live:
-            where = f"node {node.get('NodeManagerAddress', '?')} ({node['NodeID'][:12]})"
-            try:
-                ray.get(probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                        .remote(str(folder), names[node["NodeID"]]), timeout=120)
-            except ray.exceptions.RayTaskError as exc:   # the probe ran there and failed: PermissionError, a full disk
-                reason = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1][:200]
-                raise MtmError(f"tune.storage {folder.parent}: {where} cannot write there ({reason}); give a folder that "
-                               f"every node can write (shared storage), or a URI like s3://bucket/path") from None
-            except Exception:   # the node is gone, or takes no task now (a lost node not yet declared dead): Ray
-                continue        # places no trial there either
-            if not (folder / names[node["NodeID"]]).exists():
-                raise MtmError(f"tune.storage {folder.parent} is not shared with {where}: a file it wrote there is not seen "
-                               f"here, so its trials' checkpoints would be lost; mount the same folder on every "
-                               f"node (NFS), or give a URI like s3://bucket/path")
-    finally:
-        for name in names.values():
-            (folder / name).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            folder.rmdir()   # only if the probes made it and nothing else is there
 
 
 def tighten_token(path: Path, say: Callable[[str], None] | None) -> None:

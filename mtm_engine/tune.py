@@ -1,6 +1,5 @@
 """Hyperparameter search on Ray Tune (HyperOpt search, ASHA scheduler, plateau stopping), the
-paper's Section IV-D. The only module that imports ray at its top (preflight.py imports it inside the one
-check that probes the nodes).
+paper's Section IV-D. The only module that imports ray.
 
 Every trial is a run in the store, tagged with its sweep id. Trials are recorded from the driver
 by a `tune.Callback` (so trials on other nodes of a cluster are recorded too); a trial reports
@@ -32,13 +31,13 @@ import ray
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from mtm_engine.atomic import atomic_write
 from mtm_engine.config import Spec, comparable_spec, selection_split, spec_from_dict, with_absolute_paths
 from mtm_engine.errors import ConfigError, MtmError
 from mtm_engine.events import CheckpointSaved, EpochEnded, RunStarted
 from mtm_engine.preflight import (
     check_restorable,
     check_resumable_here,
-    check_storage_shared,
     check_trials_fit,
     gpus_for,
     storage_path,
@@ -54,6 +53,48 @@ from mtm_engine.sweep_spec import TuneSpec
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
 TRIAL_KEYS = ("device", "node")   # reported by each trial beside its epoch record: where it trains
 RUN_FILES = (CHECKPOINT, BEST, *SNAPSHOTS.values())   # what a checkpoint carries into the trial's run folder
+
+
+def _write_probe(folder: str, name: str) -> str:
+    """On one node: write a probe file into the sweep's storage folder; returns the node's host name."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(folder) / name, socket.gethostname())
+    return socket.gethostname()
+
+
+def check_storage_shared(storage: str, nodes: list[dict[str, Any]]) -> None:
+    """Before a sweep starts on a cluster, each live node writes a probe file into `storage` (tune.storage/<sweep
+    id>) and the driver looks
+    for it: a node that cannot write there, or whose files the driver cannot see (its own disk, not the shared
+    one), would fail every trial placed on it at its first checkpoint, with a 60-line Ray traceback. Refused in
+    one line naming the node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0)(_write_probe)
+    folder = Path(storage)
+    live = [node for node in nodes if node.get("Alive")]
+    names = {node["NodeID"]: f".probe-{node['NodeID'][:12]}-{secrets.token_hex(4)}" for node in live}
+    try:
+        for node in live:
+            where = f"node {node.get('NodeManagerAddress', '?')} ({node['NodeID'][:12]})"
+            try:
+                ray.get(probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                        .remote(str(folder), names[node["NodeID"]]), timeout=120)
+            except ray.exceptions.RayTaskError as exc:   # the probe ran there and failed: PermissionError, a full disk
+                reason = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1][:200]
+                raise MtmError(f"tune.storage {folder.parent}: {where} cannot write there ({reason}); give a folder that "
+                               f"every node can write (shared storage), or a URI like s3://bucket/path") from None
+            except Exception:   # the node is gone, or takes no task now (a lost node not yet declared dead): Ray
+                continue        # places no trial there either
+            if not (folder / names[node["NodeID"]]).exists():
+                raise MtmError(f"tune.storage {folder.parent} is not shared with {where}: a file it wrote there is not seen "
+                               f"here, so its trials' checkpoints would be lost; mount the same folder on every "
+                               f"node (NFS), or give a URI like s3://bucket/path")
+    finally:
+        for name in names.values():
+            (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()   # only if the probes made it and nothing else is there
 
 
 # sweep id -> where the driver prints trial events. Module state, not callback state: a restored

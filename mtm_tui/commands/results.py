@@ -111,7 +111,7 @@ def show(run: str = RUN,
     from mtm_engine.records import METRICS, acc_key, classifiers_in
     from mtm_engine.results import summarise
     from mtm_engine.store import LOG
-    from mtm_tui.services.rows import TEST_SELECTED, gpu_memory, pct, status, tags_and_note
+    from mtm_tui.services.rows import TEST_SELECTED, gpu_memory, pct, status, tags_and_note, test_selected
 
     store = open_store(home)
     run_id = store.resolve(run, aside)
@@ -122,7 +122,7 @@ def show(run: str = RUN,
     console.print(f"[bold]{run_id}[/] {meta['name']}  {status(row['status'])}  epoch {row['epoch']}/{row['epochs']}"
                   f"  device {row.get('device') or '-'}  seed {meta['seed']}")
     for line in (row["message"], tags_and_note(row),   # what happened to it; what the user wrote on it
-                 TEST_SELECTED if row.get("selection") == "max-test" else ""):
+                 TEST_SELECTED if test_selected(row) else ""):
         if line:
             console.print(line, markup=False, highlight=False)
     for section, values in meta["spec"].items():

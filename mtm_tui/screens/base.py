@@ -4,6 +4,7 @@ and a confirmation dialog."""
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from typing import Any, Callable, Generic, TypeVar
 
 from textual import work
@@ -36,11 +37,13 @@ class PollingScreen(Screen, Generic[Data]):
     POLL_S = 1.0
     polled = False   # whether a first poll's data (or its error) has been shown
 
+    @abstractmethod
     def fetch(self) -> Data:
-        raise NotImplementedError
+        """Read the store (in the polling thread: no widgets here)."""
 
+    @abstractmethod
     def show(self, data: Data) -> None:
-        raise NotImplementedError
+        """Put what fetch read into the widgets (on the UI thread)."""
 
     def on_mount(self) -> None:
         self.poll()

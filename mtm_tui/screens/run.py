@@ -20,7 +20,15 @@ from mtm_engine.results import summarise
 from mtm_engine.store import LOG
 from mtm_tui.screens.base import ConfirmScreen, PollingScreen
 from mtm_tui.services import jobs
-from mtm_tui.services.rows import TEST_SELECTED, gpu_memory, progress, status, stop_question, tags_and_note
+from mtm_tui.services.rows import (
+    TEST_SELECTED,
+    gpu_memory,
+    progress,
+    status,
+    stop_question,
+    tags_and_note,
+    test_selected,
+)
 from mtm_tui.widgets.certainty import CertaintyView
 from mtm_tui.widgets.charts import MetricChart, View, charts
 
@@ -114,7 +122,7 @@ class RunScreen(PollingScreen[RunData]):
             + (f" {records[-1]['gpu_util_pct']:.0f}%" if records and "gpu_util_pct" in records[-1] else "")
             + (f"\n[yellow]epoch {row['epoch'] + 1}: {in_flight}[/]" if in_flight else "")
             + (f"\n[dim]{row['message']}[/dim]" if row.get("message") else "")
-            + (f"\n{TEST_SELECTED}" if row.get("selection") == "max-test" else "")
+            + (f"\n{TEST_SELECTED}" if test_selected(row) else "")
             + (f"\n{escape(tags_and_note(row))}" if tags_and_note(row) else ""))
         self._hide_empty_charts(records)
         self.draw_active()
